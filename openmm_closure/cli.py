@@ -1,0 +1,69 @@
+"""The ``openmm-closure`` command line.
+
+Each subcommand lives in its own module, which exposes ``configure(parser)`` to add
+its arguments and ``run(args) -> int`` to execute. Modules are imported only when
+their subcommand is chosen, except for building ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+
+__all__ = ["main", "COMMANDS"]
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("openmm_closure.simulate", "simulate an ensemble of replicas of one system"),
+    "train": ("openmm_closure.training", "train encoder + flow decoder, then the dynamics"),
+    "evaluate": ("openmm_closure.evaluation", "roll a model out on test data and score it"),
+    "export": ("openmm_closure.export", "export encoder and dynamics to TorchScript"),
+    "rollout": ("openmm_closure.surrogate", "encode a configuration and extrapolate it"),
+    "demo": ("openmm_closure.demo", "run the end-to-end demo"),
+}
+
+
+def _available() -> dict[str, tuple[str, str]]:
+    found = {}
+    for name, (module, text) in COMMANDS.items():
+        if importlib.util.find_spec(module) is not None:
+            found[name] = (module, text)
+    return found
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="openmm-closure",
+        description="Learned permutation-invariant closure dynamics for OpenMM.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, (module, text) in _available().items():
+        p = sub.add_parser(name, help=text, description=text)
+        importlib.import_module(module).configure(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        print("openmm-closure: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as exc:
+        # one-line reason, non-zero exit; the traceback is noise for a user's typo
+        print(f"openmm-closure {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
