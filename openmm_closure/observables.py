@@ -1,0 +1,270 @@
+"""Macroscopic observables of particle configurations (numpy in, numpy out).
+
+All functions are vectorised over leading "frame" axes: ``positions`` has shape
+(..., n, 3) in nm and results have shape (...). This module imports numpy and scipy only
+(never torch or openmm), so both the OpenMM side and the model side can use it.
+
+- ``energy``: mean pair energy of the 2D interacting particles (SPEC 3A).
+- ``R_AB``, ``R_BA``: pooled neighbour ratios of the binary mixture (SPEC 3B).
+- ``extension``, ``end_to_end_{x,y,z}``: polymer chain span and end-to-end vector (SPEC 3C).
+
+Example:
+    >>> import numpy as np
+    >>> x = np.random.rand(10, 50, 3)                     # 10 frames, 50 particles, nm
+    >>> types = np.arange(50) % 2
+    >>> out = compute(["energy", "R_AB"], x, types, cutoff=0.3)
+    >>> out["energy"].shape, out["R_AB"].shape
+    ((10,), (10,))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+__all__ = [
+    "pair_potential",
+    "mean_pair_energy",
+    "neighbour_ratios",
+    "extension",
+    "end_to_end",
+    "compute",
+    "OBSERVABLES",
+    "DEFAULT_OBSERVABLES",
+    "check_names",
+]
+
+#: default macroscopic observables of each built-in system
+DEFAULT_OBSERVABLES: dict[str, tuple[str, ...]] = {
+    "particles2d": ("energy",),
+    "lj-mixing": ("R_AB", "R_BA"),
+    "polymer": ("extension",),
+}
+
+
+def _log_cosh(u: np.ndarray) -> np.ndarray:
+    """log(cosh(u)) without overflow: |u| + log1p(exp(-2|u|)) - log 2."""
+    au = np.abs(u)
+    return au + np.log1p(np.exp(-2.0 * au)) - np.log(2.0)
+
+
+def pair_potential(r: np.ndarray, a: float = 4.0, b: float = 0.1) -> np.ndarray:
+    """P(r) = (1/a) log cosh(a (1 - r)) + b (1 - r), elementwise.
+
+    Arguments:
+        r: distances, any shape, nm (reduced units).
+        a, b: potential parameters.
+
+    Returns:
+        P(r), same shape as ``r``, kJ/mol (reduced units).
+    """
+    d = 1.0 - np.asarray(r, dtype=np.float64)
+    return _log_cosh(a * d) / a + b * d
+
+
+def _frames(positions: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    x = np.asarray(positions, dtype=np.float64)
+    if x.ndim < 2 or x.shape[-1] != 3:
+        raise ValueError(f"positions must have shape (..., n, 3), got {x.shape}")
+    lead = x.shape[:-2]
+    return x.reshape((-1,) + x.shape[-2:]), lead
+
+
+def mean_pair_energy(positions: np.ndarray, a: float = 4.0, b: float = 0.1) -> np.ndarray:
+    """Mean pair energy sum_{i<j} P(r_ij) / (n (n - 1) / 2) of a 2D configuration.
+
+    Only x and y are used. All pairs are summed (O(n^2) per frame, as in the model).
+
+    Arguments:
+        positions: (..., n, 3) coordinates in nm; n >= 2.
+        a, b: pair potential parameters (see :func:`pair_potential`).
+
+    Returns:
+        (...) float64 mean pair energy, kJ/mol (reduced units).
+    """
+    from scipy.spatial.distance import pdist
+
+    x, lead = _frames(positions)
+    n = x.shape[1]
+    if n < 2:
+        raise ValueError("mean_pair_energy needs at least 2 particles")
+    out = np.empty(x.shape[0])
+    for k in range(x.shape[0]):
+        out[k] = pair_potential(pdist(x[k, :, :2]), a, b).mean()
+    return out.reshape(lead)
+
+
+def _wrap(x: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """Wrap coordinates into [0, L) exactly (cKDTree rejects L itself)."""
+    w = np.mod(x, box)
+    w[w >= box] = 0.0  # np.mod can round a tiny negative up to L
+    return w
+
+
+def neighbour_ratios(
+    positions: np.ndarray,
+    types: np.ndarray,
+    cutoff: float = 2.5,
+    box: Sequence[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled neighbour ratios R_AB and R_BA within a cutoff.
+
+    R_AB = (number of B neighbours of all A atoms) / (number of all neighbours of all A
+    atoms), a ratio of sums; R_BA likewise with A and B swapped. A particle is not its own
+    neighbour. Species 0 is A and species 1 is B. A ratio whose denominator is zero is NaN.
+    Cost is linear in n (a KD-tree per frame).
+
+    Arguments:
+        positions: (..., n, 3) coordinates in nm.
+        types: (n,) or (..., n) int species indices (0 = A, 1 = B).
+        cutoff: neighbour distance in nm (pairs with r <= cutoff count).
+        box: None for a non-periodic (walled) system, or (Lx, Ly[, Lz]) periodic box
+            lengths in nm (minimum image). If every z coordinate is equal the system is
+            treated as 2D and Lz is ignored.
+
+    Returns:
+        (R_AB, R_BA), each (...) float64, dimensionless.
+    """
+    from scipy.spatial import cKDTree
+
+    x, lead = _frames(positions)
+    f, n = x.shape[:2]
+    t = np.asarray(types)
+    if t.shape[-1:] != (n,):
+        raise ValueError(f"types of shape {t.shape} do not match {n} particles")
+    t = np.broadcast_to(t, lead + (n,)).reshape(f, n)
+    flat2d = bool(np.all(x[..., 2] == x[..., :1, 2]))
+    dims = 2 if flat2d else 3
+    boxsize = None
+    if box is not None:
+        bx = np.asarray(box, dtype=np.float64).reshape(-1)
+        if bx.size < dims or np.any(bx[:dims] <= 0):
+            raise ValueError(f"box {list(bx)} needs {dims} positive lengths")
+        boxsize = bx[:dims]
+    r_ab = np.empty(f)
+    r_ba = np.empty(f)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for k in range(f):
+            xk = x[k, :, :dims]
+            if boxsize is not None:
+                xk = _wrap(xk, boxsize)
+            tree = cKDTree(xk, boxsize=boxsize)
+            pairs = tree.query_pairs(cutoff, output_type="ndarray")
+            isa = t[k] == 0
+            isb = t[k] == 1
+            ai, aj = isa[pairs[:, 0]], isa[pairs[:, 1]]
+            bi, bj = isb[pairs[:, 0]], isb[pairs[:, 1]]
+            n_ab = np.count_nonzero((ai & bj) | (bi & aj))
+            # neighbours of A atoms: 2 per AA pair, 1 per A-other pair
+            a_all = np.count_nonzero(ai) + np.count_nonzero(aj)
+            b_all = np.count_nonzero(bi) + np.count_nonzero(bj)
+            r_ab[k] = n_ab / a_all if a_all else np.nan
+            r_ba[k] = n_ab / b_all if b_all else np.nan
+    return r_ab.reshape(lead), r_ba.reshape(lead)
+
+
+def extension(positions: np.ndarray) -> np.ndarray:
+    """x-span of a chain: max x - min x over the beads.
+
+    Arguments:
+        positions: (..., n, 3) bead coordinates in nm.
+
+    Returns:
+        (...) float64 extension in nm.
+    """
+    x = np.asarray(positions, dtype=np.float64)[..., 0]
+    return x.max(axis=-1) - x.min(axis=-1)
+
+
+def end_to_end(positions: np.ndarray) -> np.ndarray:
+    """End-to-end vector, last bead minus first bead.
+
+    Arguments:
+        positions: (..., n, 3) bead coordinates in nm.
+
+    Returns:
+        (..., 3) float64 vector in nm.
+    """
+    x = np.asarray(positions, dtype=np.float64)
+    return x[..., -1, :] - x[..., 0, :]
+
+
+def _energy(x, types, p):
+    return {"energy": mean_pair_energy(x, a=p.get("a", 4.0), b=p.get("b", 0.1))}
+
+
+def _ratios(x, types, p):
+    if types is None:
+        raise ValueError("R_AB / R_BA need species types")
+    box = p.get("box")
+    rab, rba = neighbour_ratios(x, types, cutoff=p.get("cutoff", 2.5), box=box)
+    return {"R_AB": rab, "R_BA": rba}
+
+
+def _extension(x, types, p):
+    return {"extension": extension(x)}
+
+
+def _end_to_end(x, types, p):
+    e = end_to_end(x)
+    return {"end_to_end_x": e[..., 0], "end_to_end_y": e[..., 1], "end_to_end_z": e[..., 2]}
+
+
+#: name -> function(positions, types, params) returning a dict of (possibly several) observables
+OBSERVABLES: dict[str, Callable[[np.ndarray, Any, dict], dict[str, np.ndarray]]] = {
+    "energy": _energy,
+    "R_AB": _ratios,
+    "R_BA": _ratios,
+    "extension": _extension,
+    "end_to_end_x": _end_to_end,
+    "end_to_end_y": _end_to_end,
+    "end_to_end_z": _end_to_end,
+}
+
+
+def check_names(names: Sequence[str]) -> tuple[str, ...]:
+    """Validate observable names.
+
+    Arguments:
+        names: observable names (a single string is one name).
+
+    Returns:
+        The names as a tuple.
+
+    Raises:
+        ValueError: naming the unknown observable and listing the valid names.
+    """
+    if isinstance(names, str):
+        names = (names,)
+    names = tuple(names)
+    for name in names:
+        if name not in OBSERVABLES:
+            raise ValueError(f"unknown observable {name!r}; valid names: {', '.join(OBSERVABLES)}")
+    return names
+
+
+def compute(names: Sequence[str], positions: np.ndarray, types: np.ndarray | None = None,
+            **params: Any) -> dict[str, np.ndarray]:
+    """Compute several observables at once (shared work is done once).
+
+    Arguments:
+        names: observable names (see :data:`OBSERVABLES`).
+        positions: (..., n, 3) coordinates in nm.
+        types: (n,) int species indices (needed for R_AB / R_BA), or None.
+        **params: observable parameters: ``a``, ``b`` (energy), ``cutoff``, ``box``
+            (neighbour ratios; box None or a list of lengths in nm). Unknown keys are
+            ignored, so a system's whole parameter dict can be passed.
+
+    Returns:
+        dict name -> (...) float64 array, one entry per requested name.
+    """
+    names = check_names(names)
+    out: dict[str, np.ndarray] = {}
+    done: dict[Callable, dict[str, np.ndarray]] = {}
+    for name in names:
+        fn = OBSERVABLES[name]
+        if fn not in done:
+            done[fn] = fn(positions, types, params)
+        out[name] = np.asarray(done[fn][name], dtype=np.float64)
+    return out
