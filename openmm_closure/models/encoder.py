@@ -1,0 +1,299 @@
+r"""Permutation-invariant set encoders :math:`\hat z = \hat\phi(X)`.
+
+Both encoders share one interface:
+
+- ``forward(positions, types) -> z`` for one set: ``positions`` (n, 3) in nm (any
+  float dtype; only the first ``in_features`` columns are used, so 2D systems ignore
+  z), ``types`` (n,) int64 species indices in ``[0, n_species)``; returns (d,) in the
+  encoder's dtype. This is the TorchScript entry point.
+- ``forward_flat(x, types, index, n_sets) -> z`` for a batch of sets stored as one flat
+  concatenation: ``x`` (N, in_features) *normalised* coordinates, ``types`` (N,),
+  ``index`` (N,) the set each element belongs to; returns (n_sets, d). Training uses this
+  path; sets may have different sizes.
+
+Invariance is by construction: every element goes through the same per-element map
+and the only reduction over elements is a (masked, per-species) mean or an attention
+pooling, both symmetric functions. The cost is O(n).
+"""
+
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .normalization import MinMaxScaler
+
+__all__ = ["MLP", "DeepSetEncoder", "SetTransformerEncoder", "build_encoder"]
+
+
+class MLP(nn.Sequential):
+    """Multi-layer perceptron ``Linear -> act -> ... -> Linear``.
+
+    Arguments:
+        in_features: input size.
+        out_features: output size.
+        hidden: sizes of the hidden layers.
+        activation: activation class, instantiated between layers.
+
+    Example:
+        >>> MLP(2, 3, (16, 16))(torch.randn(5, 2)).shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = (64, 64),
+        activation: type = nn.SiLU,
+    ):
+        layers: list[nn.Module] = []
+        sizes = [int(in_features), *[int(h) for h in hidden], int(out_features)]
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            if i > 0:
+                layers.append(activation())
+            layers.append(nn.Linear(a, b))
+        super().__init__(*layers)
+
+
+def _check_args(latent_dim: int, in_features: int, n_species: int) -> None:
+    if int(latent_dim) <= 0:
+        raise ValueError(f"latent dimension must be >= 1, got {latent_dim}")
+    if int(in_features) <= 0 or int(in_features) > 3:
+        raise ValueError(f"in_features must be 1, 2 or 3, got {in_features}")
+    if int(n_species) <= 0:
+        raise ValueError(f"n_species must be >= 1, got {n_species}")
+
+
+class _SetEncoderBase(nn.Module):
+    """Input handling shared by the encoders (normalisation, checks, dtype)."""
+
+    _probe: Tensor
+
+    def __init__(self, latent_dim: int, in_features: int, n_species: int):
+        super().__init__()
+        _check_args(latent_dim, in_features, n_species)
+        self.latent_dim = int(latent_dim)
+        self.in_features = int(in_features)
+        self.n_species = int(n_species)
+        #: coordinate ranges (nm) mapped to [-1, 1]; set by :meth:`fit_normalization`
+        self.coords = MinMaxScaler(self.in_features)
+        # empty buffer that follows .to(dtype/device): tells forward what to convert to
+        self.register_buffer("_probe", torch.zeros(0), persistent=False)
+
+    @torch.jit.unused
+    def fit_normalization(self, positions) -> None:
+        """Set the coordinate ranges from training positions (..., >= in_features) in nm."""
+        x = torch.as_tensor(positions, dtype=torch.float64)
+        self.coords.fit(x[..., : self.in_features])
+
+    def normalize(self, positions: Tensor) -> Tensor:
+        """Positions (..., >= in_features) in nm -> normalised (..., in_features)."""
+        x = positions[..., : self.in_features].to(dtype=self._probe.dtype, device=self._probe.device)
+        return self.coords(x)
+
+    def forward_flat(self, x: Tensor, types: Tensor, index: Tensor, n_sets: int) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, positions: Tensor, types: Tensor) -> Tensor:
+        """Encode one set.
+
+        Arguments:
+            positions: (n, 3) positions in nm, any float dtype (extra columns ignored).
+            types: (n,) int species indices in ``[0, n_species)``.
+
+        Returns:
+            (d,) closure variables (dimensionless), in the encoder's dtype.
+        """
+        if positions.dim() != 2 or positions.shape[1] < self.in_features:
+            raise ValueError(
+                "positions must have shape (n, " + str(self.in_features) + ") or (n, 3)"
+            )
+        if types.dim() != 1 or types.shape[0] != positions.shape[0]:
+            raise ValueError("types must have shape (n,) matching positions")
+        types = types.to(device=self._probe.device, dtype=torch.long)
+        if types.numel() > 0:
+            if bool(types.min() < 0) or bool(types.max() >= self.n_species):
+                raise ValueError(
+                    "species index out of range: this encoder knows "
+                    + str(self.n_species)
+                    + " species (types 0.."
+                    + str(self.n_species - 1)
+                    + "), got types in ["
+                    + str(int(types.min()))
+                    + ", "
+                    + str(int(types.max()))
+                    + "]"
+                )
+        x = self.normalize(positions)
+        index = torch.zeros_like(types)
+        return self.forward_flat(x, types, index, 1)[0]
+
+
+class DeepSetEncoder(_SetEncoderBase):
+    r"""DeepSet encoder :math:`\hat z = \rho(\oplus_s \mathrm{mean}_{i: s_i = s} \psi(x^i))`.
+
+    A shared per-particle MLP ψ, a masked mean (or sum) per species, the per-species
+    pooled vectors concatenated, and an MLP ρ to ``latent_dim``. A species absent from
+    a set pools to zeros.
+
+    Arguments:
+        latent_dim: closure dimension d (>= 1).
+        in_features: coordinates used per particle (2 for 2D systems, 3 otherwise).
+        n_species: number of species S.
+        hidden: hidden sizes of ψ.
+        embed: output size of ψ (per species pooled width).
+        rho_hidden: hidden sizes of ρ.
+        pool: ``"mean"`` (reference) or ``"sum"``.
+
+    Example:
+        >>> enc = DeepSetEncoder(2, in_features=2, n_species=2)
+        >>> enc(torch.rand(10, 3), torch.randint(0, 2, (10,))).shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        in_features: int = 2,
+        n_species: int = 1,
+        hidden: Sequence[int] = (64, 64),
+        embed: int = 64,
+        rho_hidden: Sequence[int] = (64, 64),
+        pool: str = "mean",
+    ):
+        super().__init__(latent_dim, in_features, n_species)
+        if pool not in ("mean", "sum"):
+            raise ValueError(f"pool must be 'mean' or 'sum', got {pool!r}")
+        self.pool = pool
+        self.embed = int(embed)
+        self.psi = MLP(self.in_features, self.embed, hidden)
+        self.rho = MLP(self.n_species * self.embed, self.latent_dim, rho_hidden)
+
+    def pooled(self, x: Tensor, types: Tensor, index: Tensor, n_sets: int) -> Tensor:
+        """Per-species pooled features (n_sets, S * embed) of normalised elements x (N, D)."""
+        h = self.psi(x)
+        seg = index * self.n_species + types
+        n_seg = n_sets * self.n_species
+        sums = torch.zeros(n_seg, self.embed, dtype=h.dtype, device=h.device)
+        sums = sums.index_add(0, seg, h)
+        if self.pool == "mean":
+            ones = torch.ones(seg.shape[0], dtype=h.dtype, device=h.device)
+            counts = torch.zeros(n_seg, dtype=h.dtype, device=h.device).index_add(0, seg, ones)
+            sums = sums / counts.clamp(min=1.0).unsqueeze(-1)
+        return sums.reshape(n_sets, self.n_species * self.embed)
+
+    def forward_flat(self, x: Tensor, types: Tensor, index: Tensor, n_sets: int) -> Tensor:
+        """Encode a flat batch of sets; see the module docstring. Returns (n_sets, d)."""
+        return self.rho(self.pooled(x, types, index, n_sets))
+
+
+class _MAB(nn.Module):
+    """Multihead attention block LN(q + MHA(q, k, k)); LN(h + FF(h))."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.att = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.ln1 = nn.LayerNorm(dim)
+        self.ln2 = nn.LayerNorm(dim)
+        self.ff = MLP(dim, dim, (dim,))
+
+    def forward(self, q: Tensor, k: Tensor, mask: Tensor) -> Tensor:
+        a, _ = self.att(q, k, k, key_padding_mask=mask, need_weights=False)
+        h = self.ln1(q + a)
+        return self.ln2(h + self.ff(h))
+
+
+class SetTransformerEncoder(_SetEncoderBase):
+    r"""Set Transformer encoder: ISAB blocks then per-species attention pooling.
+
+    Elements are embedded by an MLP, mixed by induced set attention blocks (``m``
+    learned inducing points, cost O(n m)), and pooled per species by a learned query
+    (softmax over the elements of that species), then mapped to ``latent_dim`` by ρ.
+
+    Arguments:
+        latent_dim: closure dimension d (>= 1).
+        in_features: coordinates used per particle.
+        n_species: number of species S.
+        dim: width of the attention blocks.
+        heads: attention heads.
+        inducing: number of inducing points m.
+        blocks: number of ISAB blocks.
+        rho_hidden: hidden sizes of ρ.
+
+    Example:
+        >>> enc = SetTransformerEncoder(2, dim=16, heads=2, inducing=4)
+        >>> enc(torch.rand(10, 3), torch.zeros(10, dtype=torch.long)).shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        latent_dim: int,
+        in_features: int = 2,
+        n_species: int = 1,
+        dim: int = 64,
+        heads: int = 4,
+        inducing: int = 16,
+        blocks: int = 2,
+        rho_hidden: Sequence[int] = (64, 64),
+    ):
+        super().__init__(latent_dim, in_features, n_species)
+        self.dim = int(dim)
+        self.embed_net = MLP(self.in_features + self.n_species, self.dim, (self.dim,))
+        self.inducing = nn.Parameter(torch.randn(int(blocks), int(inducing), self.dim) * 0.1)
+        self.mab_in = nn.ModuleList([_MAB(self.dim, heads) for _ in range(blocks)])
+        self.mab_out = nn.ModuleList([_MAB(self.dim, heads) for _ in range(blocks)])
+        self.query = nn.Parameter(torch.randn(self.n_species, self.dim) * 0.1)
+        self.key = nn.Linear(self.dim, self.dim)
+        self.value = nn.Linear(self.dim, self.dim)
+        self.rho = MLP(self.n_species * self.dim, self.latent_dim, rho_hidden)
+
+    def forward_flat(self, x: Tensor, types: Tensor, index: Tensor, n_sets: int) -> Tensor:
+        """Encode a flat batch of sets; see the module docstring. Returns (n_sets, d)."""
+        n = x.shape[0]
+        onehot = nn.functional.one_hot(types, self.n_species).to(x.dtype)
+        h = self.embed_net(torch.cat([x, onehot], dim=-1))
+        # flat -> padded (n_sets, n_max, dim) with a padding mask
+        counts = torch.bincount(index, minlength=n_sets)
+        offsets = torch.cumsum(counts, 0) - counts
+        order = torch.sort(index, stable=True)[1]
+        rank = torch.empty_like(index)
+        rank[order] = torch.arange(n, device=x.device) - offsets[index[order]]
+        n_max = int(counts.max()) if n > 0 else 1
+        padded = torch.zeros(n_sets, n_max, self.dim, dtype=h.dtype, device=h.device)
+        padded = padded.index_put((index, rank), h)
+        mask = torch.ones(n_sets, n_max, dtype=torch.bool, device=h.device)
+        mask = mask.index_put((index, rank), torch.zeros(n, dtype=torch.bool, device=h.device))
+        no_mask = torch.zeros(n_sets, self.inducing.shape[1], dtype=torch.bool, device=h.device)
+        b = 0
+        for mab_in, mab_out in zip(self.mab_in, self.mab_out):
+            ind = self.inducing[b].to(h.dtype).unsqueeze(0).expand(n_sets, -1, -1)
+            mid = mab_in(ind, padded, mask)
+            padded = mab_out(padded, mid, no_mask)
+            b += 1
+        h = padded[index, rank]
+        # per-species attention pooling, flat (segments = set * S + species)
+        seg = index * self.n_species + types
+        n_seg = n_sets * self.n_species
+        k = self.key(h)
+        v = self.value(h)
+        score = (k * self.query.to(h.dtype)[types]).sum(-1) / float(self.dim) ** 0.5
+        top = torch.full((n_seg,), -1e30, dtype=h.dtype, device=h.device)
+        top = top.scatter_reduce(0, seg, score, reduce="amax", include_self=True)
+        w = torch.exp(score - top[seg])
+        den = torch.zeros(n_seg, dtype=h.dtype, device=h.device).index_add(0, seg, w)
+        num = torch.zeros(n_seg, self.dim, dtype=h.dtype, device=h.device)
+        num = num.index_add(0, seg, w.unsqueeze(-1) * v)
+        pooled = num / den.clamp(min=1e-30).unsqueeze(-1)
+        return self.rho(pooled.reshape(n_sets, self.n_species * self.dim))
+
+
+def build_encoder(kind: str, **kwargs) -> _SetEncoderBase:
+    """Encoder factory: ``kind`` is ``"deepset"`` or ``"settransformer"``."""
+    if kind == "deepset":
+        return DeepSetEncoder(**kwargs)
+    if kind == "settransformer":
+        return SetTransformerEncoder(**kwargs)
+    raise ValueError(f"unknown encoder {kind!r}; choose 'deepset' or 'settransformer'")
