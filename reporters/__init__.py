@@ -1,0 +1,10 @@
+"""OpenMM reporters of openmm-closure, usable on any ``openmm.app.Simulation``.
+
+- :class:`MacroReporter`: macroscopic observables, one row per report (CSV or HDF5).
+- :class:`DatasetReporter`: an mdtraj-readable HDF5 trajectory with species and observables.
+"""
+
+from .dataset import DatasetReporter
+from .macro import MacroReporter, species_from_topology
+
+__all__ = ["MacroReporter", "DatasetReporter", "species_from_topology"]

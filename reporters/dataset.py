@@ -1,0 +1,91 @@
+"""DatasetReporter: an mdtraj-readable HDF5 trajectory plus species and observables.
+
+The file is one replica of the dataset format of :mod:`openmm_closure.data`:
+``mdtraj.load(file)`` reads coordinates (nm), time (ps) and a topology whose atom names
+are the species names; ``/species`` and ``/observables/<name>`` hold the extra arrays
+with ``units`` attributes.
+
+Example:
+    >>> from openmm_closure.reporters import DatasetReporter
+    >>> rep = DatasetReporter("traj.h5", 200, observables=("R_AB", "R_BA"), cutoff=2.5)  # doctest: +SKIP
+    >>> sim.reporters.append(rep); sim.step(10_000); rep.close()                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import numpy as np
+
+from .macro import _ObservableReporter
+
+__all__ = ["DatasetReporter"]
+
+
+class DatasetReporter(_ObservableReporter):
+    """Write positions, times, species and observables every ``reportInterval`` steps.
+
+    Positions are written as the Simulation holds them (not wrapped into the box).
+
+    Arguments:
+        file: output path (``.h5``); overwritten at the first report.
+        reportInterval: steps between reports (positive int).
+        types: (n,) int species index per atom (0 = A, 1 = B, ...); default: sorted
+            unique topology atom names -> index (and those names label the species).
+        observables: names from :data:`openmm_closure.observables.OBSERVABLES` to
+            store per frame (may be empty).
+        **params: observable parameters (``a``, ``b``, ``cutoff``, ``box`` in nm, ...).
+
+    Raises:
+        ValueError: bad interval, unknown observable (in ``__init__``); types whose length
+            differs from the topology, or non-finite coordinates (naming the step), at a report.
+    """
+
+    def __init__(
+        self,
+        file: str | os.PathLike,
+        reportInterval: int,
+        types: Sequence[int] | np.ndarray | None = None,
+        observables: Sequence[str] = (),
+        **params: Any,
+    ) -> None:
+        super().__init__(os.fspath(file), reportInterval, observables, types, params)
+        self._writer = None
+
+    @property
+    def n_frames(self) -> int:
+        """Frames written so far."""
+        return 0 if self._writer is None else self._writer.n_frames
+
+    def _setup(self, simulation, state) -> None:
+        from openmm_closure.data import ReplicaWriter
+
+        box = self._box(state)
+        self._writer = ReplicaWriter(self._file, self._types, self._species_names, self._observables, box)
+        self._ready = True
+
+    def report(self, simulation, state) -> None:
+        """Append the positions, time and observables of ``state`` as one frame."""
+        if self._closed:
+            raise ValueError("DatasetReporter: report() after close()")
+        if not self._ready:
+            # validate before creating the file so bad input overwrites nothing
+            self._setup_common(simulation)
+            self._positions(simulation, state)
+            self._setup(simulation, state)
+        from openmm import unit
+
+        x = self._positions(simulation, state)
+        values = self._values(x, self._box(state)) if self._observables else {}
+        t = state.getTime().value_in_unit(unit.picosecond)
+        self._writer.append(x, t, values)
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is not None:
+            self._writer.close()
