@@ -1,0 +1,329 @@
+"""The trained closure model, and its directory format.
+
+Model directory (written by ``openmm-closure train`` / :func:`save_model`)::
+
+    MODEL_DIR/
+      config.json     everything needed to rebuild the modules (see below)
+      model.pt        torch state dict of ClosureModel: encoder (incl. its coordinate
+                      ranges), decoder (zuko flow), dynamics, state scaler (ranges of
+                      z = [z̄, ẑ]); load with torch.load(..., weights_only=True)
+      history.json    per-epoch losses of both stages (train / validation, lr, seconds)
+      checkpoint.pt   training checkpoint (resume state; not needed for inference)
+
+``config.json`` keys: ``format_version``, ``package_version``, ``method`` (stage-1
+objective, "ours"), ``system``, ``in_features`` (coordinates per particle used: 2 for 2D
+systems), ``n_species``, ``species`` (names), ``latent_dim`` (d = dim ẑ), ``epsilon``
+(decoder bandwidth, normalised units), ``samples`` (M), ``observables`` (names of z̄,
+in order), ``observable_params`` (kwargs of :func:`openmm_closure.observables.compute`),
+``dt`` (ps between frames, the dynamics' time step), ``encoder`` / ``decoder`` /
+``dynamics`` (module hyperparameters; ``dynamics.kind`` is "ode" or "sde"), ``units``,
+``manifest`` (the training dataset's manifest) and ``training`` (the training options).
+
+State convention: ``z = [z̄, ẑ]`` of size ``dim = len(observables) + latent_dim``; the
+"scaled" state maps each component's training range to [-1, 1]
+(:meth:`ClosureModel.scale` / :meth:`ClosureModel.unscale`); dynamics and rollouts live
+in the scaled space.
+"""
+
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .models.decoder import FlowDecoder
+from .models.dynamics import build_dynamics
+from .models.encoder import build_encoder
+from .models.normalization import MinMaxScaler
+
+__all__ = ["FORMAT_VERSION", "ClosureModel", "save_model", "load_model", "atomic_write_bytes"]
+
+FORMAT_VERSION = 1
+CONFIG = "config.json"
+WEIGHTS = "model.pt"
+HISTORY = "history.json"
+
+UNITS = {
+    "positions": "nm",
+    "time": "ps",
+    "epsilon": "normalised coordinates ([-1, 1] over the training range)",
+    "state": "dimensionless, each component min-max scaled to [-1, 1]",
+}
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder + os.replace)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_json(path, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _atomic_torch(path, obj) -> None:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+class ClosureModel(nn.Module):
+    """Encoder, flow decoder, dynamics and state scaler of one trained model.
+
+    Arguments:
+        config: the model configuration (the ``config.json`` dict, see module docstring).
+
+    Example:
+        >>> model = openmm_closure.load_model("runs/particles2d")     # doctest: +SKIP
+        >>> z0 = model.state(positions, types)                          # (dim,) scaled
+        >>> traj = model.rollout(z0, steps=300, samples=16)             # (16, 301, dim)
+        >>> model.unscale(traj)[..., : model.macro_dim]                 # z̄ in raw units
+    """
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = dict(config)
+        c = self.config
+        self.latent_dim = int(c["latent_dim"])
+        if self.latent_dim <= 0:
+            raise ValueError(f"latent dimension must be >= 1, got {self.latent_dim}")
+        self.in_features = int(c["in_features"])
+        self.n_species = int(c["n_species"])
+        self.observables = list(c.get("observables", []))
+        self.macro_dim = len(self.observables)
+        self.dim = self.macro_dim + self.latent_dim
+        self.dt = float(c.get("dt", 1.0))
+        self.epsilon = float(c.get("epsilon", 0.01))
+        enc = dict(c.get("encoder", {}))
+        kind = enc.pop("kind", "deepset")
+        self.encoder = build_encoder(
+            kind, latent_dim=self.latent_dim, in_features=self.in_features,
+            n_species=self.n_species, **enc,
+        )
+        dec = dict(c.get("decoder", {}))
+        self.decoder = FlowDecoder(self.in_features, self.latent_dim, self.n_species, **dec)
+        dyn = dict(c.get("dynamics", {"kind": "ode"}))
+        dkind = dyn.pop("kind", "ode")
+        self.dynamics = build_dynamics(dkind, self.dim, dt=self.dt, **dyn)
+        #: ranges of z = [z̄, ẑ] (raw units) mapped to [-1, 1]
+        self.state_scaler = MinMaxScaler(self.dim)
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def device(self) -> torch.device:
+        return self.encoder._probe.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder._probe.dtype
+
+    def _check_types(self, types: Tensor) -> None:
+        if types.numel() == 0:
+            return
+        lo, hi = int(types.min()), int(types.max())
+        if lo < 0 or hi >= self.n_species:
+            names = self.config.get("species") or list(range(self.n_species))
+            raise ValueError(
+                f"species index out of range: this model was trained on "
+                f"{self.config.get('system', '?')!r} with {self.n_species} species {names} "
+                f"(types 0..{self.n_species - 1}), got types in [{lo}, {hi}]; "
+                f"is this a configuration of a different system?"
+            )
+
+    # ------------------------------------------------------------------ encoding
+    def encode(self, positions, types) -> Any:
+        """Closure variables ẑ of one frame or a stack of frames.
+
+        Arguments:
+            positions: (n, 3) or (B, n, 3) positions in nm, numpy or torch, any float
+                dtype (2D systems use x, y only).
+            types: (n,) int species indices (or (B, n)).
+
+        Returns:
+            ẑ of shape (d,) or (B, d), *unscaled* (the encoder's raw output). A numpy
+            array (float64) when ``positions`` is numpy, else a tensor on the model's
+            device.
+        """
+        as_numpy = not isinstance(positions, Tensor)
+        pos = torch.as_tensor(np.asarray(positions) if as_numpy else positions)
+        if not torch.is_floating_point(pos):
+            pos = pos.to(torch.float64)
+        typ = torch.as_tensor(types).to(device=self.device, dtype=torch.long)
+        pos = pos.to(self.device)
+        if pos.dim() not in (2, 3) or pos.shape[-1] < self.in_features:
+            raise ValueError(
+                f"positions must have shape (n, 3) or (B, n, 3) in nm, got {tuple(pos.shape)}"
+            )
+        if not bool(torch.isfinite(pos).all()):
+            raise ValueError("positions contain NaN or inf")
+        batched = pos.dim() == 3
+        if not batched:
+            pos = pos.unsqueeze(0)
+        b, n = pos.shape[0], pos.shape[1]
+        if typ.dim() == 1:
+            typ = typ.unsqueeze(0).expand(b, -1)
+        if typ.shape != (b, n):
+            raise ValueError(f"types of shape {tuple(typ.shape)} do not match positions {tuple(pos.shape)}")
+        self._check_types(typ)
+        with torch.no_grad():
+            x = self.encoder.normalize(pos.reshape(b * n, -1))
+            if x.numel() and float(x.abs().max()) > 3.0:
+                warnings.warn(
+                    "positions lie far outside the training range of this model "
+                    f"(normalised |x| up to {float(x.abs().max()):.1f}); ẑ is an extrapolation",
+                    stacklevel=2,
+                )
+            index = torch.arange(b, device=self.device).repeat_interleave(n)
+            z = self.encoder.forward_flat(x, typ.reshape(-1), index, b)
+        if not batched:
+            z = z[0]
+        return z.double().cpu().numpy() if as_numpy else z
+
+    def macro(self, positions, types) -> np.ndarray:
+        """Macroscopic observables z̄ (raw units) of one frame (n, 3) or frames (..., n, 3).
+
+        Returns:
+            (..., len(observables)) float64 numpy array, in the order of
+            ``config["observables"]``.
+        """
+        from . import observables as obs
+
+        pos = positions.detach().cpu().numpy() if isinstance(positions, Tensor) else np.asarray(positions)
+        typ = types.detach().cpu().numpy() if isinstance(types, Tensor) else np.asarray(types)
+        if not self.observables:
+            return np.zeros(pos.shape[:-2] + (0,))
+        out = obs.compute(self.observables, pos.astype(np.float64), typ,
+                          **self.config.get("observable_params", {}))
+        return np.stack([np.asarray(out[k], dtype=np.float64) for k in self.observables], axis=-1)
+
+    def state(self, positions, types) -> Tensor:
+        """Scaled state z = scale([z̄, ẑ]) of one frame: (dim,) tensor (or (B, dim) for (B, n, 3))."""
+        zbar = torch.as_tensor(self.macro(positions, types), dtype=torch.float64)
+        zhat = torch.as_tensor(self.encode(np.asarray(
+            positions.detach().cpu() if isinstance(positions, Tensor) else positions), types))
+        z = torch.cat([zbar, zhat.to(torch.float64)], dim=-1)
+        return self.scale(z.to(self.device))
+
+    def scale(self, z) -> Tensor:
+        """Raw [z̄, ẑ] (..., dim) -> scaled (..., dim) in the model's dtype."""
+        z = torch.as_tensor(z, device=self.device)
+        return self.state_scaler(z.to(torch.float64)).to(self.dtype)
+
+    def unscale(self, z) -> Tensor:
+        """Scaled state (..., dim) -> raw units [z̄, ẑ] (..., dim), float64."""
+        z = torch.as_tensor(z, device=self.device)
+        return self.state_scaler.inverse(z.to(torch.float64))
+
+    def split(self, z) -> tuple:
+        """Split (..., dim) into (z̄ (..., macro_dim), ẑ (..., latent_dim))."""
+        return z[..., : self.macro_dim], z[..., self.macro_dim :]
+
+    # ------------------------------------------------------------------ dynamics
+    @torch.no_grad()
+    def rollout(
+        self,
+        z0,
+        steps: int,
+        samples: int = 1,
+        dt: Optional[float] = None,
+        seed: Optional[int] = None,
+    ) -> Tensor:
+        """Extrapolate the scaled state.
+
+        Arguments:
+            z0: (dim,) scaled initial state (copied to ``samples`` members) or (K, dim).
+            steps: number of steps.
+            samples: ensemble size K (ignored when z0 is (K, dim)).
+            dt: step in ps (default: the training frame spacing ``model.dt``).
+            seed: seed for the SDE noise (None: torch's global generator).
+
+        Returns:
+            (K, steps + 1, dim) scaled states; ``model.unscale`` maps them to raw units.
+        """
+        steps = int(steps)
+        if steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        z0 = torch.as_tensor(z0).to(device=self.device, dtype=self.dtype)
+        if z0.dim() == 1:
+            z0 = z0.unsqueeze(0).expand(int(samples), -1).contiguous()
+        if z0.shape[-1] != self.dim:
+            raise ValueError(f"z0 has {z0.shape[-1]} components, this model's state has {self.dim}")
+        dt = self.dt if dt is None else float(dt)
+        noise = None
+        if getattr(self.dynamics, "stochastic", False):
+            gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+            noise = torch.randn((steps,) + tuple(z0.shape), generator=gen, dtype=torch.float64)
+            noise = noise.to(device=self.device, dtype=self.dtype)
+        return self.dynamics.rollout(z0, steps, dt, noise)
+
+    # ------------------------------------------------------------------ decoding
+    @torch.no_grad()
+    def sample_positions(self, zhat, n: int, species: Optional[int] = None) -> Tensor:
+        """Draw n positions (n, in_features) in nm from the decoded density p(x | ẑ, s).
+
+        Arguments:
+            zhat: (d,) closure variables (unscaled, as returned by :meth:`encode`).
+            n: number of points.
+            species: species index (multi-species models).
+        """
+        z = torch.as_tensor(zhat).to(device=self.device, dtype=self.dtype)
+        sp = None if species is None else torch.tensor(int(species), device=self.device)
+        x = self.decoder.sample(z, n, sp)
+        return self.encoder.coords.inverse(x.to(torch.float64))
+
+
+def save_model(model: ClosureModel, directory, history: Optional[dict] = None) -> Path:
+    """Write ``config.json``, ``model.pt`` (and ``history.json``) atomically into ``directory``."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = dict(model.config)
+    cfg["format_version"] = FORMAT_VERSION
+    _atomic_torch(d / WEIGHTS, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    if history is not None:
+        _atomic_json(d / HISTORY, history)
+    _atomic_json(d / CONFIG, cfg)
+    return d
+
+
+def load_model(path, device="cpu") -> ClosureModel:
+    """Rebuild a :class:`ClosureModel` from a model directory.
+
+    Arguments:
+        path: model directory (see module docstring).
+        device: torch device ("cpu", "cuda", ...).
+
+    Returns:
+        The model in eval mode on ``device``.
+    """
+    d = Path(path)
+    if not (d / CONFIG).is_file():
+        raise FileNotFoundError(f"{d} is not a model directory: {CONFIG} is missing")
+    if not (d / WEIGHTS).is_file():
+        raise FileNotFoundError(f"{d} is not a complete model directory: {WEIGHTS} is missing")
+    with open(d / CONFIG) as f:
+        cfg = json.load(f)
+    if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
+        raise ValueError(
+            f"{d} has model format {cfg.get('format_version')}, this version reads up to {FORMAT_VERSION}"
+        )
+    model = ClosureModel(cfg)
+    state = torch.load(d / WEIGHTS, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device).eval()

@@ -1,0 +1,658 @@
+"""Two-stage training of the closure model, and the ``openmm-closure train`` command.
+
+Stage 1 trains the encoder φ̂ and the flow decoder p(x | ẑ) with a swappable objective
+(:data:`STAGE1_OBJECTIVES`; "ours" is the Gaussian-mixture density objective of SPEC §2).
+Stage 2 freezes the encoder, encodes every frame once, fits the state scaler on
+z = [z̄, ẑ] of the training replicas, and trains the ODE/SDE dynamics on consecutive
+frame pairs.
+
+Reproducibility: the data order and the Monte Carlo draws of every epoch come from
+generators seeded by (seed, stage, epoch), and a checkpoint (model, optimizer, history,
+RNG states) is written atomically after every epoch, so ``--resume`` after a kill gives
+the same weights as an uninterrupted run. The validation split is by replica.
+
+Example:
+    $ openmm-closure train --data runs/mixing --out models/mixing --epochs 20
+    >>> from openmm_closure.training import TrainConfig, train
+    >>> model = train(TrainConfig(data="runs/mixing", out="models/mixing"))  # doctest: +SKIP
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .model_io import FORMAT_VERSION, UNITS, ClosureModel, _atomic_json, _atomic_torch, save_model
+from .models.decoder import density_nll
+
+__all__ = [
+    "TrainConfig",
+    "SetBatch",
+    "DensityObjective",
+    "STAGE1_OBJECTIVES",
+    "train",
+    "configure",
+    "run",
+]
+
+CHECKPOINT = "checkpoint.pt"
+_IN_FEATURES = {"particles2d": 2, "lj-mixing": 2, "polymer": 3}
+_VAL_MAX_SETS = 512
+_ENCODE_CHUNK = 64
+
+
+@dataclass
+class TrainConfig:
+    """All options of a training run (the CLI flags map one to one).
+
+    Units: ``epsilon`` in normalised coordinates; learning rates per step.
+    ``None`` means "choose from the dataset" (see :func:`train`).
+    """
+
+    data: str
+    out: str
+    method: str = "ours"
+    latent_dim: Optional[int] = None
+    epsilon: float = 0.01
+    samples: int = 600
+    dynamics: Optional[str] = None
+    drift: str = "mlp"
+    sigma0_sq: float = 0.01
+    encoder: str = "deepset"
+    encoder_hidden: tuple = (64, 64)
+    encoder_embed: int = 64
+    flow_transforms: int = 8
+    flow_bins: int = 16
+    flow_hidden: tuple = (128, 128)
+    dynamics_hidden: tuple = (128, 128)
+    epochs_stage1: int = 20
+    epochs_stage2: int = 100
+    batch_size: int = 16
+    batch_size_stage2: int = 256
+    lr: float = 1e-3
+    lr_stage2: float = 1e-3
+    frame_stride: int = 1
+    seed: int = 0
+    val_fraction: float = 0.1
+    device: str = "auto"
+    resume: bool = False
+    stop_after: Optional[int] = None
+    progress: Optional[bool] = None
+
+    def check(self) -> None:
+        if self.latent_dim is not None and int(self.latent_dim) <= 0:
+            raise ValueError(f"--latent-dim must be >= 1, got {self.latent_dim}")
+        if not self.epsilon > 0:
+            raise ValueError(f"--epsilon must be > 0, got {self.epsilon}")
+        if int(self.samples) <= 0:
+            raise ValueError(f"--samples must be >= 1, got {self.samples}")
+        if self.dynamics not in (None, "ode", "sde"):
+            raise ValueError(f"--dynamics must be 'ode' or 'sde', got {self.dynamics!r}")
+        if self.method not in STAGE1_OBJECTIVES:
+            raise ValueError(f"--method {self.method!r} unknown; choose from {sorted(STAGE1_OBJECTIVES)}")
+        for name in ("epochs_stage1", "epochs_stage2"):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+        if int(self.batch_size) <= 0 or int(self.batch_size_stage2) <= 0:
+            raise ValueError("batch sizes must be >= 1")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if int(self.frame_stride) <= 0:
+            raise ValueError(f"--frame-stride must be >= 1, got {self.frame_stride}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+
+# the options that may differ between a killed run and its resumption
+_RESUME_FREE = {"resume", "stop_after", "progress", "device", "data", "out"}
+
+
+@dataclass
+class SetBatch:
+    """A batch of sets as one flat concatenation.
+
+    Attributes:
+        x: (N, D) normalised coordinates.
+        types: (N,) int64 species indices.
+        index: (N,) int64 set index of each element, in [0, n_sets).
+        n_sets: number of sets B.
+    """
+
+    x: Tensor
+    types: Tensor
+    index: Tensor
+    n_sets: int
+
+
+class DensityObjective:
+    """Stage-1 objective of the method ("ours"): KL(q_X || p(·|ẑ)) by M MC samples.
+
+    A stage-1 objective is any class with this interface, registered in
+    :data:`STAGE1_OBJECTIVES` under its ``--method`` name:
+
+    - ``__init__(model, config)``;
+    - ``parameters()`` -> the trainable parameters of stage 1;
+    - ``loss(batch, generator)`` -> () scalar for a :class:`SetBatch`.
+    """
+
+    def __init__(self, model: ClosureModel, config: TrainConfig):
+        self.model = model
+        self.epsilon = float(config.epsilon)
+        self.samples = int(config.samples)
+
+    def parameters(self):
+        return list(self.model.encoder.parameters()) + list(self.model.decoder.parameters())
+
+    def loss(self, batch: SetBatch, generator: torch.Generator) -> Tensor:
+        z = self.model.encoder.forward_flat(batch.x, batch.types, batch.index, batch.n_sets)
+        return density_nll(self.model.decoder, z, batch.x, batch.types, batch.index,
+                           self.samples, self.epsilon, generator)
+
+
+#: ``--method`` name -> stage-1 objective class
+STAGE1_OBJECTIVES: dict[str, Callable] = {"ours": DensityObjective}
+
+
+# ---------------------------------------------------------------------------- data
+def _seed_for(seed: int, stage: int, epoch: int, salt: int = 0) -> int:
+    return int(np.random.SeedSequence([int(seed), stage, epoch, salt]).generate_state(1)[0])
+
+
+class _Frames:
+    """Access to the frames of a dataset, with checks and the replica split."""
+
+    def __init__(self, ds, config: TrainConfig):
+        self.ds = ds
+        r = len(ds)
+        if r == 0:
+            raise ValueError(f"dataset {config.data} is empty (no replicas)")
+        self.manifest = dict(ds.manifest)
+        self.n_frames = int(ds.n_frames)
+        if self.n_frames < 2:
+            raise ValueError(f"dataset {config.data} has {self.n_frames} frame(s); at least 2 are needed")
+        types = ds.types
+        self.types = [np.asarray(types[i], dtype=np.int64) for i in range(r)]
+        if any(t.size == 0 for t in self.types):
+            raise ValueError(f"dataset {config.data} has a replica with no particles")
+        self.observables = list(self.manifest.get("observables", []))
+        obs = ds.observables
+        missing = [k for k in self.observables if k not in obs]
+        if missing:
+            raise ValueError(f"dataset {config.data} lacks the observables {missing} listed in its manifest")
+        self.obs = {k: np.asarray(obs[k], dtype=np.float64) for k in self.observables}
+        for k, v in self.obs.items():
+            if not np.isfinite(v).all():
+                raise ValueError(f"dataset {config.data}: observable {k!r} contains NaN or inf")
+        rng = np.random.default_rng(_seed_for(config.seed, 0, 0))
+        order = rng.permutation(r)
+        n_val = int(round(config.val_fraction * r)) if r > 1 else 0
+        n_val = min(n_val, r - 1)
+        self.val = sorted(order[:n_val].tolist())
+        self.train = sorted(order[n_val:].tolist())
+        species = self.manifest.get("species")
+        max_type = max(int(t.max()) for t in self.types)
+        self.n_species = max(len(species) if species else 0, max_type + 1)
+        self.species = list(species) if species else [str(i) for i in range(self.n_species)]
+        system = self.manifest.get("system", "custom")
+        self.system = system
+        self.in_features = int(self.manifest.get("spatial_dim", _IN_FEATURES.get(system, 0)))
+        # one pass over the training replicas: finiteness and coordinate ranges
+        lo = np.full(3, np.inf)
+        hi = np.full(3, -np.inf)
+        for i in range(r):
+            p = np.asarray(ds.positions[i], dtype=np.float64)
+            if not np.isfinite(p).all():
+                raise ValueError(f"dataset {config.data}: replica {i} positions contain NaN or inf")
+            if i in self.train:
+                flat = p.reshape(-1, 3)
+                lo = np.minimum(lo, flat.min(0))
+                hi = np.maximum(hi, flat.max(0))
+        self.lo, self.hi = lo, hi
+        if self.in_features == 0:  # unknown system: 2D when z never varies
+            self.in_features = 2 if hi[2] - lo[2] == 0 else 3
+
+    def positions(self, replica: int, frames) -> np.ndarray:
+        return np.asarray(self.ds.positions[replica, frames], dtype=np.float32)
+
+    def items(self, replicas, stride: int = 1) -> np.ndarray:
+        """(K, 2) array of (replica, frame) pairs."""
+        frames = np.arange(0, self.n_frames, stride)
+        return np.array([(r, f) for r in replicas for f in frames], dtype=np.int64).reshape(-1, 2)
+
+    def batch(self, model: ClosureModel, items: np.ndarray, device) -> SetBatch:
+        xs, ts, idx = [], [], []
+        k = 0
+        for r in np.unique(items[:, 0]):
+            fr = items[items[:, 0] == r, 1]
+            pos = self.positions(int(r), fr)  # (f, n, 3)
+            n = pos.shape[1]
+            xs.append(pos.reshape(-1, 3))
+            ts.append(np.tile(self.types[int(r)], len(fr)))
+            idx.append(np.repeat(np.arange(k, k + len(fr)), n))
+            k += len(fr)
+        x = torch.from_numpy(np.concatenate(xs)).to(device)
+        return SetBatch(
+            x=model.encoder.normalize(x),
+            types=torch.from_numpy(np.concatenate(ts)).to(device),
+            index=torch.from_numpy(np.concatenate(idx)).to(device),
+            n_sets=k,
+        )
+
+
+# ---------------------------------------------------------------------------- model
+def _default_latent(system: str, n_species: int) -> int:
+    return n_species if system == "lj-mixing" else 2
+
+
+def _default_dynamics(system: str) -> str:
+    return "ode" if system == "particles2d" else "sde"
+
+
+def _build_model(config: TrainConfig, frames: _Frames) -> ClosureModel:
+    latent = config.latent_dim or _default_latent(frames.system, frames.n_species)
+    kind = config.dynamics or _default_dynamics(frames.system)
+    params = dict(frames.manifest.get("params", {}))
+    from . import __version__
+
+    model_config = {
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "method": config.method,
+        "system": frames.system,
+        "in_features": frames.in_features,
+        "n_species": frames.n_species,
+        "species": frames.species,
+        "latent_dim": int(latent),
+        "epsilon": float(config.epsilon),
+        "samples": int(config.samples),
+        "observables": frames.observables,
+        "observable_params": params,
+        "dt": float(frames.manifest.get("dt_frame") or 1.0),
+        "encoder": (
+            {"kind": "deepset", "hidden": list(config.encoder_hidden), "embed": int(config.encoder_embed)}
+            if config.encoder == "deepset" else {"kind": config.encoder}
+        ),
+        "decoder": {
+            "transforms": int(config.flow_transforms),
+            "bins": int(config.flow_bins),
+            "hidden": list(config.flow_hidden),
+        },
+        "dynamics": {
+            "kind": kind,
+            "drift": config.drift,
+            "hidden": list(config.dynamics_hidden),
+            **({"sigma0_sq": float(config.sigma0_sq)} if kind == "sde" else {}),
+        },
+        "units": UNITS,
+        "manifest": json.loads(json.dumps(frames.manifest, default=str)),
+        "training": config.to_dict(),
+    }
+    torch.manual_seed(_seed_for(config.seed, 0, 1))
+    model = ClosureModel(model_config)
+    model.encoder.coords.lo.copy_(torch.as_tensor(frames.lo[: frames.in_features]))
+    model.encoder.coords.hi.copy_(torch.as_tensor(frames.hi[: frames.in_features]))
+    return model
+
+
+def _lr(base: float, step: int, total: int) -> float:
+    """Cosine decay from ``base`` to ``base / 100`` over ``total`` steps."""
+    if total <= 0:
+        return base
+    t = min(step / total, 1.0)
+    return base * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+
+def _rng_state() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda requested but no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"--device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def _progress(it, enabled, **kw):
+    from tqdm.auto import tqdm
+
+    return tqdm(it, disable=(None if enabled is None else not enabled), leave=False, **kw)
+
+
+# ---------------------------------------------------------------------------- stage 2 data
+@torch.no_grad()
+def _encode_all(model: ClosureModel, frames: _Frames, replicas, device) -> dict:
+    """ẑ of every frame of the given replicas: replica -> (F, d) float64 numpy."""
+    out = {}
+    model.eval()
+    for r in replicas:
+        zs = []
+        for start in range(0, frames.n_frames, _ENCODE_CHUNK):
+            fr = np.arange(start, min(start + _ENCODE_CHUNK, frames.n_frames))
+            b = frames.batch(model, np.stack([np.full_like(fr, r), fr], 1), device)
+            zs.append(model.encoder.forward_flat(b.x, b.types, b.index, b.n_sets).double().cpu().numpy())
+        out[r] = np.concatenate(zs)
+    return out
+
+
+def _states(model: ClosureModel, frames: _Frames, zhat: dict, replicas) -> dict:
+    out = {}
+    for r in replicas:
+        zbar = np.stack([frames.obs[k][r] for k in frames.observables], axis=-1) if frames.observables \
+            else np.zeros((frames.n_frames, 0))
+        out[r] = np.concatenate([zbar, zhat[r]], axis=-1)
+    return out
+
+
+def _pairs(model: ClosureModel, states: dict, replicas, device):
+    if not replicas:
+        return None
+    z = torch.as_tensor(np.stack([states[r] for r in replicas]), dtype=torch.float64)
+    zs = model.state_scaler(z).to(model.dtype).to(device)  # (R, F, D)
+    return zs[:, :-1].reshape(-1, zs.shape[-1]), zs[:, 1:].reshape(-1, zs.shape[-1])
+
+
+# ---------------------------------------------------------------------------- training
+def _save_checkpoint(out: Path, stage: int, epoch: int, model, optimizer, history, config, done=False):
+    _atomic_torch(out / CHECKPOINT, {
+        "stage": stage,
+        "epoch": epoch,
+        "done": done,
+        "model": model.state_dict(),
+        "model_config": model.config,
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "history": history,
+        "rng": _rng_state(),
+        "config": config.to_dict(),
+    })
+
+
+def _check_resume(ck: dict, config: TrainConfig) -> None:
+    old = {k: v for k, v in ck["config"].items() if k not in _RESUME_FREE}
+    new = {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE}
+    diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if diff:
+        raise ValueError(f"--resume with options that differ from the checkpoint's: {', '.join(diff)}")
+
+
+def train(config: TrainConfig) -> Optional[ClosureModel]:
+    """Run (or resume) both training stages; write the model directory ``config.out``.
+
+    Defaults chosen from the dataset when options are None: latent dim = number of
+    species for lj-mixing, else 2; dynamics = ODE for particles2d, else SDE.
+
+    Returns:
+        The trained :class:`ClosureModel`, or None when ``stop_after`` ended the run early.
+    """
+    from . import data as data_mod
+
+    config.check()
+    out = Path(config.out)
+    ck_path = out / CHECKPOINT
+    ck = None
+    if ck_path.exists():
+        if not config.resume:
+            raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
+        ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+        _check_resume(ck, config)
+    elif config.resume and out.exists() and any(out.iterdir()):
+        raise FileNotFoundError(f"--resume: no {CHECKPOINT} in {out}")
+    if not Path(config.data).exists():
+        raise FileNotFoundError(f"dataset directory {config.data} does not exist")
+    try:
+        ds = data_mod.load(config.data)
+    except (ValueError, FileNotFoundError):
+        raise
+    except Exception as exc:  # unreadable dataset: one clear line
+        raise ValueError(f"cannot read dataset {config.data}: {exc}") from exc
+    return train_on(ds, config, checkpoint=ck)
+
+
+def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Optional[ClosureModel]:
+    """Like :func:`train` for an in-memory dataset (e.g. ``openmm_closure.data.ArrayDataset``)."""
+    config.check()
+    if len(ds) == 0:
+        raise ValueError("dataset is empty (no replicas)")
+    device = _device(config.device)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if checkpoint is None and (out / CHECKPOINT).exists():
+        if not config.resume:
+            raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
+        checkpoint = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
+        _check_resume(checkpoint, config)
+    frames = _Frames(ds, config)
+    if not frames.train:
+        raise ValueError("no training replicas after the validation split")
+    model = _build_model(config, frames).to(device)
+    history = {"stage1": [], "stage2": []}
+    stage, epoch = 1, 0
+    opt_state = None
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        history = checkpoint["history"]
+        stage, epoch = checkpoint["stage"], checkpoint["epoch"]
+        opt_state = checkpoint["optimizer"]
+        _set_rng_state(checkpoint["rng"])
+        if checkpoint.get("done"):
+            save_model(model, out, history)
+            return model.eval()
+    budget = [config.stop_after]
+
+    def tick() -> bool:
+        """Count one finished epoch; True when --stop-after says stop now."""
+        if budget[0] is None:
+            return False
+        budget[0] -= 1
+        return budget[0] <= 0
+
+    # ------------------------------------------------------------- stage 1
+    if stage == 1:
+        objective = STAGE1_OBJECTIVES[config.method](model, config)
+        opt = torch.optim.Adam(objective.parameters(), lr=config.lr)
+        if opt_state is not None:
+            opt.load_state_dict(opt_state)
+        items = frames.items(frames.train, config.frame_stride)
+        val_items = frames.items(frames.val, config.frame_stride)
+        if len(val_items) > _VAL_MAX_SETS:
+            pick = np.random.default_rng(_seed_for(config.seed, 1, 0, 7)).choice(
+                len(val_items), _VAL_MAX_SETS, replace=False)
+            val_items = val_items[np.sort(pick)]
+        steps_per_epoch = math.ceil(len(items) / config.batch_size)
+        total = steps_per_epoch * config.epochs_stage1
+        for e in range(epoch, config.epochs_stage1):
+            t0 = time.time()
+            model.train()
+            order = np.random.default_rng(_seed_for(config.seed, 1, e)).permutation(len(items))
+            gen = torch.Generator().manual_seed(_seed_for(config.seed, 1, e, 1))
+            run_loss = 0.0
+            bar = _progress(range(steps_per_epoch), config.progress,
+                            desc=f"stage 1 epoch {e + 1}/{config.epochs_stage1}")
+            for s in bar:
+                for g in opt.param_groups:
+                    g["lr"] = _lr(config.lr, e * steps_per_epoch + s, total)
+                batch = frames.batch(model, items[order[s * config.batch_size:(s + 1) * config.batch_size]], device)
+                loss = objective.loss(batch, gen)
+                if not torch.isfinite(loss):
+                    raise RuntimeError(f"stage 1: loss became {loss.item()} at epoch {e + 1}, step {s + 1}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                run_loss += (loss.item() - run_loss) / (s + 1)
+                bar.set_postfix(loss=f"{run_loss:.4f}")
+            val = _stage1_val(objective, model, frames, val_items, config, device)
+            history["stage1"].append({"epoch": e + 1, "train": run_loss, "val": val,
+                                      "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0})
+            _report(config, f"stage 1 epoch {e + 1}/{config.epochs_stage1}: train {run_loss:.4f}"
+                    + (f"  val {val:.4f}" if val is not None else ""))
+            _save_checkpoint(out, 1, e + 1, model, opt, history, config)
+            if tick():
+                return None
+        stage, epoch, opt_state = 2, 0, None
+
+    # ------------------------------------------------------------- stage 2
+    for p in model.encoder.parameters():
+        p.requires_grad_(False)
+    reps = frames.train + frames.val
+    zhat = _encode_all(model, frames, reps, device)
+    states = _states(model, frames, zhat, reps)
+    model.state_scaler.fit(np.concatenate([states[r] for r in frames.train]))
+    train_pairs = _pairs(model, states, frames.train, device)
+    val_pairs = _pairs(model, states, frames.val, device)
+    dt = model.dt
+    opt = torch.optim.Adam(model.dynamics.parameters(), lr=config.lr_stage2)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    n_pairs = train_pairs[0].shape[0]
+    steps_per_epoch = math.ceil(n_pairs / config.batch_size_stage2)
+    total = steps_per_epoch * config.epochs_stage2
+    for e in range(epoch, config.epochs_stage2):
+        t0 = time.time()
+        model.dynamics.train()
+        gen = torch.Generator().manual_seed(_seed_for(config.seed, 2, e))
+        order = torch.randperm(n_pairs, generator=gen).to(device)
+        run_loss = 0.0
+        bar = _progress(range(steps_per_epoch), config.progress,
+                        desc=f"stage 2 epoch {e + 1}/{config.epochs_stage2}")
+        for s in bar:
+            for g in opt.param_groups:
+                g["lr"] = _lr(config.lr_stage2, e * steps_per_epoch + s, total)
+            idx = order[s * config.batch_size_stage2:(s + 1) * config.batch_size_stage2]
+            loss = model.dynamics.loss(train_pairs[0][idx], train_pairs[1][idx], dt)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"stage 2: loss became {loss.item()} at epoch {e + 1}, step {s + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            run_loss += (loss.item() - run_loss) / (s + 1)
+            bar.set_postfix(loss=f"{run_loss:.5f}")
+        val = None
+        if val_pairs is not None:
+            model.dynamics.eval()
+            with torch.no_grad():
+                val = float(model.dynamics.loss(val_pairs[0], val_pairs[1], dt))
+        history["stage2"].append({"epoch": e + 1, "train": run_loss, "val": val,
+                                  "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0})
+        _report(config, f"stage 2 epoch {e + 1}/{config.epochs_stage2}: train {run_loss:.5f}"
+                + (f"  val {val:.5f}" if val is not None else ""))
+        _save_checkpoint(out, 2, e + 1, model, opt, history, config)
+        if tick() and e + 1 < config.epochs_stage2:
+            return None
+    model.eval()
+    save_model(model, out, history)
+    _save_checkpoint(out, 2, config.epochs_stage2, model, None, history, config, done=True)
+    return model
+
+
+@torch.no_grad()
+def _stage1_val(objective, model, frames, val_items, config, device) -> Optional[float]:
+    if len(val_items) == 0:
+        return None
+    model.eval()
+    gen = torch.Generator().manual_seed(_seed_for(config.seed, 1, 0, 2))  # same draws every epoch
+    total, count = 0.0, 0
+    for s in range(0, len(val_items), config.batch_size):
+        chunk = val_items[s:s + config.batch_size]
+        total += float(objective.loss(frames.batch(model, chunk, device), gen)) * len(chunk)
+        count += len(chunk)
+    return total / count
+
+
+def _report(config: TrainConfig, line: str) -> None:
+    if config.progress is False:
+        return
+    from tqdm.auto import tqdm
+
+    tqdm.write(line, file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------- CLI
+def _ints(text: str) -> tuple:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``train`` arguments to ``parser``."""
+    d = TrainConfig(data="", out="")
+    a = parser.add_argument
+    a("--data", required=True, help="dataset directory (openmm-closure simulate)")
+    a("--out", required=True, help="model directory to write")
+    a("--method", default=d.method, choices=sorted(STAGE1_OBJECTIVES), help="stage-1 objective")
+    a("--latent-dim", type=int, default=None,
+      help="closure dimension d (default: 1 per species for lj-mixing, else 2)")
+    a("--epsilon", type=float, default=d.epsilon, help="decoder bandwidth, normalised units")
+    a("--samples", type=int, default=d.samples, help="Monte Carlo samples M per set (and species)")
+    a("--dynamics", choices=["ode", "sde"], default=None,
+      help="dynamics (default: ode for particles2d, sde otherwise)")
+    a("--drift", choices=["mlp", "onsager"], default=d.drift, help="drift structure")
+    a("--sigma0-sq", type=float, default=d.sigma0_sq, help="SDE diffusion floor σ0²")
+    a("--encoder", choices=["deepset", "settransformer"], default=d.encoder)
+    a("--flow-transforms", type=int, default=d.flow_transforms)
+    a("--flow-bins", type=int, default=d.flow_bins)
+    a("--flow-hidden", type=_ints, default=d.flow_hidden, help="e.g. 128,128")
+    a("--dynamics-hidden", type=_ints, default=d.dynamics_hidden, help="e.g. 128,128")
+    a("--epochs", type=int, default=None, help="set both --epochs-stage1 and --epochs-stage2")
+    a("--epochs-stage1", type=int, default=d.epochs_stage1)
+    a("--epochs-stage2", type=int, default=d.epochs_stage2)
+    a("--batch-size", type=int, default=d.batch_size, help="sets per stage-1 step")
+    a("--batch-size-stage2", type=int, default=d.batch_size_stage2, help="frame pairs per stage-2 step")
+    a("--lr", type=float, default=d.lr, help="stage-1 learning rate (cosine decay)")
+    a("--lr-stage2", type=float, default=d.lr_stage2, help="stage-2 learning rate (cosine decay)")
+    a("--frame-stride", type=int, default=d.frame_stride, help="use every k-th frame in stage 1")
+    a("--seed", type=int, default=d.seed)
+    a("--val-fraction", type=float, default=d.val_fraction, help="fraction of replicas held out")
+    a("--device", default=d.device, choices=["auto", "cpu", "cuda"])
+    a("--resume", action="store_true", help="continue the run checkpointed in --out")
+    a("--stop-after", type=int, default=None, metavar="EPOCHS",
+      help="stop after this many epochs (checkpoint kept; continue with --resume)")
+    a("--no-progress", action="store_true", help="no progress bars or epoch lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``openmm-closure train``; returns the exit code."""
+    cfg = TrainConfig(data=args.data, out=args.out)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("data", "out", "progress"):
+            continue
+        if hasattr(args, f.name):
+            setattr(cfg, f.name, getattr(args, f.name))
+    if getattr(args, "epochs", None) is not None:
+        cfg.epochs_stage1 = cfg.epochs_stage2 = int(args.epochs)
+    cfg.progress = False if getattr(args, "no_progress", False) else None
+    model = train(cfg)
+    if model is None:
+        print(f"stopped after {args.stop_after} epoch(s); continue with --resume", file=sys.stderr)
+    else:
+        print(f"model written to {cfg.out}")
+    return 0
