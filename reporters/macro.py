@@ -36,6 +36,19 @@ def species_from_topology(topology) -> tuple[np.ndarray, list[str]]:
     return np.array([index[s] for s in atom_names], dtype=np.int64), names
 
 
+def _names_for_types(types: np.ndarray, topology) -> list[str] | None:
+    """Species names for explicit types when the topology's atom names agree with them
+    (each species index carries one atom name, distinct per index); else None."""
+    seen: dict[int, set[str]] = {}
+    for t, atom in zip(types, topology.atoms()):
+        seen.setdefault(int(t), set()).add(atom.name)
+    k = int(types.max()) + 1 if len(types) else 0
+    if any(len(seen.get(t, ())) != 1 for t in range(k)):
+        return None
+    names = [next(iter(seen[t])) for t in range(k)]
+    return names if len(set(names)) == k else None
+
+
 class _ObservableReporter:
     """Base of the reporters: validation in ``__init__``, set-up on the first report."""
 
@@ -87,7 +100,7 @@ class _ObservableReporter:
         else:
             if len(self._types) != n:
                 raise ValueError(f"types has {len(self._types)} entries but the topology has {n} atoms")
-            self._species_names = None
+            self._species_names = _names_for_types(self._types, simulation.topology)
         self._periodic = bool(simulation.system.usesPeriodicBoundaryConditions())
 
     def _box(self, state) -> list[float] | None:

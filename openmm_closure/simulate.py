@@ -1,0 +1,310 @@
+"""Simulate an ensemble of replicas of one system into a dataset directory.
+
+``openmm-closure simulate SYSTEM --out DIR --replicas R`` writes one
+``replica_#####.h5`` per replica (see :mod:`openmm_closure.data`) and a
+``manifest.json``. The run is resumable: each replica is written under a temporary name
+and renamed only when complete, so rerunning the same command keeps the finished
+replicas and redoes the interrupted ones. Replica ``i`` is seeded from ``(seed, i)``
+alone, so the result does not depend on interruptions, worker count or order.
+
+Example:
+    >>> simulate_ensemble("particles2d", "data/p2d", replicas=4, n_particles=50,
+    ...                   steps=20, progress=False)                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import (
+    FORMAT_VERSION,
+    MANIFEST,
+    partial_filename,
+    read_manifest,
+    replica_filename,
+    software_versions,
+    write_manifest,
+)
+
+__all__ = ["configure", "run", "simulate_ensemble", "replica_seed", "parse_param"]
+
+REGIMES = ("in-dst", "diff-init", "diff-N", "slow", "medium", "fast")
+#: observable parameters handed from a system's params to the reporter
+_OBSERVABLE_PARAMS = ("a", "b", "cutoff", "box")
+_META_ATTR = "openmm_closure_replica"
+
+
+def replica_seed(seed: int, i: int) -> int:
+    """Seed of replica ``i``: a deterministic function of ``(seed, i)`` in [1, 2^31 - 1).
+
+    OpenMM treats a random seed of 0 as "pick one at random", so 0 is never returned.
+    """
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(i)]).generate_state(1, dtype=np.uint64)[0]
+    return int(state % np.uint64(2**31 - 2)) + 1
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """Parse ``KEY=VALUE``; VALUE as JSON when it parses (``3``, ``0.5``, ``[32, 26]``,
+    ``null``), else as a string."""
+    if "=" not in text:
+        raise ValueError(f"--param expects KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    key = key.strip().replace("-", "_")
+    if not key:
+        raise ValueError(f"--param expects KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _normalise(x: Any) -> Any:
+    return json.loads(json.dumps(x, sort_keys=True))
+
+
+def _request(system: str, regime: str, n_particles: int | None, seed: int, params: dict) -> dict:
+    """What fixes the content of every replica (the identity of a dataset directory)."""
+    return _normalise({"system": system, "regime": regime, "n_particles": n_particles,
+                       "seed": int(seed), "params": params})
+
+
+def _run_replica(task: dict) -> dict:
+    """Run one replica into ``task['path']`` (via a temporary file). Runs in a worker."""
+    import tables
+
+    from .reporters import DatasetReporter
+    from .systems import build
+
+    final = Path(task["path"])
+    tmp = final.with_name(partial_filename(task["index"]))
+    spec = build(task["system"], n_particles=task["n_particles"], regime=task["regime"],
+                 seed=task["seed"], **task["params"])
+    sim = spec.make_simulation(task["platform"])
+    obs_params = {k: spec.params[k] for k in _OBSERVABLE_PARAMS if k in spec.params}
+    rep = DatasetReporter(tmp, spec.report_interval, types=spec.types,
+                          observables=spec.observables, **obs_params)
+    try:
+        # frame 0: the initial state
+        rep.report(sim, sim.context.getState(getPositions=True))
+        sim.reporters.append(rep)
+        sim.step(spec.report_interval * (spec.n_frames - 1))
+    finally:
+        rep.close()
+    if rep.n_frames != spec.n_frames:
+        raise RuntimeError(f"replica {task['index']}: {rep.n_frames} frames written, expected {spec.n_frames}")
+    meta = _normalise({
+        "index": task["index"], "seed": task["seed"], "n_particles": spec.n_particles,
+        "n_frames": spec.n_frames, "dt_frame": spec.dt_frame, "observables": list(spec.observables),
+        "species": list(spec.species), "params": spec.params,
+        "platform": sim.context.getPlatform().getName(),
+    })
+    with tables.open_file(str(tmp), "a") as h:
+        h.root._v_attrs[_META_ATTR] = json.dumps(meta)
+    os.replace(tmp, final)
+    return meta
+
+
+def _finished_meta(path: Path) -> dict | None:
+    """Metadata of a finished replica file, or None if it is not a finished replica."""
+    if not path.is_file():
+        return None
+    try:
+        import tables
+
+        with tables.open_file(str(path), "r") as h:
+            meta = json.loads(h.root._v_attrs[_META_ATTR])
+            if h.root.coordinates.shape[0] != meta["n_frames"]:
+                return None
+        return meta
+    except Exception:
+        return None
+
+
+def _manifest(request: dict, metas: list[dict], replicas: int) -> dict:
+    params0 = metas[0]["params"]
+    common = {k: v for k, v in params0.items() if all(m["params"].get(k, object()) == v for m in metas)}
+    common.pop("seed", None)
+    return _normalise({
+        "system": request["system"],
+        "regime": request["regime"],
+        "params": common,
+        "replica_params": [m["params"] for m in metas],
+        "observables": metas[0]["observables"],
+        "species": metas[0]["species"],
+        "dt_frame": metas[0]["dt_frame"],
+        "n_frames": metas[0]["n_frames"],
+        "n_particles": [m["n_particles"] for m in metas],
+        "seeds": [m["seed"] for m in metas],
+        "seed": request["seed"],
+        "replicas": replicas,
+        "platforms": sorted({m["platform"] for m in metas}),
+        "versions": software_versions(),
+        "request": request,
+        "complete": True,
+        "format_version": FORMAT_VERSION,
+    })
+
+
+def _check_out_dir(out: Path, request: dict, replicas: int) -> None:
+    """Refuse a directory holding a different dataset (nothing is touched then)."""
+    if (out / MANIFEST).exists():
+        old = read_manifest(out)
+        if old.get("request") != request:
+            theirs = old.get("request") or {k: old.get(k) for k in ("system", "regime")}
+            raise FileExistsError(
+                f"{out} holds a different dataset ({json.dumps(theirs, sort_keys=True)}); "
+                f"this run is {json.dumps(request, sort_keys=True)}; choose another --out"
+            )
+        if int(old.get("replicas", 0)) > replicas:
+            raise FileExistsError(
+                f"{out} already holds {old['replicas']} replicas of this dataset; ask for at least that many"
+            )
+    elif out.exists():
+        stray = sorted(p.name for p in out.iterdir() if p.name.startswith("replica_"))
+        if stray:
+            raise FileExistsError(f"{out} holds replica files but no {MANIFEST}; choose another --out")
+
+
+def simulate_ensemble(
+    system: str,
+    out: str | os.PathLike,
+    replicas: int,
+    regime: str = "in-dst",
+    n_particles: int | None = None,
+    seed: int = 0,
+    platform: str = "auto",
+    workers: int = 1,
+    progress: bool = True,
+    **params: Any,
+) -> Path:
+    """Simulate ``replicas`` independent replicas of ``system`` into a dataset directory.
+
+    Arguments:
+        system: ``"particles2d"``, ``"lj-mixing"`` or ``"polymer"``.
+        out: dataset directory (created). If it already holds this same dataset the run
+            resumes; if it holds another one, FileExistsError and nothing is touched.
+        replicas: number of replicas R.
+        regime: ``in-dst``, ``diff-init`` or ``diff-N`` (polymer: ``slow``/``medium``/``fast``).
+        n_particles: particle number (default: the regime's reference size).
+        seed: base seed; replica ``i`` uses :func:`replica_seed` ``(seed, i)``.
+        platform: ``auto``, ``CUDA``, ``OpenCL``, ``CPU`` or ``Reference``.
+        workers: parallel worker processes (1 runs in this process).
+        progress: show a progress bar over replicas.
+        **params: builder parameters (e.g. ``steps``, ``report_interval``).
+
+    Returns:
+        The dataset directory (load it with :func:`openmm_closure.data.load`).
+    """
+    from .platforms import select_platform
+    from .systems import SYSTEMS
+
+    if system not in SYSTEMS:
+        raise ValueError(f"unknown system {system!r}; choose one of {sorted(SYSTEMS)}")
+    if isinstance(replicas, bool) or int(replicas) != replicas or replicas < 1:
+        raise ValueError(f"replicas must be a positive integer, got {replicas!r}")
+    if isinstance(workers, bool) or int(workers) != workers or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if n_particles is not None and (int(n_particles) != n_particles or n_particles < 1):
+        raise ValueError(f"n_particles must be a positive integer, got {n_particles!r}")
+    replicas, workers = int(replicas), int(workers)
+    select_platform(platform)  # fail early on an unavailable platform
+    out = Path(out)
+    request = _request(system, regime, n_particles, seed, params)
+    _check_out_dir(out, request, replicas)
+
+    # validate the parameters cheaply before writing anything
+    import inspect
+
+    accepted = set(inspect.signature(SYSTEMS[system]).parameters)
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for {system}; accepted: {sorted(accepted - {'n_particles', 'regime', 'seed'})}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MANIFEST).exists():
+        write_manifest(out, {"system": system, "regime": regime, "request": request, "replicas": replicas,
+                             "seed": int(seed), "seeds": [replica_seed(seed, i) for i in range(replicas)],
+                             "complete": False, "format_version": FORMAT_VERSION})
+    for p in out.glob("replica_*.part.h5"):  # left by an interrupted run
+        p.unlink()
+
+    metas: dict[int, dict] = {}
+    todo = []
+    for i in range(replicas):
+        path = out / replica_filename(i)
+        meta = _finished_meta(path)
+        if meta is not None and meta.get("seed") == replica_seed(seed, i):
+            metas[i] = meta
+        else:
+            todo.append({"index": i, "path": str(path), "system": system, "regime": regime,
+                         "n_particles": n_particles, "seed": replica_seed(seed, i),
+                         "platform": platform, "params": params})
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=replicas, initial=len(metas), unit="replica", desc=f"simulate {system}",
+               disable=not progress)
+    try:
+        if workers == 1 or len(todo) <= 1:
+            for task in todo:
+                metas[task["index"]] = _run_replica(task)
+                bar.update(1)
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            ctx = mp.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+                futures = [pool.submit(_run_replica, t) for t in todo]
+                for fut in as_completed(futures):
+                    meta = fut.result()
+                    metas[meta["index"]] = meta
+                    bar.update(1)
+    finally:
+        bar.close()
+
+    ordered = [metas[i] for i in range(replicas)]
+    write_manifest(out, _manifest(request, ordered, replicas))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# command line
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``simulate`` arguments to ``parser``."""
+    parser.add_argument("system", choices=["particles2d", "lj-mixing", "polymer"], help="which system")
+    parser.add_argument("--out", required=True, help="output dataset directory (resumed if it holds this dataset)")
+    parser.add_argument("--replicas", type=int, default=8, help="number of replicas (default 8)")
+    parser.add_argument("--regime", default="in-dst", choices=REGIMES,
+                        help="in-dst | diff-init | diff-N (polymer: in-dst | slow | medium | fast)")
+    parser.add_argument("--n-particles", type=int, default=None, help="particles per replica (default: the regime's)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed; replica i is seeded from (seed, i)")
+    parser.add_argument("--platform", default="auto", help="auto | CUDA | OpenCL | CPU | Reference")
+    parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="builder parameter, VALUE parsed as JSON if possible (repeatable), "
+                             "e.g. --param steps=1000 --param report_interval=50")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``openmm-closure simulate``."""
+    params = dict(parse_param(p) for p in args.param)
+    for key in ("n_particles", "regime", "seed"):
+        if key in params:
+            raise ValueError(f"--param {key}=... : use --{key.replace('_', '-')} instead")
+    out = simulate_ensemble(args.system, args.out, args.replicas, regime=args.regime,
+                            n_particles=args.n_particles, seed=args.seed, platform=args.platform,
+                            workers=args.workers, progress=not args.no_progress, **params)
+    m = read_manifest(out)
+    print(f"{out}: {len(m['n_particles'])} replicas of {m['system']} ({m['regime']}), "
+          f"{m['n_frames']} frames each, dt_frame {m['dt_frame']:g} ps")
+    return 0
