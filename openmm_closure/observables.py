@@ -149,16 +149,18 @@ def neighbour_ratios(
             xk = x[k, :, :dims]
             if boxsize is not None:
                 xk = _wrap(xk, boxsize)
-            tree = cKDTree(xk, boxsize=boxsize)
-            pairs = tree.query_pairs(cutoff, output_type="ndarray")
             isa = t[k] == 0
             isb = t[k] == 1
-            ai, aj = isa[pairs[:, 0]], isa[pairs[:, 1]]
-            bi, bj = isb[pairs[:, 0]], isb[pairs[:, 1]]
-            n_ab = np.count_nonzero((ai & bj) | (bi & aj))
-            # neighbours of A atoms: 2 per AA pair, 1 per A-other pair
-            a_all = np.count_nonzero(ai) + np.count_nonzero(aj)
-            b_all = np.count_nonzero(bi) + np.count_nonzero(bj)
+            xa, xb = xk[isa], xk[isb]
+            ta = cKDTree(xa, boxsize=boxsize) if len(xa) else None
+            tb = cKDTree(xb, boxsize=boxsize) if len(xb) else None
+            # dual-tree pair counts (r <= cutoff); same-tree counts are ordered pairs
+            # and include each particle with itself once
+            n_ab = float(ta.count_neighbors(tb, cutoff)) if ta is not None and tb is not None else 0.0
+            n_aa = float(ta.count_neighbors(ta, cutoff)) - len(xa) if ta is not None else 0.0
+            n_bb = float(tb.count_neighbors(tb, cutoff)) - len(xb) if tb is not None else 0.0
+            a_all = n_aa + n_ab  # neighbours of all A atoms (any species)
+            b_all = n_bb + n_ab
             r_ab[k] = n_ab / a_all if a_all else np.nan
             r_ba[k] = n_ab / b_all if b_all else np.nan
     return r_ab.reshape(lead), r_ba.reshape(lead)
