@@ -38,6 +38,8 @@ REGIMES = {
     "diff-N": ((32.0, 26.0), ((10.0, 22.0),)),
 }
 WALL_FAR = 1.0e6  # z "walls": never reached
+# element labels that let ForceField tell the one-atom templates A and B apart
+SPECIES_ELEMENTS = {"A": "Ar", "B": "Kr"}
 
 
 def lattice_positions(box: tuple[float, float], density: float) -> np.ndarray:
@@ -192,7 +194,7 @@ def build_lj_mixing(
     return SimulationSpec(
         name="lj-mixing",
         system=make_system(types),
-        topology=single_atom_topology(names),
+        topology=single_atom_topology(names, SPECIES_ELEMENTS),
         positions=positions,
         velocities=velocities,
         types=types,

@@ -82,20 +82,19 @@ class SimulationSpec:
         return sim
 
 
-def single_atom_topology(names: Sequence[str], bonded: bool = False, residue_names: Sequence[str] | None = None) -> app.Topology:
-    """A topology with one atom per residue; atom names are ``names``.
+def single_atom_topology(names: Sequence[str], elements: dict[str, str] | None = None) -> app.Topology:
+    """A topology with one atom per residue; atom and residue names are ``names``.
 
-    With ``bonded`` consecutive atoms are bonded (a linear chain).
+    ``elements`` maps a species name to an element symbol. Elements are labels only
+    (masses come from the System); OpenMM's ForceField needs them to tell apart
+    one-atom residue templates.
     """
     top = app.Topology()
     chain = top.addChain()
-    atoms = []
-    for i, name in enumerate(names):
-        res = top.addResidue(residue_names[i] if residue_names is not None else name, chain)
-        atoms.append(top.addAtom(name, None, res))
-    if bonded:
-        for a, b in zip(atoms[:-1], atoms[1:]):
-            top.addBond(a, b)
+    for name in names:
+        res = top.addResidue(name, chain)
+        symbol = (elements or {}).get(name)
+        top.addAtom(name, app.Element.getBySymbol(symbol) if symbol else None, res)
     return top
 
 
