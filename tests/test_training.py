@@ -1,0 +1,103 @@
+"""Two-stage training: resume equals an uninterrupted run, model directory, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from openmm_closure import load_model
+from openmm_closure.cli import main
+from openmm_closure.data import ArrayDataset
+
+SMALL = ["--samples", "16", "--flow-transforms", "1", "--flow-hidden", "8,8",
+         "--dynamics-hidden", "8,8", "--batch-size", "4", "--batch-size-stage2", "8",
+         "--no-progress", "--val-fraction", "0.25"]
+
+
+def _dataset(path, nan=False, system="lj-mixing"):
+    rng = np.random.default_rng(0)
+    r, f, n = 4, 4, 12
+    pos = rng.random((r, f, n, 3)).astype(np.float32) * 5
+    pos[..., 2] = 0
+    if nan:
+        pos[1, 2, 3, 0] = np.nan
+    types = (np.arange(n) % 2).astype(np.int64)
+    obs = {"R_AB": rng.random((r, f)), "R_BA": rng.random((r, f))}
+    ds = ArrayDataset(pos, types, np.arange(f) * 0.4, obs,
+                      {"system": system, "observables": ["R_AB", "R_BA"], "params": {"cutoff": 1.0}})
+    ds.save(path)
+    return pos, types
+
+
+def _weights(d):
+    return torch.load(d / "model.pt", weights_only=True)
+
+
+def test_resume_matches_uninterrupted(tmp_path):
+    pos, types = _dataset(tmp_path / "ds")
+    base = ["train", "--data", str(tmp_path / "ds"), "--epochs", "2", "--seed", "3", *SMALL]
+    assert main([*base, "--out", str(tmp_path / "full")]) == 0
+    full = _weights(tmp_path / "full")
+    for k in (1, 3):  # killed in stage 1, killed in stage 2
+        out = str(tmp_path / f"cut{k}")
+        assert main([*base, "--out", out, "--stop-after", str(k)]) == 0
+        assert not (tmp_path / f"cut{k}" / "model.pt").exists()
+        assert main([*base, "--out", out]) == 2  # refuses to overwrite without --resume
+        assert main([*base, "--out", out, "--resume"]) == 0
+        resumed = _weights(tmp_path / f"cut{k}")
+        assert resumed.keys() == full.keys()
+        for name in full:
+            assert torch.equal(full[name], resumed[name]), (k, name)
+
+    # the model directory is complete and documented
+    d = tmp_path / "full"
+    cfg = json.loads((d / "config.json").read_text())
+    for key in ("latent_dim", "epsilon", "species", "units", "manifest", "observables", "dynamics", "dt"):
+        assert key in cfg
+    assert cfg["latent_dim"] == 2 and cfg["dynamics"]["kind"] == "sde"  # lj-mixing defaults
+    hist = json.loads((d / "history.json").read_text())
+    assert len(hist["stage1"]) == 2 and len(hist["stage2"]) == 2
+
+    model = load_model(d)
+    zhat = model.encode(pos[0, 0], types)
+    assert zhat.shape == (2,) and isinstance(zhat, np.ndarray)
+    assert np.allclose(model.encode(pos[0, 0].astype(np.float64), types), zhat, atol=1e-6)
+    zt = model.encode(torch.tensor(pos[0, 0]), torch.tensor(types))
+    assert isinstance(zt, torch.Tensor)
+    z0 = model.state(pos[0, 0], types)
+    assert z0.shape == (model.dim,) == (4,)
+    traj = model.rollout(z0, 5, samples=3, seed=1)
+    assert traj.shape == (3, 6, 4)
+    assert torch.equal(traj, model.rollout(z0, 5, samples=3, seed=1))
+    raw = model.unscale(traj)
+    assert torch.allclose(model.scale(raw), traj, atol=1e-5)
+    assert model.sample_positions(zhat, 10, species=1).shape == (10, 2)
+
+    # a configuration of a different system: more species than the model knows
+    with pytest.raises(ValueError, match="species index out of range"):
+        model.encode(pos[0, 0], np.full(12, 2))
+    with pytest.raises(ValueError, match="shape"):
+        model.encode(pos[0, 0, :, :1], types)
+
+
+def test_bad_input(tmp_path, capsys):
+    _dataset(tmp_path / "nan", nan=True)
+    rc = main(["train", "--data", str(tmp_path / "nan"), "--out", str(tmp_path / "m1"), *SMALL])
+    assert rc == 2 and "NaN" in capsys.readouterr().err
+
+    (tmp_path / "empty").mkdir()
+    rc = main(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "m2"), *SMALL])
+    assert rc == 2 and "error" in capsys.readouterr().err
+
+    rc = main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m3"), *SMALL])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+
+    _dataset(tmp_path / "ok")
+    for bad in ("0", "-2"):
+        rc = main(["train", "--data", str(tmp_path / "ok"), "--out", str(tmp_path / "m4"),
+                   "--latent-dim", bad, *SMALL])
+        assert rc == 2 and "--latent-dim must be >= 1" in capsys.readouterr().err
+
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "m4")
