@@ -56,4 +56,6 @@ def rebuild(params: dict[str, Any]) -> SimulationSpec:
     kwargs = {k: v for k, v in params.items() if k in accepted}
     if name == "polymer":
         kwargs.pop("strain", None)  # steps is stored and fixes the horizon
+        if params.get("relaxation_time_source") != "given":
+            kwargs.pop("relaxation_time", None)  # recomputed the same way
     return SYSTEMS[name](**kwargs)

@@ -143,10 +143,10 @@ def build_lj_mixing(
     n = len(sites)
 
     rng = np.random.default_rng(seed)
-    if half_l is None:
-        lo, hi = intervals[rng.integers(len(intervals))]
-        half_l = float(rng.uniform(lo, hi))
-    half_l = float(half_l)
+    # drawn even when half_l is given, so the velocities below depend on the seed only
+    lo, hi = intervals[rng.integers(len(intervals))]
+    drawn = float(rng.uniform(lo, hi))
+    half_l = drawn if half_l is None else float(half_l)
     velocities = np.zeros((n, 3))
     velocities[:, :2] = np.sqrt(kT / 1.0) * rng.standard_normal((n, 2))
     noise_seed = int(rng.integers(1, 2**30))
