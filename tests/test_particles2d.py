@@ -5,22 +5,7 @@ import openmm
 import pytest
 
 from openmm_closure.systems import build
-
-
-def numpy_gradient_flow(x0, a, b, dt, steps):
-    """dx_i/dt = (1/N) sum_{j != i} F(r_ij) (x_i - x_j)/r_ij, F = tanh(a(1 - r)) + b, forward Euler."""
-    x = x0[:, :2].astype(np.float64).copy()
-    n = len(x)
-    traj = [x.copy()]
-    for _ in range(steps):
-        d = x[:, None, :] - x[None, :, :]
-        r = np.sqrt((d**2).sum(-1))
-        np.fill_diagonal(r, 1.0)
-        w = (np.tanh(a * (1.0 - r)) + b) / r
-        np.fill_diagonal(w, 0.0)
-        x = x + dt * (w[:, :, None] * d).sum(1) / n
-        traj.append(x.copy())
-    return np.asarray(traj)
+from openmm_closure.systems.particles2d import numpy_gradient_flow
 
 
 @pytest.mark.parametrize("n", [300, 123])
