@@ -1,0 +1,99 @@
+"""Cost of one stage-1 training step versus the number of particles per set.
+
+Time (median of a few repeats) and peak resident memory of one forward + backward +
+Adam step of the density objective at n = 300, 3,000 and 30,000 particles per set with
+the same M, printed as ratios to n = 300. Each n runs in its own subprocess so that the
+peak RSS (``resource.getrusage``) belongs to that n alone. The encoder is O(n); the
+decoder's share (step time minus an encoder-only forward + backward) is O(B M)
+whatever n.
+
+    python benchmarks/training_cost.py [--batch 8] [--samples 600] [--repeats 5]
+"""
+
+import argparse
+import statistics
+import time
+import json
+import resource
+import subprocess
+import sys
+
+import torch
+
+from openmm_closure.models.decoder import FlowDecoder, density_nll
+from openmm_closure.models.encoder import DeepSetEncoder
+
+
+def step_cost(n, batch, samples, repeats, seed=0):
+    torch.manual_seed(seed)
+    enc = DeepSetEncoder(2, in_features=2, n_species=2)
+    dec = FlowDecoder(2, 2, n_species=2, transforms=8, bins=16, hidden=(128, 128))
+    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch * n, 2, generator=gen) * 2 - 1
+    types = torch.randint(0, 2, (batch * n,), generator=gen)
+    index = torch.arange(batch).repeat_interleave(n)
+
+    def enc_only(out):
+        t0 = time.perf_counter()
+        z = enc.forward_flat(x, types, index, batch)
+        z.sum().backward()
+        out.append(time.perf_counter() - t0)
+
+    def one(split):
+        t0 = time.perf_counter()
+        z = enc.forward_flat(x, types, index, batch)
+        t1 = time.perf_counter()
+        loss = density_nll(dec, z, x, types, index, samples, 0.01, gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        t2 = time.perf_counter()
+        split.append((t1 - t0, t2 - t0))
+
+    one([])  # warm-up
+    times, enc_times = [], []
+    for _ in range(repeats):
+        one(times)
+        enc_only(enc_times)
+    opt.zero_grad()
+    total = statistics.median(t for _, t in times)
+    encoder = statistics.median(enc_times)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # bytes (Linux: KiB)
+    return total, encoder, peak
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=8, help="sets per step")
+    p.add_argument("--samples", type=int, default=600, help="M per (set, species)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.one is not None:
+        print(json.dumps(step_cost(a.one, a.batch, a.samples, a.repeats)))
+        return
+    print(f"one stage-1 step: B = {a.batch} sets, 2 species, M = {a.samples}, "
+          f"NSF 8x16 bins hidden (128, 128), DeepSet psi (64, 64); torch threads {torch.get_num_threads()}")
+    rows = []
+    for n in (300, 3000, 30000):
+        cmd = [sys.executable, __file__, "--one", str(n), "--batch", str(a.batch),
+               "--samples", str(a.samples), "--repeats", str(a.repeats)]
+        if a.threads:
+            cmd += ["--threads", str(a.threads)]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        rows.append((n, *json.loads(out.strip().splitlines()[-1])))
+    t0, e0, m0 = rows[0][1], rows[0][2], rows[0][3]
+    d0 = t0 - e0
+    print(f"{'n':>7} {'step s':>8} {'ratio':>6} {'encoder s':>10} {'decoder s':>10} {'ratio':>6}"
+          f" {'peak RSS MiB':>13} {'ratio':>6}")
+    for n, t, e, m in rows:
+        print(f"{n:>7} {t:>8.4f} {t / t0:>6.2f} {e:>10.4f} {t - e:>10.4f} {(t - e) / d0:>6.2f}"
+              f" {m / 2**20:>13.1f} {m / m0:>6.2f}")
+
+
+if __name__ == "__main__":
+    main()
