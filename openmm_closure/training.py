@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from .model_io import FORMAT_VERSION, UNITS, ClosureModel, _atomic_json, _atomic_torch, save_model
+from .models.baselines import OBJECTIVES as BASELINE_OBJECTIVES
 from .models.decoder import density_nll
 
 __all__ = [
@@ -164,8 +165,8 @@ class DensityObjective:
                            self.samples, self.epsilon, generator)
 
 
-#: ``--method`` name -> stage-1 objective class
-STAGE1_OBJECTIVES: dict[str, Callable] = {"ours": DensityObjective}
+#: ``--method`` name -> stage-1 objective class (the baselines: :mod:`.models.baselines`)
+STAGE1_OBJECTIVES: dict[str, Callable] = {"ours": DensityObjective, **BASELINE_OBJECTIVES}
 
 
 # ---------------------------------------------------------------------------- data
@@ -302,6 +303,10 @@ def _build_model(config: TrainConfig, frames: _Frames) -> ClosureModel:
         "manifest": json.loads(json.dumps(frames.manifest, default=str)),
         "training": config.to_dict(),
     }
+    # a baseline may bring its own encoder (optional ``encoder_config`` hook of the objective)
+    encoder_hook = getattr(STAGE1_OBJECTIVES[config.method], "encoder_config", None)
+    if encoder_hook is not None:
+        model_config["encoder"] = encoder_hook(config, frames)
     torch.manual_seed(_seed_for(config.seed, 0, 1))
     model = ClosureModel(model_config)
     model.encoder.coords.lo.copy_(torch.as_tensor(frames.lo[: frames.in_features]))
@@ -477,6 +482,8 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
     # ------------------------------------------------------------- stage 1
     if stage == 1:
         objective = STAGE1_OBJECTIVES[config.method](model, config)
+        if hasattr(objective, "bind"):  # objectives that need whole trajectories (InvE)
+            objective.bind(frames, device)
         opt = torch.optim.Adam(objective.parameters(), lr=config.lr)
         if opt_state is not None:
             opt.load_state_dict(opt_state)
