@@ -296,4 +296,8 @@ def build_encoder(kind: str, **kwargs) -> _SetEncoderBase:
         return DeepSetEncoder(**kwargs)
     if kind == "settransformer":
         return SetTransformerEncoder(**kwargs)
+    from .baselines import ENCODERS  # the ablation baselines' encoders
+
+    if kind in ENCODERS:
+        return ENCODERS[kind](**kwargs)
     raise ValueError(f"unknown encoder {kind!r}; choose 'deepset' or 'settransformer'")
