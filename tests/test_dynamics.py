@@ -9,6 +9,15 @@ import torch
 from openmm_closure.models.dynamics import ODEDynamics, SDEDynamics, build_dynamics
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: small ops, and the shared CI cores are not oversubscribed."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def _fit(dyn, z0, z1, dt, steps, lr, batch, seed=0):
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(dyn.parameters(), lr=lr)
