@@ -1,0 +1,312 @@
+"""Score a trained model on test data, and the ``openmm-closure evaluate`` command.
+
+For every test trajectory the model encodes frame 0 once (z = [z̄, ẑ]), the dynamics
+extrapolates alone for the trajectory's length, and the predicted macroscopic
+observables are compared with the simulated ones:
+
+- particles2d (deterministic): MRE (SPEC §3A) on the observable scaled to [-1, 1] with
+  the model's *training* range;
+- lj-mixing (stochastic): MMD² (SPEC §3B) between the predicted ensemble (``samples``
+  rollouts from each test trajectory's first frame, pooled) and the simulated ensemble
+  of (R_AB, R_BA) at each frame, averaged over time;
+- polymer: mean and standard deviation of the extension over time (SPEC §3C).
+
+A model that cannot encode the test data (AE-Aug on another particle number) is
+reported as ``"status": "n/a"`` with the reason instead of a number.
+
+Report directory::
+
+    REPORT_DIR/
+      metrics.json            the numbers (see :func:`evaluate`)
+      metrics.md              one-row markdown table
+      trajectories.png        predicted vs simulated observables: ensemble mean ± std
+      metric_over_time.png    the metric's per-frame value (MRE: cumulative)
+      permutation.png         one configuration under several random particle orders
+
+Example:
+    $ openmm-closure evaluate --model models/p2d --data runs/p2d-test --out reports/p2d
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+__all__ = ["evaluate", "metric_kind", "markdown_table", "configure", "run"]
+
+METRIC_NAMES = {"mre": "MRE", "mmd": "MMD", "extension": "ext. mean |Δ|"}
+
+
+def metric_kind(system: str, observables: list) -> str:
+    """The paper's metric for a system: ``"mre"``, ``"mmd"`` or ``"extension"``."""
+    if system == "lj-mixing" or {"R_AB", "R_BA"} & set(observables):
+        return "mmd"
+    if system == "polymer" or "extension" in observables:
+        return "extension"
+    return "mre"
+
+
+def _format(value: Optional[float]) -> str:
+    return "N/A" if value is None else f"{value:.3g}" if abs(value) >= 1e-2 else f"{value:.2e}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """A markdown table of evaluation results (dicts as returned by :func:`evaluate`)."""
+    lines = ["| method | test data | regime | metric | value | trajectories | note |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        note = r.get("reason", "") if r.get("status") != "ok" else ""
+        lines.append(
+            f"| {r.get('method', '?')} | {r.get('data_name', '?')} | {r.get('regime', '?')} | "
+            f"{METRIC_NAMES.get(r.get('metric'), r.get('metric'))} | {_format(r.get('value'))} | "
+            f"{r.get('n_trajectories', 0)} | {note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    from .model_io import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode())
+
+
+def _states(model, ds, replicas) -> np.ndarray:
+    """Scaled initial states (R, dim) of the replicas' first frames."""
+    types = ds.types
+    z = []
+    for r in replicas:
+        pos0 = np.asarray(ds.positions[r, 0], dtype=np.float64)
+        z.append(model.state(pos0, np.asarray(types[r])).double().cpu().numpy())
+    return np.stack(z)
+
+
+def _permutation_curves(model, pos0, types0, steps, dt, n_perm, seed) -> tuple[np.ndarray, np.ndarray]:
+    """Macroscopic rollouts (P, T, M) of one configuration under P random particle orders,
+    and the encoder outputs (P, d)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    zs, zh = [], []
+    for i in range(n_perm):
+        perm = np.arange(len(types0)) if i == 0 else rng.permutation(len(types0))
+        zs.append(model.state(pos0[perm], types0[perm]))
+        zh.append(model.encode(pos0[perm], types0[perm]))
+    curves = []
+    for z in zs:  # same noise for every order: only ẑ can make the curves differ
+        traj = model.rollout(z, steps, samples=1, dt=dt, seed=seed)
+        curves.append(model.unscale(traj)[0, :, : model.macro_dim].cpu().numpy())
+    return np.stack(curves), np.stack(zh)
+
+
+def _plots(out: Path, result: dict, times, pred, true, over_time, perm_curves, names) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = {}
+    m = len(names)
+    fig, axes = plt.subplots(1, max(m, 1), figsize=(5 * max(m, 1), 3.6), squeeze=False)
+    for j, name in enumerate(names):
+        ax = axes[0, j]
+        for arr, label, color in ((true[..., j], "simulated", "k"), (pred[..., j], "predicted", "C1")):
+            mu, sd = arr.mean(0), arr.std(0)
+            ax.plot(times, mu, color=color, label=f"{label} mean")
+            ax.fill_between(times, mu - sd, mu + sd, color=color, alpha=0.2, lw=0)
+        ax.set_xlabel("time (ps)")
+        ax.set_ylabel(name)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{result['method']} on {result['data_name']}: ensemble mean ± std")
+    fig.tight_layout()
+    paths["trajectories"] = str(out / "trajectories.png")
+    fig.savefig(paths["trajectories"], dpi=100)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    kind = result["metric"]
+    y = np.cumsum(over_time) if kind == "mre" else over_time
+    ax.plot(times[: len(y)], y)
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel({"mre": "cumulative MRE", "mmd": "MMD²", "extension": "|Δ mean extension| (nm)"}[kind])
+    if kind != "extension" and np.all(y > 0):
+        ax.set_yscale("log")
+    ax.set_title(f"{result['method']}: {METRIC_NAMES[kind]} over time")
+    fig.tight_layout()
+    paths["metric_over_time"] = str(out / "metric_over_time.png")
+    fig.savefig(paths["metric_over_time"], dpi=100)
+    plt.close(fig)
+
+    if perm_curves is not None:
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        for i, c in enumerate(perm_curves):
+            ax.plot(times[: c.shape[0]], c[:, 0], lw=1.2, alpha=0.8, label="stored order" if i == 0 else None)
+        ax.set_xlabel("time (ps)")
+        ax.set_ylabel(names[0] if names else "z̄")
+        ax.set_title(f"{result['method']}: one configuration, {len(perm_curves)} particle orders")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        paths["permutation"] = str(out / "permutation.png")
+        fig.savefig(paths["permutation"], dpi=100)
+        plt.close(fig)
+    return paths
+
+
+def evaluate(
+    model_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    samples: Optional[int] = None,
+    seed: int = 0,
+    permutations: int = 6,
+    max_trajectories: Optional[int] = None,
+    plots: bool = True,
+    device: str = "cpu",
+) -> dict:
+    """Roll a model out from each test trajectory's first frame and score it.
+
+    Arguments:
+        model_dir: model directory (``openmm-closure train``).
+        data_dir: test dataset directory (``openmm-closure simulate``), same system.
+        out_dir: report directory (created); see the module docstring.
+        samples: rollouts per test trajectory (default 1; ODE models always 1).
+        seed: seed of the SDE noise and of the permutations.
+        permutations: particle orders in the permutation overlay (0: no overlay).
+        max_trajectories: use only the first test trajectories.
+        plots: write the PNG plots.
+        device: torch device of the model.
+
+    Returns:
+        The ``metrics.json`` dict: ``status`` ("ok" or "n/a"), ``reason`` (n/a only),
+        ``method``, ``system``, ``regime``, ``data``, ``data_name``, ``model``,
+        ``metric`` ("mre" | "mmd" | "extension"), ``value`` (the paper's number, None
+        when n/a), ``over_time`` (per-frame values), ``extra`` (metric-specific
+        numbers), ``n_trajectories``, ``samples``, ``permutation_spread`` (max |Δẑ|
+        over the particle orders), ``plots`` (paths).
+    """
+    from . import metrics
+    from .data import load
+    from .model_io import load_model
+
+    model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out_dir)
+    if not data_dir.exists():
+        raise FileNotFoundError(f"test dataset {data_dir} does not exist")
+    model = load_model(model_dir, device=device)
+    ds = load(data_dir)
+    cfg = model.config
+    system = cfg.get("system", "custom")
+    names = list(model.observables)
+    if ds.manifest.get("system") != system:
+        raise ValueError(f"model {model_dir} was trained on {system!r}, test data {data_dir} is "
+                         f"{ds.manifest.get('system')!r}")
+    missing = [k for k in names if k not in ds.observables]
+    if missing:
+        raise ValueError(f"test data {data_dir} lacks the observables {missing}")
+    if int(ds.n_frames) < 2:
+        raise ValueError(f"test data {data_dir} has fewer than 2 frames")
+    out.mkdir(parents=True, exist_ok=True)
+    kind = metric_kind(system, names)
+    stochastic = bool(getattr(model.dynamics, "stochastic", False))
+    k = 1 if not stochastic else int(samples or 1)
+    if k < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    replicas = list(range(len(ds)))[: max_trajectories or None]
+    result: dict[str, Any] = {
+        "status": "ok", "method": cfg.get("method", "ours"), "system": system,
+        "regime": ds.manifest.get("regime", "?"), "data": str(data_dir), "data_name": data_dir.name,
+        "model": str(model_dir), "metric": kind, "value": None, "n_trajectories": len(replicas),
+        "samples": k, "observables": names, "n_particles": sorted(set(int(n) for n in ds.n_particles)),
+    }
+
+    def write(res: dict) -> dict:
+        _atomic_text(out / "metrics.json", json.dumps(res, indent=2, sort_keys=True) + "\n")
+        _atomic_text(out / "metrics.md", markdown_table([res]))
+        return res
+
+    try:
+        z0 = _states(model, ds, replicas)
+    except ValueError as exc:  # e.g. AE-Aug tied to another particle number
+        result.update(status="n/a", reason=str(exc).split("\n")[0])
+        return write(result)
+
+    steps = int(ds.n_frames) - 1
+    times = np.asarray(ds.times, dtype=np.float64)
+    dt_data = float(times[1] - times[0]) if len(times) > 1 else model.dt
+    if not np.isclose(dt_data, model.dt, rtol=1e-6):
+        result["note"] = f"test frame spacing {dt_data} ps differs from training {model.dt} ps"
+    import torch
+
+    z0k = torch.as_tensor(np.repeat(z0, k, axis=0))
+    traj = model.rollout(z0k, steps, dt=dt_data, seed=seed)  # (R*K, T, dim) scaled
+    raw = model.unscale(traj).cpu().numpy()
+    if not np.isfinite(raw).all():
+        result.update(status="diverged", reason="the rollout produced NaN or inf")
+        return write(result)
+    pred = raw[..., : model.macro_dim]  # (R*K, T, M)
+    true = np.stack([np.asarray(ds.observables[n_], dtype=np.float64)[replicas] for n_ in names], -1)
+
+    lo = model.state_scaler.lo[: model.macro_dim].cpu().numpy()
+    hi = model.state_scaler.hi[: model.macro_dim].cpu().numpy()
+    if kind == "mre":
+        pm = pred.reshape(len(replicas), k, *pred.shape[1:]).mean(1)
+        result["value"] = metrics.mre(pm, true, lo, hi)
+        over = metrics.mre_over_time(pm, true, lo, hi)
+        result["extra"] = {"training_range": [lo.tolist(), hi.tolist()],
+                           "mre_per_trajectory": metrics.mre_per_trajectory(pm, true, lo, hi).tolist()}
+    elif kind == "mmd":
+        over = metrics.mmd_over_time(pred, true)
+        result["value"] = float(over.mean())
+        result["extra"] = {"sigmas": list(metrics.MMD_SIGMAS)}
+    else:
+        j = names.index("extension") if "extension" in names else 0
+        over = np.abs(metrics.extension_stats(pred[..., j])[0] - metrics.extension_stats(true[..., j])[0])
+        errs = metrics.moment_errors(pred[..., j], true[..., j])
+        result["value"] = errs["mean_abs_error_mean"]
+        pm_, ps_ = metrics.extension_stats(pred[..., j])
+        tm_, ts_ = metrics.extension_stats(true[..., j])
+        result["extra"] = {**errs, "pred_mean": pm_.tolist(), "pred_std": ps_.tolist(),
+                           "true_mean": tm_.tolist(), "true_std": ts_.tolist()}
+    result["over_time"] = np.asarray(over).tolist()
+
+    perm_curves = None
+    if permutations and permutations > 1:
+        r0 = replicas[0]
+        pos0 = np.asarray(ds.positions[r0, 0], dtype=np.float64)
+        types0 = np.asarray(ds.types[r0])
+        perm_curves, zh = _permutation_curves(model, pos0, types0, steps, dt_data, int(permutations), seed)
+        result["permutation_spread"] = float(np.max(np.abs(zh - zh[0])))
+        result["permutation_curve_spread"] = float(np.max(np.abs(perm_curves - perm_curves[0])))
+    if plots:
+        result["plots"] = _plots(out, result, times, pred, true, over, perm_curves, names)
+    return write(result)
+
+
+# ---------------------------------------------------------------------------- CLI
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``evaluate`` arguments to ``parser``."""
+    a = parser.add_argument
+    a("--model", required=True, help="model directory (openmm-closure train)")
+    a("--data", required=True, help="test dataset directory (openmm-closure simulate)")
+    a("--out", required=True, help="report directory to write (metrics.json, metrics.md, plots)")
+    a("--samples", type=int, default=None, help="rollouts per test trajectory (SDE models; default 1)")
+    a("--seed", type=int, default=0, help="seed of the SDE noise and the permutations")
+    a("--permutations", type=int, default=6, help="particle orders in the permutation overlay (0: none)")
+    a("--max-trajectories", type=int, default=None, help="score only the first N test trajectories")
+    a("--no-plots", action="store_true", help="write metrics only")
+    a("--device", default="cpu", help="torch device (cpu, cuda)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``openmm-closure evaluate``; prints the table and the report paths."""
+    res = evaluate(args.model, args.data, args.out, samples=args.samples, seed=args.seed,
+                   permutations=args.permutations, max_trajectories=args.max_trajectories,
+                   plots=not args.no_plots, device=args.device)
+    print(markdown_table([res]), end="")
+    for name, path in sorted(res.get("plots", {}).items()):
+        print(f"{name}: {path}")
+    print(f"metrics: {Path(args.out) / 'metrics.json'}")
+    return 0

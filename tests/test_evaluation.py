@@ -1,0 +1,139 @@
+"""``openmm-closure evaluate``: report files, metric values, N/A for AE-Aug on another n,
+the permutation overlay, and bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from openmm_closure import metrics
+from openmm_closure.cli import main
+from openmm_closure.data import ArrayDataset
+from openmm_closure.evaluation import evaluate, markdown_table, metric_kind
+from openmm_closure.observables import mean_pair_energy, neighbour_ratios
+from openmm_closure.training import TrainConfig, train_on
+
+F = 8
+
+
+def _particles(n, reps, seed):
+    rng = np.random.default_rng(seed)
+    pos = np.zeros((reps, F, n, 3), dtype=np.float32)
+    for r in range(reps):
+        x0 = rng.normal(scale=0.5, size=(n, 2))
+        c = x0.mean(0)
+        for f in range(F):
+            pos[r, f, :, :2] = c + (x0 - c) * np.exp(-0.1 * f)
+    return ArrayDataset(pos, np.zeros(n, np.int64), np.arange(F) * 0.02,
+                        {"energy": mean_pair_energy(pos.astype(np.float64))},
+                        {"system": "particles2d", "observables": ["energy"], "regime": "in-dst"})
+
+
+def _mixture(reps, seed, n=16):
+    rng = np.random.default_rng(seed)
+    pos = np.zeros((reps, F, n, 3), dtype=np.float32)
+    types = np.repeat([0, 1], n // 2)
+    for r in range(reps):
+        x = rng.uniform(0, 4, size=(n, 2))
+        x[types == 1, 0] += 1.0
+        for f in range(F):
+            x = x + rng.normal(scale=0.1, size=x.shape)
+            pos[r, f, :, :2] = x
+    ab, ba = neighbour_ratios(pos.astype(np.float64), types, cutoff=2.5)
+    return ArrayDataset(pos, types, np.arange(F) * 0.4, {"R_AB": ab, "R_BA": ba},
+                        {"system": "lj-mixing", "observables": ["R_AB", "R_BA"], "species": ["A", "B"],
+                         "params": {"cutoff": 2.5}, "regime": "in-dst"})
+
+
+def _cfg(out, method, **kw):
+    base = dict(data="", out=str(out), method=method, epochs_stage1=1, epochs_stage2=3, batch_size=8,
+                samples=32, flow_transforms=1, flow_hidden=(16, 16), encoder_hidden=(16, 16),
+                encoder_embed=16, dynamics_hidden=(16, 16), progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    train_on(_particles(10, 5, 0), _cfg(root / "ours", "ours"))
+    train_on(_particles(10, 5, 0), _cfg(root / "aug", "ae-aug"))
+    _particles(10, 3, 1).save(root / "test")
+    _particles(14, 3, 2).save(root / "test-diffN")
+    return root
+
+
+def test_report_files_and_mre_value(setup, tmp_path):
+    res = evaluate(setup / "ours", setup / "test", tmp_path / "rep", permutations=4)
+    assert res["status"] == "ok" and res["metric"] == "mre"
+    for name in ("metrics.json", "metrics.md", "trajectories.png", "metric_over_time.png", "permutation.png"):
+        assert (tmp_path / "rep" / name).stat().st_size > 0, name
+    on_disk = json.loads((tmp_path / "rep" / "metrics.json").read_text())
+    assert on_disk["value"] == pytest.approx(res["value"])
+    assert np.sum(res["over_time"]) == pytest.approx(res["value"], rel=1e-9)
+    assert len(res["over_time"]) == F and res["n_trajectories"] == 3
+    assert "| ours | test | in-dst | MRE |" in (tmp_path / "rep" / "metrics.md").read_text()
+
+
+def test_mre_is_recomputed_from_an_independent_rollout(setup, tmp_path):
+    from openmm_closure import load_model
+    from openmm_closure.data import load
+
+    res = evaluate(setup / "ours", setup / "test", tmp_path / "rep", permutations=0, plots=False)
+    model, ds = load_model(setup / "ours"), load(setup / "test")
+    preds = []
+    for r in range(len(ds)):
+        z0 = model.state(np.asarray(ds.positions[r, 0]), ds.types[r])
+        preds.append(model.unscale(model.rollout(z0, F - 1))[0, :, 0].numpy())
+    lo, hi = float(model.state_scaler.lo[0]), float(model.state_scaler.hi[0])
+    expected = metrics.mre(np.stack(preds), ds.observables["energy"], lo, hi)
+    assert res["value"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_permutation_overlay_ours_on_top_aug_apart(setup, tmp_path):
+    ours = evaluate(setup / "ours", setup / "test", tmp_path / "o", permutations=5, plots=False)
+    aug = evaluate(setup / "aug", setup / "test", tmp_path / "a", permutations=5, plots=False)
+    assert ours["permutation_spread"] < 1e-6
+    assert ours["permutation_curve_spread"] < 1e-6
+    assert aug["permutation_spread"] > 1e-4
+
+
+def test_ae_aug_on_another_particle_number_is_na_with_reason(setup, tmp_path):
+    aug = evaluate(setup / "aug", setup / "test-diffN", tmp_path / "a")
+    assert aug["status"] == "n/a" and aug["value"] is None
+    assert "10 particles" in aug["reason"]
+    assert "N/A" in (tmp_path / "a" / "metrics.md").read_text()
+    ours = evaluate(setup / "ours", setup / "test-diffN", tmp_path / "o", plots=False)
+    assert ours["status"] == "ok" and np.isfinite(ours["value"])
+
+
+def test_mmd_path_for_the_mixture(tmp_path):
+    train_on(_mixture(5, 0), _cfg(tmp_path / "m", "ours"))
+    _mixture(3, 1).save(tmp_path / "mt")
+    res = evaluate(tmp_path / "m", tmp_path / "mt", tmp_path / "rep", samples=3, permutations=0, plots=False)
+    assert res["metric"] == "mmd" and res["samples"] == 3
+    assert res["value"] == pytest.approx(np.mean(res["over_time"]))
+    assert 0.0 <= res["value"] < 2.0
+
+
+def test_cli_and_bad_input(setup, tmp_path, capsys):
+    rc = main(["evaluate", "--model", str(setup / "ours"), "--data", str(setup / "test"),
+               "--out", str(tmp_path / "cli"), "--no-plots"])
+    assert rc == 0
+    assert "| ours |" in capsys.readouterr().out
+    assert main(["evaluate", "--model", str(setup / "ours"), "--data", str(tmp_path / "nope"),
+                 "--out", str(tmp_path / "x")]) == 2
+    assert main(["evaluate", "--model", str(tmp_path / "nope"), "--data", str(setup / "test"),
+                 "--out", str(tmp_path / "x")]) == 2
+    _mixture(2, 3).save(tmp_path / "mix")
+    with pytest.raises(ValueError, match="trained on 'particles2d'"):
+        evaluate(setup / "ours", tmp_path / "mix", tmp_path / "y")
+
+
+def test_metric_kind_and_table():
+    assert metric_kind("particles2d", ["energy"]) == "mre"
+    assert metric_kind("lj-mixing", ["R_AB", "R_BA"]) == "mmd"
+    assert metric_kind("polymer", ["extension"]) == "extension"
+    text = markdown_table([{"method": "ae-aug", "status": "n/a", "reason": "tied to n", "metric": "mre",
+                            "value": None, "data_name": "t", "regime": "diff-N"}])
+    assert "N/A" in text and "tied to n" in text
