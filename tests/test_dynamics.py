@@ -64,12 +64,12 @@ def test_ou_sde_identified():
 
 
 def test_linear_ode_identified():
-    """dz/dt = A z with a damped rotation; finite differences at dt = 1e-3."""
+    """dz/dt = A z with a damped rotation; finite differences at dt = 1e-4."""
     torch.manual_seed(0)
     from scipy.linalg import expm
 
     A = np.array([[-0.5, 1.0], [-1.0, -0.5]])
-    dt = 1e-3
+    dt = 1e-4
     rng = np.random.default_rng(1)
     z0 = rng.uniform(-1, 1, (20000, 2))
     z1 = z0 @ expm(A * dt).T
@@ -77,13 +77,13 @@ def test_linear_ode_identified():
     t0 = torch.tensor(z0, dtype=torch.float64)
     t1 = torch.tensor(z1, dtype=torch.float64)
     dyn = dyn.double()
-    _fit(dyn, t0, t1, dt, steps=3000, lr=3e-3, batch=2048)
+    _fit(dyn, t0, t1, dt, steps=6000, lr=3e-3, batch=4096)
     pts = torch.tensor(rng.uniform(-0.8, 0.8, (50, 2)))
     with torch.no_grad():
         err = (dyn.drift(pts) - pts @ torch.tensor(A).T).abs().max().item()
         # RK4 rollout over 1 ps against the exact flow
         traj = dyn.rollout(pts[:5], 100, 0.01)
-    assert err < 1e-3 * 2, err  # derivative to ~1e-3 (finite-difference bias ~ |A|^2 dt / 2 = 6e-4)
+    assert err < 1e-3, err  # the finite-difference bias |A|^2 dt / 2 = 6e-5 leaves room for the fit
     exact = pts[:5].numpy() @ expm(A * 1.0).T
     assert np.abs(traj[:, -1].numpy() - exact).max() < 2e-3
 
