@@ -3,6 +3,7 @@
 import numpy as np
 import openmm
 import pytest
+from conftest import potential_energy
 from openmm import app
 
 from openmm_closure.integrators import WalledLangevinIntegrator
@@ -81,12 +82,7 @@ def test_forcefield_xml_matches_builder_and_pair_table():
     spec = build("lj-mixing", walls=WALLS, relax_steps=500, seed=6, half_l=10.0)
     ff = app.ForceField("lj_binary_mixture.xml")
     system = ff.createSystem(spec.topology, nonbondedMethod=app.CutoffNonPeriodic, nonbondedCutoff=2.5)
-    ref = openmm.Platform.getPlatformByName("Reference")
-    energies = []
-    for s in (spec.system, system):
-        ctx = openmm.Context(s, openmm.VerletIntegrator(0.001), ref)
-        ctx.setPositions(spec.positions)
-        energies.append(ctx.getState(getEnergy=True).getPotentialEnergy()._value)
+    energies = [potential_energy(s, spec.positions) for s in (spec.system, system)]
     assert energies[0] == pytest.approx(energies[1], rel=1e-12)
     assert all(system.getParticleMass(i)._value == 1.0 for i in range(system.getNumParticles()))
     # brute-force LJ with the per-pair table, cut and shifted at 2.5

@@ -1,8 +1,8 @@
 """particles2d in OpenMM against an independent numpy implementation of SPEC §3A."""
 
 import numpy as np
-import openmm
 import pytest
+from conftest import potential_energy
 
 from openmm_closure.systems import build
 from openmm_closure.systems.particles2d import numpy_gradient_flow
@@ -53,13 +53,10 @@ def test_forcefield_xml_matches_builder():
     spec = build("particles2d", n_particles=40, seed=5)
     ff = app.ForceField("interacting_particles_2d.xml")
     system = ff.createSystem(spec.topology, nonbondedMethod=app.NoCutoff)
-    energies = []
-    for sys_, inv_n in ((spec.system, None), (system, 1.0 / 40)):
-        ctx = openmm.Context(sys_, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
-        if inv_n is not None:
-            ctx.setParameter("ip_inv_n", inv_n)
-        ctx.setPositions(spec.positions)
-        energies.append(ctx.getState(getEnergy=True).getPotentialEnergy()._value)
+    energies = [
+        potential_energy(spec.system, spec.positions),
+        potential_energy(system, spec.positions, {"ip_inv_n": 1.0 / 40}),
+    ]
     assert energies[0] == pytest.approx(energies[1], rel=1e-12)
     # the mean pair energy of SPEC §3A, brute force: E * N / (N(N-1)/2)
     x = spec.positions[:, :2]

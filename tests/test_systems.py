@@ -3,8 +3,8 @@
 import json
 
 import numpy as np
-import openmm
 import pytest
+from conftest import potential_energy
 from openmm import app
 
 from openmm_closure.systems import SYSTEMS, build, rebuild
@@ -67,12 +67,7 @@ def test_polymer_forcefield_xml_matches_builder():
     spec = build("polymer", n_particles=15, strain=0.5, n_frames=3, equilibration_steps=200, seed=2)
     ff = app.ForceField("bead_spring_polymer.xml")
     system = ff.createSystem(spec.topology, nonbondedMethod=app.CutoffNonPeriodic, nonbondedCutoff=2 ** (1 / 6))
-    ref = openmm.Platform.getPlatformByName("Reference")
-    energies = []
-    for s in (spec.system, system):
-        ctx = openmm.Context(s, openmm.VerletIntegrator(0.001), ref)
-        ctx.setPositions(spec.positions)
-        energies.append(ctx.getState(getEnergy=True).getPotentialEnergy()._value)
+    energies = [potential_energy(s, spec.positions) for s in (spec.system, system)]
     assert energies[0] == pytest.approx(energies[1], rel=1e-12)
     # FENE of the 14 bonds + WCA (repulsive, >= 0) from an independent formula
     x = spec.positions
