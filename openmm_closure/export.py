@@ -1,0 +1,489 @@
+r"""Export a trained model to TorchScript for C++ hosts and OpenMM, and ``openmm-closure export``.
+
+Export directory (written by :func:`export_model`)::
+
+    EXPORT_DIR/
+      encoder.pt                 TorchScript encoder, see ExportedEncoder
+      encoder.json               its metadata (also inside encoder.pt)
+      dynamics.pt                TorchScript dynamics + state scaler, see ExportedDynamics
+      dynamics.json              its metadata (also inside dynamics.pt)
+      collective_variable.pt     TorchScript bias for openmm-torch's TorchForce, see ClosureBias
+      collective_variable.json   its metadata (also inside collective_variable.pt)
+
+Every ``.pt`` file carries its metadata as ``metadata.json`` in ``_extra_files``
+(``torch.jit.load(path, _extra_files={"metadata.json": ""})`` in Python,
+``torch::jit::ExtraFilesMap`` in C++). The metadata keys: ``format_version`` (export
+format, :data:`EXPORT_FORMAT_VERSION`), ``model_format_version``, ``package_version``,
+``kind`` ("encoder" | "dynamics" | "collective_variable"), ``system``, ``species``,
+``n_species``, ``in_features``, ``latent_dim`` (d), ``observables`` (names of z̄),
+``names`` (names of the state components ``[z̄, ẑ]``), ``macro_dim``, ``dim``,
+``epsilon``, ``dt`` (ps), ``coordinate_range`` (``lo``/``hi`` in nm mapped to [-1, 1]
+before the encoder), ``state_range`` (``lo``/``hi`` of ``[z̄, ẑ]`` in raw units mapped to
+[-1, 1]), ``dynamics`` (the dynamics hyperparameters, ``kind`` "ode"/"sde"), ``units``,
+``dtype`` of the weights, and for the collective variable ``component``,
+``force_constant``, ``target`` and ``n_particles``.
+
+Module entry points:
+
+- ``encoder.pt``: ``forward(positions (n, 3) nm any float dtype, types (n,) int64) ->
+  (d,)``, the raw ẑ exactly as :meth:`ClosureModel.encode` returns it (weights dtype).
+- ``dynamics.pt``: on the *scaled* state z (..., D), D = ``dim``:
+  ``forward(z)`` = ``drift(z)`` (per ps), ``diffusion(z)`` (per sqrt(ps); zeros for an
+  ODE), ``step(z, dt, noise)`` (one RK4 / Euler–Maruyama step; ``noise`` (..., D)
+  standard normal, ignored by an ODE), ``rollout(z0 (K, D), steps, dt, noise (steps, K,
+  D) or None) -> (K, steps + 1, D)``, ``scale(raw)`` / ``unscale(z)`` between raw
+  ``[z̄, ẑ]`` and scaled states; attributes ``dt``, ``dim``, ``macro_dim``,
+  ``latent_dim``, ``stochastic``, ``names``. Outputs have the dtype of the input.
+- ``collective_variable.pt``: ``forward(positions (n, 3) nm) -> ()`` energy in kJ/mol,
+  the harmonic bias ``0.5 k (ẑ_c - target)²`` on closure component c, with the species
+  of every particle baked in (TorchForce passes only positions). A one-species model
+  accepts any n; a multi-species model needs ``types`` at export and then accepts that
+  n only. Attributes ``component``, ``force_constant`` (kJ/mol), ``target``; the
+  method ``collective_variable(positions)`` returns ẑ_c itself.
+
+Example:
+    >>> from openmm_closure.export import export_model
+    >>> export_model("models/p2d", "exported/p2d")                      # doctest: +SKIP
+    >>> enc = torch.jit.load("exported/p2d/encoder.pt")                  # doctest: +SKIP
+    >>> enc(torch.rand(300, 3), torch.zeros(300, dtype=torch.long))      # doctest: +SKIP
+
+    $ openmm-closure export --model models/p2d --out exported/p2d --component 0 --force-constant 100
+"""
+
+import argparse
+import copy
+import io
+import json
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "EXPORT_FORMAT_VERSION",
+    "ExportedEncoder",
+    "ExportedDynamics",
+    "ClosureBias",
+    "export_model",
+    "load_exported",
+    "read_metadata",
+    "configure",
+    "run",
+]
+
+EXPORT_FORMAT_VERSION = 1
+METADATA = "metadata.json"
+FILES = {"encoder": "encoder.pt", "dynamics": "dynamics.pt", "collective_variable": "collective_variable.pt"}
+
+
+class ExportedEncoder(nn.Module):
+    """The encoder of a closure model as one TorchScript-able module.
+
+    Arguments:
+        encoder: the model's set encoder (``model.encoder``; a deep copy is taken).
+    """
+
+    latent_dim: int
+    n_species: int
+    in_features: int
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = copy.deepcopy(encoder)
+        self.latent_dim = int(encoder.latent_dim)
+        self.n_species = int(encoder.n_species)
+        self.in_features = int(encoder.in_features)
+
+    def forward(self, positions: Tensor, types: Tensor) -> Tensor:
+        """Closure variables of one configuration.
+
+        Arguments:
+            positions: (n, 3) positions in nm, any float dtype (2D models use x, y).
+            types: (n,) int64 species indices in ``[0, n_species)``.
+
+        Returns:
+            (d,) raw ẑ (dimensionless) in the weights' dtype.
+        """
+        return self.encoder(positions, types)
+
+
+class ExportedDynamics(nn.Module):
+    """Dynamics and state scaler of a closure model as one TorchScript-able module.
+
+    Arguments:
+        dynamics: the model's dynamics (``model.dynamics``; a deep copy is taken).
+        scaler: the model's state scaler (``model.state_scaler``).
+        names: names of the state components ``[z̄, ẑ]``.
+        macro_dim: number of observables in z̄.
+        dt: default time step in ps.
+    """
+
+    dt: float
+    dim: int
+    macro_dim: int
+    latent_dim: int
+    stochastic: bool
+    names: List[str]
+    _probe: Tensor
+
+    def __init__(self, dynamics: nn.Module, scaler: nn.Module, names: Sequence[str], macro_dim: int, dt: float):
+        super().__init__()
+        self.dynamics = copy.deepcopy(dynamics)
+        self.scaler = copy.deepcopy(scaler)
+        self.dt = float(dt)
+        self.dim = int(dynamics.dim)
+        self.macro_dim = int(macro_dim)
+        self.latent_dim = self.dim - self.macro_dim
+        self.stochastic = bool(getattr(dynamics, "stochastic", False))
+        self.names = [str(n) for n in names]
+        probe = next(iter(dynamics.parameters()), torch.zeros(0))
+        self.register_buffer("_probe", torch.zeros(0, dtype=probe.dtype, device=probe.device), persistent=False)
+
+    def _in(self, z: Tensor) -> Tensor:
+        return z.to(dtype=self._probe.dtype, device=self._probe.device)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Drift g(z) (..., D) per ps of scaled states z (..., D)."""
+        return self.dynamics.drift(self._in(z)).to(z.dtype)
+
+    @torch.jit.export
+    def drift(self, z: Tensor) -> Tensor:
+        """Drift g(z) (..., D) per ps of scaled states z (..., D)."""
+        return self.dynamics.drift(self._in(z)).to(z.dtype)
+
+    @torch.jit.export
+    def diffusion(self, z: Tensor) -> Tensor:
+        """Diagonal diffusion σ(z) (..., D) per sqrt(ps); zeros for an ODE."""
+        return self.dynamics.diffusion(self._in(z)).to(z.dtype)
+
+    @torch.jit.export
+    def step(self, z: Tensor, dt: float, noise: Tensor) -> Tensor:
+        """One step of dt ps from scaled z (..., D); ``noise`` (..., D) N(0, 1) (ODE: ignored)."""
+        return self.dynamics.step(self._in(z), dt, self._in(noise)).to(z.dtype)
+
+    @torch.jit.export
+    def rollout(self, z0: Tensor, steps: int, dt: float, noise: Optional[Tensor] = None) -> Tensor:
+        """Integrate from scaled z0 (K, D) for ``steps`` steps of dt ps.
+
+        Arguments:
+            z0: (K, D) scaled initial states.
+            steps: number of steps (>= 0).
+            dt: time step in ps.
+            noise: (steps, K, D) standard normal draws for an SDE (None: drawn here);
+                ignored by an ODE.
+
+        Returns:
+            (K, steps + 1, D) scaled states, dtype of z0.
+        """
+        if steps < 0:
+            raise ValueError("steps must be >= 0")
+        if z0.dim() != 2 or z0.shape[1] != self.dim:
+            raise ValueError("z0 must have shape (K, " + str(self.dim) + ")")
+        n: Optional[Tensor] = None
+        if noise is not None:
+            if noise.dim() != 3 or noise.shape[0] < steps or noise.shape[1] != z0.shape[0] or noise.shape[2] != self.dim:
+                raise ValueError("noise must have shape (steps, K, " + str(self.dim) + ")")
+            n = self._in(noise)
+        return self.dynamics.rollout(self._in(z0), steps, dt, n).to(z0.dtype)
+
+    @torch.jit.export
+    def scale(self, raw: Tensor) -> Tensor:
+        """Raw ``[z̄, ẑ]`` (..., D) -> scaled (..., D) in [-1, 1] over the training range."""
+        return self.scaler(raw)
+
+    @torch.jit.export
+    def unscale(self, z: Tensor) -> Tensor:
+        """Scaled states (..., D) -> raw ``[z̄, ẑ]`` (..., D)."""
+        return self.scaler.inverse(z)
+
+
+class ClosureBias(nn.Module):
+    r"""Harmonic bias on one closure variable, for openmm-torch's ``TorchForce``.
+
+    .. math:: E(X) = \tfrac12 k\,(\hat z_c(X) - \hat z^\ast)^2
+
+    Arguments:
+        encoder: the model's set encoder (a deep copy is taken).
+        component: index c of the biased closure variable, ``0 <= c < d``.
+        force_constant: k in kJ/mol (ẑ is dimensionless).
+        target: ẑ* (raw encoder units).
+        types: (n,) species of every particle, or None for a one-species model (then
+            any number of particles is accepted).
+    """
+
+    component: int
+    force_constant: float
+    target: float
+    n_particles: int
+    types: Tensor
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        component: int = 0,
+        force_constant: float = 1.0,
+        target: float = 0.0,
+        types: Optional[Any] = None,
+    ):
+        super().__init__()
+        d = int(encoder.latent_dim)
+        if not 0 <= int(component) < d:
+            raise ValueError(f"component must be in [0, {d}), got {component}")
+        if not np.isfinite(force_constant) or not np.isfinite(target):
+            raise ValueError("force_constant and target must be finite")
+        self.encoder = copy.deepcopy(encoder)
+        self.component = int(component)
+        self.force_constant = float(force_constant)
+        self.target = float(target)
+        if types is None:
+            if int(encoder.n_species) != 1:
+                raise ValueError(
+                    f"the model has {encoder.n_species} species: pass the species of every particle (types)"
+                )
+            self.n_particles = -1
+            t = torch.zeros(0, dtype=torch.long)
+        else:
+            t = torch.as_tensor(np.asarray(types), dtype=torch.long).reshape(-1)
+            if t.numel() == 0 or int(t.min()) < 0 or int(t.max()) >= int(encoder.n_species):
+                raise ValueError(
+                    f"types must be species indices in [0, {encoder.n_species}) for every particle"
+                )
+            self.n_particles = int(t.numel())
+        self.register_buffer("types", t)
+
+    def _types(self, positions: Tensor) -> Tensor:
+        if self.n_particles < 0:
+            return torch.zeros(positions.shape[0], dtype=torch.long, device=positions.device)
+        if positions.shape[0] != self.n_particles:
+            raise ValueError(
+                "this collective variable was exported for " + str(self.n_particles)
+                + " particles, got " + str(positions.shape[0])
+            )
+        return self.types.to(positions.device)
+
+    @torch.jit.export
+    def collective_variable(self, positions: Tensor) -> Tensor:
+        """ẑ_c of positions (n, 3) in nm: a () tensor (dimensionless)."""
+        return self.encoder(positions, self._types(positions))[self.component]
+
+    def forward(self, positions: Tensor) -> Tensor:
+        """Bias energy.
+
+        Arguments:
+            positions: (n, 3) positions in nm, float32 or float64 (as OpenMM passes them).
+
+        Returns:
+            () energy in kJ/mol, dtype of ``positions``.
+        """
+        cv = self.collective_variable(positions).to(positions.dtype)
+        return 0.5 * self.force_constant * (cv - self.target) ** 2
+
+
+# ---------------------------------------------------------------------------- writing
+def _common_metadata(model, model_dir: Path) -> dict:
+    from . import __version__
+    from .model_io import FORMAT_VERSION, UNITS
+
+    c = model.config
+    latent = [f"zhat_{i}" for i in range(model.latent_dim)]
+    enc_lo = model.encoder.coords.lo.detach().cpu().double().tolist()
+    enc_hi = model.encoder.coords.hi.detach().cpu().double().tolist()
+    return {
+        "format_version": EXPORT_FORMAT_VERSION,
+        "model_format_version": int(c.get("format_version", FORMAT_VERSION)),
+        "package_version": __version__,
+        "model_package_version": c.get("package_version"),
+        "source_model": model_dir.name,
+        "method": c.get("method", "ours"),
+        "system": c.get("system"),
+        "species": list(c.get("species") or []),
+        "n_species": model.n_species,
+        "in_features": model.in_features,
+        "latent_dim": model.latent_dim,
+        "observables": list(model.observables),
+        "names": list(model.observables) + latent,
+        "macro_dim": model.macro_dim,
+        "dim": model.dim,
+        "epsilon": model.epsilon,
+        "dt": model.dt,
+        "encoder": dict(c.get("encoder", {})),
+        "dynamics": dict(c.get("dynamics", {})),
+        "coordinate_range": {"lo": enc_lo, "hi": enc_hi, "units": "nm", "maps_to": [-1.0, 1.0]},
+        "state_range": {
+            "lo": model.state_scaler.lo.detach().cpu().double().tolist(),
+            "hi": model.state_scaler.hi.detach().cpu().double().tolist(),
+            "maps_to": [-1.0, 1.0],
+        },
+        "units": {**UNITS, "zhat": "dimensionless (raw encoder output)", "energy": "kJ/mol"},
+        "dtype": str(model.dtype).replace("torch.", ""),
+    }
+
+
+def _save_script(module: nn.Module, path: Path, metadata: dict) -> None:
+    """Script ``module``, check the save/load round trip, write .pt and .json atomically."""
+    from .model_io import atomic_write_bytes
+
+    text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
+    try:
+        scripted = torch.jit.script(module)
+    except Exception as exc:  # a model whose modules TorchScript cannot compile
+        raise RuntimeError(f"cannot compile {path.name} to TorchScript: {str(exc).splitlines()[0]}") from exc
+    buf = io.BytesIO()
+    torch.jit.save(scripted, buf, _extra_files={METADATA: text})
+    data = buf.getvalue()
+    extra = {METADATA: ""}
+    torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
+    if json.loads(extra[METADATA]) != json.loads(text):
+        raise RuntimeError(f"{path.name}: metadata did not survive the save/load round trip")
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(path.with_suffix(".json"), text.encode())
+
+
+def _load_model_checked(model_dir: Path):
+    from .model_io import load_model
+
+    if not model_dir.exists():
+        raise ValueError(f"model directory {model_dir} does not exist")
+    if not model_dir.is_dir():
+        raise ValueError(f"{model_dir} is not a directory")
+    try:
+        model = load_model(model_dir, device="cpu")
+    except (FileNotFoundError, ValueError) as exc:
+        raise ValueError(f"cannot export {model_dir}: {exc}") from exc
+    except Exception as exc:  # malformed config.json or model.pt
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"cannot export {model_dir}: malformed model directory ({first})") from exc
+    return model
+
+
+def export_model(
+    model_dir,
+    out_dir,
+    *,
+    component: int = 0,
+    force_constant: float = 1.0,
+    target: float = 0.0,
+    types: Optional[Any] = None,
+) -> dict:
+    """Export a model directory to TorchScript (see the module docstring for the format).
+
+    Arguments:
+        model_dir: model directory written by ``openmm-closure train``.
+        out_dir: export directory (created; files in it are replaced).
+        component: closure component c biased by ``collective_variable.pt``.
+        force_constant: k of the bias in kJ/mol.
+        target: ẑ* of the bias (raw encoder units).
+        types: (n,) int species of every particle, baked into the bias (required for a
+            multi-species model to write ``collective_variable.pt``; None for one species).
+
+    Returns:
+        ``{"encoder": path, "dynamics": path, "collective_variable": path or None,
+        "skipped": reason or None}``.
+
+    Raises:
+        ValueError: the model directory is missing or malformed, or bad bias options.
+    """
+    model_dir, out = Path(model_dir), Path(out_dir)
+    model = _load_model_checked(model_dir)
+    if types is None and model.n_species != 1:
+        cv_skip: Optional[str] = (
+            f"collective_variable.pt not written: the model has {model.n_species} species, "
+            "pass the species of every particle (--types)"
+        )
+    else:
+        cv_skip = None
+    # validate the bias options before writing anything
+    bias = None
+    if cv_skip is None:
+        bias = ClosureBias(model.encoder, component, force_constant, target, types)
+    elif not 0 <= int(component) < model.latent_dim:
+        raise ValueError(f"component must be in [0, {model.latent_dim}), got {component}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    meta = _common_metadata(model, model_dir)
+    paths: dict = {"collective_variable": None, "skipped": cv_skip}
+    _save_script(ExportedEncoder(model.encoder), out / FILES["encoder"], {**meta, "kind": "encoder"})
+    paths["encoder"] = out / FILES["encoder"]
+    dyn = ExportedDynamics(model.dynamics, model.state_scaler, meta["names"], model.macro_dim, model.dt)
+    _save_script(dyn, out / FILES["dynamics"], {**meta, "kind": "dynamics"})
+    paths["dynamics"] = out / FILES["dynamics"]
+    if bias is not None:
+        cv_meta = {
+            **meta, "kind": "collective_variable", "component": bias.component,
+            "force_constant": bias.force_constant, "target": bias.target,
+            "n_particles": None if bias.n_particles < 0 else bias.n_particles,
+            "energy": "0.5 * force_constant * (zhat[component] - target)**2, kJ/mol",
+        }
+        _save_script(bias, out / FILES["collective_variable"], cv_meta)
+        paths["collective_variable"] = out / FILES["collective_variable"]
+    return paths
+
+
+def read_metadata(path) -> dict:
+    """The metadata stored inside an exported ``.pt`` file (its ``metadata.json``)."""
+    extra = {METADATA: ""}
+    torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    if not extra[METADATA]:
+        raise ValueError(f"{path} carries no {METADATA}; was it written by openmm-closure export?")
+    return json.loads(extra[METADATA])
+
+
+def load_exported(path, map_location: str = "cpu") -> tuple:
+    """Load an exported ``.pt`` file: returns ``(scripted_module, metadata_dict)``."""
+    extra = {METADATA: ""}
+    module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
+    return module, json.loads(extra[METADATA] or "{}")
+
+
+# ---------------------------------------------------------------------------- CLI
+def _read_types(spec: str, replica: int) -> np.ndarray:
+    """Species of every particle from a .npy file, a dataset directory or a replica .h5 file."""
+    p = Path(spec)
+    if not p.exists():
+        raise FileNotFoundError(f"--types: {p} does not exist")
+    if p.suffix == ".npy":
+        t = np.load(p)
+    elif p.is_dir():
+        from .data import load
+
+        ds = load(p)
+        if not 0 <= replica < len(ds):
+            raise ValueError(f"--replica {replica} out of range: {p} has {len(ds)} replicas")
+        t = ds.types[replica]
+    else:
+        from .data import read_replica
+
+        t = read_replica(p, frames=slice(0, 1)).types
+    t = np.asarray(t)
+    if t.ndim != 1 or not np.issubdtype(t.dtype, np.integer):
+        raise ValueError(f"--types: expected a 1-D integer array, got {t.dtype} of shape {t.shape}")
+    return t.astype(np.int64)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``export`` arguments to ``parser``."""
+    a = parser.add_argument
+    a("--model", required=True, help="model directory (openmm-closure train)")
+    a("--out", required=True, help="export directory to write")
+    a("--component", type=int, default=0, help="closure component biased by collective_variable.pt")
+    a("--force-constant", type=float, default=1.0, help="bias force constant k, kJ/mol")
+    a("--target", type=float, default=0.0, help="bias target of the closure component (raw units)")
+    a("--types", default=None,
+      help="species of every particle for the bias: a .npy file, a dataset directory or a "
+           "replica .h5 (required for multi-species models)")
+    a("--replica", type=int, default=0, help="replica whose species --types DATASET_DIR uses")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``openmm-closure export``; returns the exit code."""
+    types = _read_types(args.types, args.replica) if args.types else None
+    paths = export_model(args.model, args.out, component=args.component,
+                         force_constant=args.force_constant, target=args.target, types=types)
+    for key in ("encoder", "dynamics", "collective_variable"):
+        if paths.get(key) is not None:
+            print(f"wrote {paths[key]}")
+    if paths.get("skipped"):
+        print(f"note: {paths['skipped']}")
+    return 0
