@@ -1,0 +1,372 @@
+r"""The surrogate integrator: encode one configuration, extrapolate the macroscopic state.
+
+MD gives a configuration X (positions in nm, species); the model encodes it once into
+the scaled state z0 = scale([z̄(X), ẑ(X)]) and the learned ODE/SDE extrapolates z alone,
+as an ensemble of ``samples`` members (all equal for an ODE). The result is the
+macroscopic trajectory in raw units: time (ps), mean and standard deviation over the
+ensemble of every observable of z̄ and every closure variable ẑ_i.
+
+Python::
+
+    model = openmm_closure.load_model("models/p2d")
+    result = SurrogateIntegrator(model).run(positions, types, steps=1000, samples=32, seed=0)
+    result.mean[:, 0]                   # (steps + 1,) mean of the first observable
+    result.save("rollout.csv")
+
+    result = from_simulation(simulation, model, steps=1000)   # an openmm.app.Simulation
+
+Command line::
+
+    openmm-closure rollout --model models/p2d --data data/p2d-test --replica 0 --frame 0 \
+        --steps 1000 --samples 32 --seed 0 --out rollout.csv
+    openmm-closure rollout --model models/p2d --positions frame.npy --steps 1000 --out rollout.npz
+
+Output files: CSV with columns ``time_ps``, then ``<name>_mean``, ``<name>_std`` for every
+state component (observables first, then ``zhat_0``, ``zhat_1``, ...); or NPZ with
+``time_ps`` (T,), ``names`` (D,), ``mean`` / ``std`` (T, D), ``samples`` (K, T, D) and
+``initial`` (D,), all raw units. T = steps + 1 (the initial state included); the
+standard deviation is over the K members (ddof 0).
+
+This module imports openmm only inside :func:`from_simulation`.
+"""
+
+import argparse
+import csv
+import io
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+
+__all__ = [
+    "SurrogateResult",
+    "SurrogateIntegrator",
+    "from_simulation",
+    "types_from_names",
+    "configure",
+    "run",
+]
+
+
+@dataclass
+class SurrogateResult:
+    """A macroscopic ensemble trajectory in raw units.
+
+    Attributes:
+        times: (T,) time in ps, starting at 0.
+        names: the D state component names (observables, then ``zhat_i``).
+        samples: (K, T, D) every member, raw units (observables' units; ẑ dimensionless).
+        macro_dim: number of observables (the first components).
+        stochastic: whether the dynamics is an SDE.
+    """
+
+    times: np.ndarray
+    names: list
+    samples: np.ndarray
+    macro_dim: int
+    stochastic: bool
+
+    @property
+    def mean(self) -> np.ndarray:
+        """(T, D) ensemble mean."""
+        return self.samples.mean(axis=0)
+
+    @property
+    def std(self) -> np.ndarray:
+        """(T, D) ensemble standard deviation (ddof 0; zeros for one member)."""
+        return self.samples.std(axis=0)
+
+    @property
+    def initial(self) -> np.ndarray:
+        """(D,) the encoded initial state [z̄, ẑ]."""
+        return self.samples[0, 0]
+
+    @property
+    def diverged(self) -> bool:
+        """True when a member left the finite numbers (NaN or inf)."""
+        return not bool(np.isfinite(self.samples).all())
+
+    def save(self, path) -> Path:
+        """Write ``.csv`` (time, mean and std per component) or ``.npz`` (everything), atomically."""
+        from .model_io import atomic_write_bytes
+
+        path = Path(path)
+        kind = _out_kind(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "csv":
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(["time_ps"] + [f"{n}_{s}" for n in self.names for s in ("mean", "std")])
+            mean, std = self.mean, self.std
+            for t in range(len(self.times)):
+                row = [repr(float(self.times[t]))]
+                for j in range(len(self.names)):
+                    row += [repr(float(mean[t, j])), repr(float(std[t, j]))]
+                w.writerow(row)
+            atomic_write_bytes(path, buf.getvalue().encode())
+        else:
+            buf = io.BytesIO()
+            np.savez(buf, time_ps=self.times, names=np.asarray(self.names), mean=self.mean,
+                     std=self.std, samples=self.samples, initial=self.initial)
+            atomic_write_bytes(path, buf.getvalue())
+        return path
+
+    def summary(self) -> str:
+        """A few lines: each component's mean ± std at the start and at the end."""
+        t_end = float(self.times[-1])
+        width = max(len(n) for n in self.names)
+        lines = [f"{'component':<{width}}  {'t = 0 ps':>22}  {f't = {t_end:g} ps':>22}"]
+        mean, std = self.mean, self.std
+        for j, n in enumerate(self.names):
+            a = f"{mean[0, j]:.5g} ± {std[0, j]:.2g}"
+            b = f"{mean[-1, j]:.5g} ± {std[-1, j]:.2g}"
+            lines.append(f"{n:<{width}}  {a:>22}  {b:>22}")
+        if self.diverged:
+            bad = np.where(~np.isfinite(self.samples).all(axis=(0, 2)))[0]
+            lines.append(f"warning: the rollout diverged (NaN/inf from t = {self.times[bad[0]]:g} ps)")
+        return "\n".join(lines)
+
+
+def _out_kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".npz"):
+        raise ValueError(f"output file must end in .csv or .npz, got {path.name!r}")
+    return suffix[1:]
+
+
+class SurrogateIntegrator:
+    """Extrapolate the macroscopic state of a configuration with a trained model.
+
+    Arguments:
+        model: a :class:`openmm_closure.model_io.ClosureModel` or a model directory.
+        dt: time step in ps (default: the model's training frame spacing).
+        device: torch device when ``model`` is a directory.
+
+    Example:
+        >>> integ = SurrogateIntegrator("models/p2d")                  # doctest: +SKIP
+        >>> res = integ.run(positions, types, steps=300, samples=8)    # doctest: +SKIP
+        >>> res.mean.shape                                             # doctest: +SKIP
+        (301, 3)
+    """
+
+    def __init__(self, model: Any, dt: Optional[float] = None, device: str = "cpu"):
+        if isinstance(model, (str, Path)):
+            from .model_io import load_model
+
+            if not Path(model).is_dir():
+                raise FileNotFoundError(f"model directory {model} does not exist")
+            model = load_model(model, device=device)
+        self.model = model
+        self.dt = float(model.dt if dt is None else dt)
+        if not np.isfinite(self.dt) or self.dt <= 0:
+            raise ValueError(f"dt must be > 0 ps, got {dt}")
+
+    @property
+    def names(self) -> list:
+        """Names of the state components ``[z̄, ẑ]``."""
+        return list(self.model.observables) + [f"zhat_{i}" for i in range(self.model.latent_dim)]
+
+    def check(self, positions: Any, types: Any) -> tuple:
+        """Validate one configuration; returns (positions (n, 3) float64 nm, types (n,) int64)."""
+        pos = np.asarray(positions, dtype=np.float64)
+        if pos.ndim != 2 or pos.shape[1] != 3 or pos.shape[0] == 0:
+            raise ValueError(f"positions must have shape (n, 3) in nm, got {pos.shape}")
+        if not np.isfinite(pos).all():
+            raise ValueError("positions contain NaN or inf")
+        typ = np.asarray(types)
+        if typ.ndim != 1 or typ.shape[0] != pos.shape[0]:
+            raise ValueError(f"types of shape {typ.shape} do not match {pos.shape[0]} particles")
+        if typ.size and not np.issubdtype(typ.dtype, np.integer):
+            raise ValueError(f"types must be integer species indices, got {typ.dtype}")
+        k = int(self.model.n_species)
+        if typ.size and (typ.min() < 0 or typ.max() >= k):
+            species = list(self.model.config.get("species") or range(k))
+            raise ValueError(
+                f"species index out of range: the model was trained on "
+                f"{self.model.config.get('system', '?')!r} with {k} species {species} (types 0..{k - 1}), "
+                f"got types in [{int(typ.min())}, {int(typ.max())}]"
+            )
+        return pos, typ.astype(np.int64)
+
+    def initial_state(self, positions: Any, types: Any):
+        """Scaled state z0 (D,) of one configuration: positions (n, 3) nm, types (n,)."""
+        pos, typ = self.check(positions, types)
+        return self.model.state(pos, typ)
+
+    def run(self, positions: Any, types: Any, steps: int, samples: int = 1,
+            seed: Optional[int] = None) -> SurrogateResult:
+        """Encode one configuration and extrapolate it.
+
+        Arguments:
+            positions: (n, 3) positions in nm (numpy, torch or a list), any float dtype.
+            types: (n,) species indices in ``[0, n_species)`` of the model.
+            steps: number of dynamics steps (>= 1), each ``dt`` ps.
+            samples: ensemble size K (>= 1).
+            seed: seed of the SDE noise (None: torch's global generator).
+
+        Returns:
+            A :class:`SurrogateResult` with T = steps + 1 times.
+
+        Raises:
+            ValueError: bad shapes, non-finite positions, species the model does not
+                know, steps or samples < 1.
+        """
+        steps, samples = int(steps), int(samples)
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        if samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
+        z0 = self.initial_state(positions, types)
+        traj = self.model.rollout(z0, steps, samples=samples, dt=self.dt, seed=seed)
+        raw = self.model.unscale(traj).detach().cpu().numpy().astype(np.float64)
+        return SurrogateResult(
+            times=np.arange(steps + 1, dtype=np.float64) * self.dt,
+            names=self.names,
+            samples=raw,
+            macro_dim=int(self.model.macro_dim),
+            stochastic=bool(getattr(self.model.dynamics, "stochastic", False)),
+        )
+
+
+def types_from_names(names: Sequence[str], species: Sequence[str]) -> np.ndarray:
+    """Species indices (n,) int64 of particle names, in the order of the model's ``species``.
+
+    Raises:
+        ValueError: a name the model does not know.
+    """
+    index = {str(s): i for i, s in enumerate(species)}
+    unknown = sorted({str(n) for n in names} - set(index))
+    if unknown:
+        raise ValueError(f"species {unknown} unknown to this model, which was trained on {list(species)}")
+    return np.array([index[str(n)] for n in names], dtype=np.int64)
+
+
+def from_simulation(simulation: Any, model: Any, steps: int, samples: int = 1,
+                    seed: Optional[int] = None, types: Optional[Any] = None,
+                    dt: Optional[float] = None) -> SurrogateResult:
+    """Run the surrogate from the current state of an ``openmm.app.Simulation``.
+
+    Arguments:
+        simulation: the simulation; its context's positions are read (nm).
+        model: a ClosureModel or a model directory.
+        steps, samples, seed, dt: as in :meth:`SurrogateIntegrator.run`.
+        types: (n,) species indices; default from the topology's atom names matched
+            against the model's species names (one-species models: all 0).
+
+    Returns:
+        A :class:`SurrogateResult`.
+    """
+    from openmm import unit
+
+    integ = model if isinstance(model, SurrogateIntegrator) else SurrogateIntegrator(model, dt=dt)
+    state = simulation.context.getState(getPositions=True)
+    pos = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
+    if types is None:
+        species = list(integ.model.config.get("species") or [])
+        if integ.model.n_species == 1:
+            types = np.zeros(len(pos), dtype=np.int64)
+        else:
+            types = types_from_names([a.name for a in simulation.topology.atoms()], species)
+    return integ.run(pos, types, steps, samples=samples, seed=seed)
+
+
+# ---------------------------------------------------------------------------- CLI
+def _from_dataset(path: Path, replica: int, frame: int) -> tuple:
+    from .data import load
+
+    if not path.exists():
+        raise FileNotFoundError(f"dataset directory {path} does not exist")
+    ds = load(path)
+    if not 0 <= replica < len(ds):
+        raise ValueError(f"--replica {replica} out of range: {path} has {len(ds)} replicas")
+    if not 0 <= frame < ds.n_frames:
+        raise ValueError(f"--frame {frame} out of range: {path} has {ds.n_frames} frames")
+    pos = np.asarray(ds.positions[replica, frame], dtype=np.float64)
+    types = np.asarray(ds.types[replica], dtype=np.int64)
+    names = ds.manifest.get("species")
+    return pos, types, names, f"replica {replica}, frame {frame} of {path.name}"
+
+
+def _from_file(path: Path, frame: int, types_file: Optional[str]) -> tuple:
+    if not path.exists():
+        raise FileNotFoundError(f"positions file {path} does not exist")
+    names = None
+    types = None
+    if path.suffix.lower() == ".npy":
+        arr = np.load(path)
+        if arr.ndim == 3:
+            if not 0 <= frame < arr.shape[0]:
+                raise ValueError(f"--frame {frame} out of range: {path.name} has {arr.shape[0]} frames")
+            arr = arr[frame]
+        pos = np.asarray(arr, dtype=np.float64)
+    elif path.suffix.lower() in (".h5", ".hdf5"):
+        from .data import read_replica
+
+        try:
+            rep = read_replica(path, frames=[frame])
+        except (IndexError, ValueError) as exc:
+            raise ValueError(f"cannot read frame {frame} of {path.name}: {exc}") from exc
+        pos = np.asarray(rep.positions[0], dtype=np.float64)
+        types, names = np.asarray(rep.types, dtype=np.int64), rep.species_names
+    else:
+        raise ValueError(f"--positions must be a .npy or .h5 file, got {path.name!r}")
+    if types_file is not None:
+        tp = Path(types_file)
+        if not tp.exists():
+            raise FileNotFoundError(f"types file {tp} does not exist")
+        types = np.load(tp)
+    return pos, types, names, f"frame {frame} of {path.name}"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``rollout`` arguments to ``parser``."""
+    a = parser.add_argument
+    a("--model", required=True, help="model directory (openmm-closure train)")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="dataset directory to take the configuration from")
+    src.add_argument("--positions", help="configuration file: .npy (n, 3) or (F, n, 3) in nm, or a replica .h5")
+    a("--replica", type=int, default=0, help="replica of --data (default 0)")
+    a("--frame", type=int, default=0, help="frame of --data or of a multi-frame --positions file (default 0)")
+    a("--types", default=None, help=".npy (n,) species indices for --positions .npy (default: all 0)")
+    a("--steps", type=int, required=True, help="dynamics steps (each --dt ps)")
+    a("--samples", type=int, default=1, help="ensemble size (default 1; an ODE gives equal members)")
+    a("--seed", type=int, default=0, help="seed of the SDE noise (default 0)")
+    a("--dt", type=float, default=None, help="time step in ps (default: the model's frame spacing)")
+    a("--out", required=True, help="output file, .csv (mean/std) or .npz (also every member)")
+    a("--device", default="cpu", help="torch device (default cpu)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``openmm-closure rollout``; returns the exit code."""
+    out = Path(args.out)
+    _out_kind(out)
+    if args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.samples < 1:
+        raise ValueError(f"--samples must be >= 1, got {args.samples}")
+    model_dir = Path(args.model)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model directory {model_dir} does not exist")
+    integ = SurrogateIntegrator(model_dir, dt=args.dt, device=args.device)
+    model = integ.model
+    if args.data is not None:
+        pos, types, names, where = _from_dataset(Path(args.data), args.replica, args.frame)
+    else:
+        pos, types, names, where = _from_file(Path(args.positions), args.frame, args.types)
+    species = list(model.config.get("species") or [])
+    if types is None:
+        if model.n_species != 1:
+            raise ValueError(f"this model knows {model.n_species} species {species}: pass --types FILE.npy")
+        types = np.zeros(len(pos), dtype=np.int64)
+    if names and species and list(names) != species:
+        raise ValueError(f"the configuration's species {list(names)} differ from the model's {species}")
+    res = integ.run(pos, types, args.steps, samples=args.samples, seed=args.seed)
+    res.save(out)
+    kind = "SDE" if res.stochastic else "ODE"
+    print(f"rollout of {model.config.get('system', 'model')} ({kind}) from {where}: {len(pos)} particles, "
+          f"{args.steps} steps x {integ.dt:g} ps = {res.times[-1]:g} ps, {args.samples} sample(s)")
+    print(res.summary())
+    print(f"wrote {out}")
+    return 0
