@@ -3,7 +3,8 @@
 For particles2d (energy, MRE) and lj-mixing (mixing ratios, MMD²) this script
 
 1. simulates a training set (in-dst) and three test sets (in-dst, diff-init, diff-N);
-2. trains the five methods (``ours``, ``ae-aug``, ``ae-inve``, ``ae-inve-cd``, ``inve``)
+2. trains the five methods (``ours``, ``ae-aug``, ``ae-inve``, ``ae-inve-cd``, ``inve``),
+   each with several seeds (``--seeds``; the table shows mean ± std),
    with the same data, the same stage 2 and the same budget knobs;
 3. evaluates every model on every test set (``openmm_closure.evaluation.evaluate``);
 4. prints the table next to the paper's numbers and writes ``results.json`` and
@@ -135,61 +136,66 @@ def simulate_all(scale: dict, out: Path, systems, workers: int, progress: bool) 
     return dirs
 
 
-def train_all(scale: dict, out: Path, dirs: dict, systems, methods, device: str, progress: bool) -> dict:
-    """Train (or resume) every (system, method); returns {(system, method): dir or error}."""
+def _tag(method: str, seed: int) -> str:
+    """Directory name of one training run: the method for seed 0, ``METHOD-seedK`` otherwise."""
+    return method if seed == 0 else f"{method}-seed{seed}"
+
+
+def train_all(scale: dict, out: Path, dirs: dict, systems, methods, seeds, device: str, progress: bool) -> dict:
+    """Train (or resume) every (system, method, seed); returns {(system, method, seed): dir or error}."""
     from openmm_closure.training import CHECKPOINT, TrainConfig, train
 
     models = {}
-    for system in systems:
-        for method in methods:
-            mdir = out / "models" / system / method
-            done = (mdir / "model.pt").exists() and (mdir / "config.json").exists()
-            if done:
-                models[(system, method)] = mdir
-                continue
-            cfg = TrainConfig(data=str(dirs[(system, "train")]), out=str(mdir), method=method, seed=0,
-                              device=device, resume=(mdir / CHECKPOINT).exists(),
-                              progress=None if progress else False, **scale[system]["train_cfg"])
-            t = time.time()
-            try:
-                train(cfg)
-                models[(system, method)] = mdir
-                log(f"trained {system}/{method} ({time.time() - t:.0f} s)")
-            except Exception as exc:  # one failed method must not sink the table
-                models[(system, method)] = RuntimeError(f"{type(exc).__name__}: {exc}")
-                log(f"FAILED {system}/{method}: {exc}\n{traceback.format_exc()}")
+    for seed in seeds:
+        for system in systems:
+            for method in methods:
+                mdir = out / "models" / system / _tag(method, seed)
+                if (mdir / "model.pt").exists() and (mdir / "config.json").exists():
+                    models[(system, method, seed)] = mdir
+                    continue
+                cfg = TrainConfig(data=str(dirs[(system, "train")]), out=str(mdir), method=method, seed=seed,
+                                  device=device, resume=(mdir / CHECKPOINT).exists(),
+                                  progress=None if progress else False, **scale[system]["train_cfg"])
+                t = time.time()
+                try:
+                    train(cfg)
+                    models[(system, method, seed)] = mdir
+                    log(f"trained {system}/{method} seed {seed} ({time.time() - t:.0f} s)")
+                except Exception as exc:  # one failed method must not sink the table
+                    models[(system, method, seed)] = RuntimeError(f"{type(exc).__name__}: {exc}")
+                    log(f"FAILED {system}/{method} seed {seed}: {exc}\n{traceback.format_exc()}")
     return models
 
 
-def evaluate_all(scale: dict, out: Path, dirs: dict, models: dict, systems, methods, device: str) -> list:
+def evaluate_all(scale: dict, out: Path, dirs: dict, models: dict, systems, methods, seeds, device: str) -> list:
+    """Evaluate every model on every test set; one row per (system, method, seed, regime)."""
     from openmm_closure.data import load
     from openmm_closure.evaluation import evaluate
 
     rows = []
-    for system in systems:
-        for method in methods:
-            for regime in REGIMES:
-                rdir = out / "reports" / system / method / regime
-                m = models[(system, method)]
-                base = {"system": system, "method": method, "regime": regime}
-                if isinstance(m, Exception):
-                    rows.append({**base, "status": "failed", "value": None, "reason": str(m)})
+    for (system, method, seed), m in models.items():
+        for regime in REGIMES:
+            rdir = out / "reports" / system / _tag(method, seed) / regime
+            base = {"system": system, "method": method, "regime": regime, "seed": seed}
+            if isinstance(m, Exception):
+                rows.append({**base, "status": "failed", "value": None, "reason": str(m)})
+                continue
+            cached = rdir / "metrics.json"
+            if cached.exists():
+                old = json.loads(cached.read_text())
+                n_test = len(load(dirs[(system, f"test-{regime}")]))
+                if (old.get("model"), old.get("n_trajectories"), old.get("samples")) == (
+                        str(m), n_test, scale[system]["eval_samples"]):
+                    rows.append({**old, "seed": seed})
                     continue
-                cached = rdir / "metrics.json"
-                if cached.exists():
-                    old = json.loads(cached.read_text())
-                    n_test = len(load(dirs[(system, f"test-{regime}")]))
-                    if (old.get("model"), old.get("n_trajectories"), old.get("samples")) == (
-                            str(m), n_test, scale[system]["eval_samples"]):
-                        rows.append(old)
-                        continue
-                try:
-                    res = evaluate(m, dirs[(system, f"test-{regime}")], rdir,
-                                   samples=scale[system]["eval_samples"], seed=0, device=device)
-                except Exception as exc:
-                    res = {**base, "status": "failed", "value": None, "reason": f"{type(exc).__name__}: {exc}"}
-                    log(f"evaluation FAILED {system}/{method}/{regime}: {exc}")
-                rows.append(res)
+            try:
+                res = evaluate(m, dirs[(system, f"test-{regime}")], rdir,
+                               samples=scale[system]["eval_samples"], seed=0, device=device,
+                               plots=(seed == seeds[0]))
+            except Exception as exc:
+                res = {**base, "status": "failed", "value": None, "reason": f"{type(exc).__name__}: {exc}"}
+                log(f"evaluation FAILED {system}/{method}/{regime} seed {seed}: {exc}")
+            rows.append({**res, "seed": seed})
     return rows
 
 
@@ -215,9 +221,31 @@ def _fmt(v) -> str:
     return "N/A" if v is None else f"{v:.2e}"
 
 
+def aggregate(rows: list) -> dict:
+    """{(system, method, regime): {"mean", "std", "values", "status", "reason"}} over seeds."""
+    import numpy as np
+
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["system"], r["method"], r["regime"]), []).append(r)
+    agg = {}
+    for key, rs in groups.items():
+        vals = [r["value"] for r in rs if r.get("status") == "ok" and r.get("value") is not None]
+        bad = [r for r in rs if r.get("status") != "ok"]
+        agg[key] = {
+            "values": vals,
+            "mean": float(np.mean(vals)) if vals and not bad else None,
+            "std": float(np.std(vals)) if len(vals) > 1 and not bad else None,
+            "status": bad[0].get("status") if bad else "ok",
+            "reason": bad[0].get("reason", "") if bad else "",
+        }
+    return agg
+
+
 def tables(rows: list, systems, floors: dict | None = None) -> str:
-    """Markdown: our table (best per row in bold) and the paper's, in SPEC §4's layout."""
-    by = {(r["system"], r["method"], r["regime"]): r for r in rows}
+    """Markdown: our table (mean over seeds ± std; best mean per row in bold) and the paper's."""
+    agg = aggregate(rows)
+    n_seeds = len({r.get("seed", 0) for r in rows})
     head = "| task, regime | " + " | ".join(LABELS[m] for m in METHODS) + " |"
     sep = "|---" * (len(METHODS) + 1) + "|"
     ours = [head, sep]
@@ -226,17 +254,17 @@ def tables(rows: list, systems, floors: dict | None = None) -> str:
         for regime in REGIMES:
             cells, vals = [], {}
             for m in METHODS:
-                r = by.get((system, m, regime))
-                if r is None:
+                a = agg.get((system, m, regime))
+                if a is None:
                     cells.append("—")
                     continue
-                if r.get("status") == "ok" and r.get("value") is not None:
-                    vals[m] = r["value"]
-                    cells.append(_fmt(r["value"]))
+                if a["mean"] is not None:
+                    vals[m] = a["mean"]
+                    cells.append(_fmt(a["mean"]) + (f" ± {a['std']:.1e}" if a["std"] is not None else ""))
                 else:
-                    cells.append("N/A" if r.get("status") == "n/a" else r.get("status", "?"))
-                    if r.get("reason"):
-                        notes.append(f"- {system}, {regime}, {LABELS[m]}: {r.get('status')}: {r['reason']}")
+                    cells.append("N/A" if a["status"] == "n/a" else a["status"])
+                    if a["reason"]:
+                        notes.append(f"- {system}, {regime}, {LABELS[m]}: {a['status']}: {a['reason']}")
             if vals:
                 best = min(vals, key=vals.get)
                 cells[METHODS.index(best)] = f"**{cells[METHODS.index(best)]}**"
@@ -246,13 +274,13 @@ def tables(rows: list, systems, floors: dict | None = None) -> str:
         for regime in ("in-dst", "diff-N"):
             p = PAPER[(system, regime)]
             paper.append(f"| {ROW_NAMES[system]}, {regime} | " + " | ".join(_fmt(p[m]) for m in METHODS) + " |")
-    text = "### Ours (this run)\n\n" + "\n".join(ours) + "\n"
+    text = (f"### Ours (this run; mean ± std over {n_seeds} training seed(s))\n\n" + "\n".join(ours) + "\n")
     for system, f in (floors or {}).items():
         text += (f"\nFinite-ensemble floor of the {ROW_NAMES[system]}: two independent simulated in-dst "
                  f"ensembles ({f['sizes'][0]} vs {f['sizes'][1]} trajectories) score {_fmt(f['value'])}; "
                  f"differences below this level are not resolved.\n")
     if notes:
-        text += "\nN/A and failures:\n" + "\n".join(notes) + "\n"
+        text += "\nN/A and failures:\n" + "\n".join(sorted(set(notes))) + "\n"
     text += "\n### The paper (SPEC §4)\n\n" + "\n".join(paper) + "\n"
     return text
 
@@ -274,6 +302,8 @@ def main(argv=None) -> int:
     p.add_argument("--systems", default="particles2d,lj-mixing")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--workers", type=int, default=2, help="simulation worker processes")
+    p.add_argument("--seeds", type=int, default=None,
+                   help="training seeds per method (default: 3 for small, 1 otherwise); the table shows mean ± std")
     p.add_argument("--device", default="auto", help="torch device for training and evaluation")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: small networks; a busy machine loses a lot with more)")
@@ -300,13 +330,17 @@ def main(argv=None) -> int:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     progress = not args.no_progress
     sizes = sizes_text(args.scale, scale, systems)
-    print(sizes, flush=True)
+    print(sizes + f"\n  training seeds per method: {args.seeds or (3 if args.scale == 'small' else 1)}", flush=True)
     t0 = time.time()
     dirs = simulate_all(scale, out, systems, args.workers, progress)
     t1 = time.time()
-    models = train_all(scale, out, dirs, systems, methods, device, progress)
+    n_seeds = args.seeds or (3 if args.scale == "small" else 1)
+    if n_seeds < 1:
+        p.error("--seeds must be >= 1")
+    seeds = list(range(n_seeds))
+    models = train_all(scale, out, dirs, systems, methods, seeds, device, progress)
     t2 = time.time()
-    rows = evaluate_all(scale, out, dirs, models, systems, methods, device)
+    rows = evaluate_all(scale, out, dirs, models, systems, methods, seeds, device)
     t3 = time.time()
     floors = {s: mmd_floor(dirs, s) for s in systems if s == "lj-mixing"}
     text = tables(rows, systems, floors)
@@ -314,8 +348,9 @@ def main(argv=None) -> int:
     print(text)
     print("wall time this run: " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items()) + " (cached steps take ~0 s)")
     slim = [{k: v for k, v in r.items() if k not in ("over_time", "extra")} for r in rows]
+    summary = {"/".join(k): v for k, v in aggregate(rows).items()}
     (out / "results.json").write_text(json.dumps({"scale": args.scale, "sizes": sizes, "timing": timing,
-                                                  "rows": slim, "mmd_floor": floors, "paper": {f"{k[0]}/{k[1]}": v for k, v in PAPER.items()}},
+                                                  "rows": slim, "summary": summary, "seeds": seeds, "mmd_floor": floors, "paper": {f"{k[0]}/{k[1]}": v for k, v in PAPER.items()}},
                                                  indent=2, sort_keys=True) + "\n")
     (out / "table.md").write_text(f"```\n{sizes}\n```\n\n{text}")
     print(f"written: {out / 'results.json'}, {out / 'table.md'}")
