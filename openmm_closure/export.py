@@ -326,6 +326,9 @@ def _save_script(module: nn.Module, path: Path, metadata: dict) -> None:
     from .model_io import atomic_write_bytes
 
     text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
+    module = module.eval()
+    for param in module.parameters():  # inference only: autograd tracks the inputs alone
+        param.requires_grad_(False)
     try:
         scripted = torch.jit.script(module)
     except Exception as exc:  # a model whose modules TorchScript cannot compile
@@ -350,9 +353,9 @@ def _load_model_checked(model_dir: Path):
         raise ValueError(f"{model_dir} is not a directory")
     try:
         model = load_model(model_dir, device="cpu")
-    except (FileNotFoundError, ValueError) as exc:
+    except FileNotFoundError as exc:
         raise ValueError(f"cannot export {model_dir}: {exc}") from exc
-    except Exception as exc:  # malformed config.json or model.pt
+    except Exception as exc:  # malformed config.json or model.pt, unknown format version
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"cannot export {model_dir}: malformed model directory ({first})") from exc
     return model

@@ -12,7 +12,7 @@
 // Output (stdout):
 //   zhat v_1 ... v_d                       closure variables ẑ (raw encoder output)
 //   names n_1 ... n_D                      state components [z̄, ẑ]
-//   step t_ps mean_1 ... mean_D std_1 ... std_D   one line per step, unscaled
+//   step i t_ps mean_1 ... mean_D std_1 ... std_D   one line per step, unscaled (std ddof 0)
 //
 // Exit code 0 on success, 1 on bad input or a TorchScript error (one line on stderr).
 
@@ -147,7 +147,7 @@ int main(int argc, char** argv) {
     torch::Tensor traj = dynamics.run_method("rollout", z0, steps, dt, noise).toTensor();
     torch::Tensor raw = dynamics.run_method("unscale", traj).toTensor().to(torch::kFloat64);  // (K, T, D)
     torch::Tensor mean = raw.mean(0);
-    torch::Tensor std = samples > 1 ? raw.std(0) : torch::zeros_like(mean);
+    torch::Tensor std = (raw - mean).pow(2).mean(0).sqrt();  // over the K members, ddof 0
     for (long t = 0; t <= steps; ++t) {
       std::vector<double> row = to_vector(mean[t]);
       std::vector<double> spread = to_vector(std[t]);

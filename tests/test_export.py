@@ -1,0 +1,316 @@
+"""Export: TorchScript modules equal the eager model, metadata, the compiled C++ host, TorchForce."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from openmm_closure import load_model, observables
+from openmm_closure.cli import main
+from openmm_closure.data import ArrayDataset
+from openmm_closure.export import export_model, read_metadata
+from openmm_closure.training import TrainConfig, train_on
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated:DeprecationWarning")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: small ops, and the shared CI cores are not oversubscribed."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _train_tiny(out: Path, system: str):
+    """A tiny model trained in about a second: particles2d -> 1 species, ODE; lj-mixing -> 2, SDE."""
+    rng = np.random.default_rng(0)
+    r, f, n = 4, 5, 12
+    pos = (rng.random((r, f, n, 3)) * 4).astype(np.float32)
+    pos[..., 2] = 0
+    if system == "particles2d":
+        types, names, params = np.zeros(n, np.int64), ["energy"], {"a": 4.0, "b": 0.1}
+    else:
+        types, names, params = (np.arange(n) % 2).astype(np.int64), ["R_AB", "R_BA"], {"cutoff": 1.0}
+    obs = observables.compute(names, pos.astype(np.float64), types, **params)
+    ds = ArrayDataset(pos, types, np.arange(f) * 0.02, obs,
+                      {"system": system, "observables": names, "params": params})
+    cfg = TrainConfig(data="", out=str(out), epochs_stage1=1, epochs_stage2=2, samples=16,
+                      flow_transforms=1, flow_hidden=(8, 8), dynamics_hidden=(8, 8),
+                      encoder_hidden=(16,), encoder_embed=8, batch_size=4, batch_size_stage2=8,
+                      val_fraction=0.25, progress=False, device="cpu", seed=1)
+    torch.set_num_threads(1)
+    train_on(ds, cfg)
+    return out
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """name -> (model dir, export dir) for a particles2d (ODE) and an lj-mixing (SDE) model."""
+    base = tmp_path_factory.mktemp("export")
+    out = {}
+    for name in ("particles2d", "lj-mixing"):
+        d = _train_tiny(base / f"model-{name}", name)
+        n = 12
+        types = (np.arange(n) % 2) if name == "lj-mixing" else None
+        export_model(d, base / f"export-{name}", types=types)
+        out[name] = (d, base / f"export-{name}")
+    return out
+
+
+def _config(n, model, seed):
+    rng = np.random.default_rng(seed)
+    pos = rng.random((n, 3)) * 4
+    pos[:, 2] = 0
+    return pos, (np.arange(n) % model.n_species).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------- encoder, dynamics
+@pytest.mark.parametrize("name", ["particles2d", "lj-mixing"])
+def test_encoder_matches_eager_and_metadata(models, name):
+    model_dir, export_dir = models[name]
+    model = load_model(model_dir)
+    enc = torch.jit.load(str(export_dir / "encoder.pt"))
+    for n in (12, 37):
+        pos, types = _config(n, model, n)
+        for dtype in (torch.float32, torch.float64):
+            x = torch.tensor(pos, dtype=dtype)
+            t = torch.tensor(types)
+            got = enc(x, t)
+            want = model.encode(x, t)
+            assert got.shape == (model.latent_dim,)
+            assert torch.allclose(got.double(), want.double(), rtol=0, atol=1e-6), (n, dtype)
+            assert np.allclose(got.double().numpy(), model.encode(pos, types), rtol=0, atol=1e-6)
+    # a permutation of the particles changes nothing
+    perm = np.random.default_rng(3).permutation(37)
+    assert torch.allclose(enc(torch.tensor(pos[perm]), torch.tensor(types[perm])),
+                          enc(torch.tensor(pos), torch.tensor(types)), atol=1e-6)
+    with pytest.raises(torch.jit.Error, match="species index out of range"):
+        enc(torch.tensor(pos), torch.full((37,), model.n_species))
+
+    inside = read_metadata(export_dir / "encoder.pt")
+    beside = json.loads((export_dir / "encoder.json").read_text())
+    assert inside == beside
+    assert inside["kind"] == "encoder" and inside["format_version"] == 1
+    assert inside["latent_dim"] == model.latent_dim and inside["n_species"] == model.n_species
+    assert inside["species"] == model.config["species"] and inside["epsilon"] == model.epsilon
+    assert inside["observables"] == model.observables and inside["units"]["positions"] == "nm"
+    assert np.allclose(inside["coordinate_range"]["lo"], model.encoder.coords.lo.numpy())
+    assert np.allclose(inside["coordinate_range"]["hi"], model.encoder.coords.hi.numpy())
+    assert inside["package_version"]
+    for f in ("dynamics", "collective_variable"):
+        if (export_dir / f"{f}.pt").exists():
+            assert read_metadata(export_dir / f"{f}.pt") == json.loads((export_dir / f"{f}.json").read_text())
+
+
+@pytest.mark.parametrize("name", ["particles2d", "lj-mixing"])
+def test_dynamics_matches_eager_rollout(models, name):
+    model_dir, export_dir = models[name]
+    model = load_model(model_dir)
+    dyn = torch.jit.load(str(export_dir / "dynamics.pt"))
+    meta = read_metadata(export_dir / "dynamics.pt")
+    assert dyn.dim == model.dim == meta["dim"] and dyn.macro_dim == model.macro_dim
+    assert dyn.stochastic == (name == "lj-mixing") and dyn.dt == pytest.approx(model.dt)
+    assert list(dyn.names) == meta["names"] == model.observables + [f"zhat_{i}" for i in range(model.latent_dim)]
+    assert np.allclose(meta["state_range"]["lo"], model.state_scaler.lo.numpy())
+
+    pos, types = _config(12, model, 0)
+    z0 = model.state(pos, types)
+    steps, k, seed = 6, 3, 5
+    # the eager rollout draws its noise like this (see ClosureModel.rollout)
+    noise = torch.randn((steps, k, model.dim), generator=torch.Generator().manual_seed(seed),
+                        dtype=torch.float64).to(model.dtype)
+    z0k = z0.unsqueeze(0).expand(k, -1).contiguous()
+    eager = model.rollout(z0, steps, samples=k, seed=seed)
+    got = dyn.rollout(z0k, steps, model.dt, noise)
+    assert got.shape == (k, steps + 1, model.dim)
+    assert torch.allclose(got, eager, rtol=0, atol=1e-6)
+    # float64 in, float64 out, same numbers
+    got64 = dyn.rollout(z0k.double(), steps, model.dt, noise.double())
+    assert got64.dtype == torch.float64 and torch.allclose(got64.float(), eager, atol=1e-6)
+    # step, drift, diffusion, scale / unscale
+    assert torch.allclose(dyn.step(z0k, model.dt, noise[0]), eager[:, 1], atol=1e-6)
+    assert torch.allclose(dyn(z0k), model.dynamics.drift(z0k), atol=1e-7)
+    assert torch.allclose(dyn.diffusion(z0k), model.dynamics.diffusion(z0k), atol=1e-7)
+    raw = model.unscale(eager)
+    assert torch.allclose(dyn.unscale(eager.double()), raw, atol=1e-12)
+    assert torch.allclose(dyn.scale(raw), eager.double(), atol=1e-6)
+
+
+def test_export_refuses_bad_model_dir(models, tmp_path, capsys):
+    model_dir, _ = models["particles2d"]
+    with pytest.raises(ValueError, match="does not exist"):
+        export_model(tmp_path / "missing", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="config.json is missing"):
+        export_model(tmp_path / "empty", tmp_path / "out")
+    bad = tmp_path / "bad"
+    shutil.copytree(model_dir, bad)
+    (bad / "model.pt").write_bytes(b"not a state dict")
+    with pytest.raises(ValueError, match="malformed"):
+        export_model(bad, tmp_path / "out")
+    shutil.copy(model_dir / "model.pt", bad / "model.pt")
+    (bad / "config.json").write_text("{ truncated")
+    with pytest.raises(ValueError, match="malformed"):
+        export_model(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing written for a bad model
+    with pytest.raises(ValueError, match="component"):
+        export_model(model_dir, tmp_path / "out", component=5)
+
+    rc = main(["export", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "does not exist" in err and err.strip().count("\n") == 0
+
+
+def test_export_cli(models, tmp_path, capsys):
+    model_dir, _ = models["lj-mixing"]
+    assert main(["export", "--model", str(model_dir), "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "a" / "encoder.pt").exists() and (tmp_path / "a" / "dynamics.json").exists()
+    assert not (tmp_path / "a" / "collective_variable.pt").exists() and "--types" in out
+    np.save(tmp_path / "types.npy", np.arange(12) % 2)
+    assert main(["export", "--model", str(model_dir), "--out", str(tmp_path / "b"), "--types",
+                 str(tmp_path / "types.npy"), "--component", "1", "--force-constant", "3"]) == 0
+    meta = read_metadata(tmp_path / "b" / "collective_variable.pt")
+    assert meta["component"] == 1 and meta["force_constant"] == 3.0 and meta["n_particles"] == 12
+
+
+# ---------------------------------------------------------------------------- C++ host
+@pytest.fixture(scope="module")
+def cpp_host(tmp_path_factory):
+    """Build examples/cpp once per test session module; skip only without a toolchain."""
+    cmake = shutil.which("cmake")
+    cxx = shutil.which("c++") or shutil.which("g++")
+    if cmake is None or cxx is None:
+        pytest.skip("no cmake or C++ compiler on this machine: the C++ host cannot be built")
+    build = tmp_path_factory.mktemp("cpp-build")
+    torch_root = os.path.dirname(torch.__file__)
+    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
+    cfg = subprocess.run([cmake, "-S", str(ROOT / "examples" / "cpp"), "-B", str(build),
+                          f"-DTORCH_ROOT={torch_root}", f"-DTORCH_CXX11_ABI={abi}"],
+                         capture_output=True, text=True, timeout=120)
+    assert cfg.returncode == 0, cfg.stdout + cfg.stderr
+    bld = subprocess.run([cmake, "--build", str(build), "-j", "2"], capture_output=True, text=True, timeout=300)
+    assert bld.returncode == 0, bld.stdout[-3000:] + bld.stderr[-3000:]
+    exe = build / "closure_host"
+    assert exe.exists()
+    return exe
+
+
+def _write_host_input(path: Path, pos: np.ndarray, types: np.ndarray, zbar: np.ndarray) -> None:
+    lines = ["# written by tests/test_export.py", f"{len(pos)} {len(zbar)}"]
+    lines += [f"{x!r} {y!r} {z!r} {int(t)}" for (x, y, z), t in zip(pos.tolist(), types)]
+    lines.append(" ".join(repr(float(v)) for v in zbar))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _parse_host(stdout: str) -> dict:
+    out = {"steps": []}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0] == "zhat":
+            out["zhat"] = np.array([float(v) for v in parts[1:]])
+        elif parts and parts[0] == "names":
+            out["names"] = parts[1:]
+        elif parts and parts[0] == "step":
+            out["steps"].append([float(v) for v in parts[2:]])
+    out["steps"] = np.array(out["steps"])
+    return out
+
+
+@pytest.mark.parametrize("name", ["particles2d", "lj-mixing"])
+def test_cpp_host_matches_python(models, cpp_host, tmp_path, name):
+    model_dir, export_dir = models[name]
+    model = load_model(model_dir)
+    pos, types = _config(29, model, 7)
+    zbar = model.macro(pos, types)
+    _write_host_input(tmp_path / "config.txt", pos, types, zbar)
+    steps, samples = 4, 2
+    res = subprocess.run([str(cpp_host), str(export_dir / "encoder.pt"), str(export_dir / "dynamics.pt"),
+                          str(tmp_path / "config.txt"), str(steps), str(samples), "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    got = _parse_host(res.stdout)
+    zhat = model.encode(pos, types)
+    assert np.allclose(got["zhat"], zhat, rtol=0, atol=1e-5)
+    assert got["names"] == model.observables + [f"zhat_{i}" for i in range(model.latent_dim)]
+    table = got["steps"]  # (T, 1 + 2D): time, means, stds
+    assert table.shape == (steps + 1, 1 + 2 * model.dim)
+    assert np.allclose(table[:, 0], np.arange(steps + 1) * model.dt)
+    if name == "particles2d":  # deterministic: the whole rollout equals Python's
+        want = model.unscale(model.rollout(model.state(pos, types), steps, samples=1))[0].numpy()
+        assert np.allclose(table[:, 1:1 + model.dim], want, rtol=1e-5, atol=1e-6)
+        assert np.all(table[:, 1 + model.dim:] == 0)
+    else:  # stochastic: starts at the encoded state, spreads
+        assert np.allclose(table[0, 1 + model.macro_dim:1 + model.dim], zhat, atol=1e-5)
+        assert np.all(table[-1, 1 + model.dim:] > 0)
+
+    # bad input: one line on stderr, exit code 1
+    (tmp_path / "bad.txt").write_text("3 0\n0 0 0 0\n")
+    res = subprocess.run([str(cpp_host), str(export_dir / "encoder.pt"), str(export_dir / "dynamics.pt"),
+                          str(tmp_path / "bad.txt")], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "end of file" in res.stderr and res.stderr.strip().count("\n") == 0
+
+
+# ---------------------------------------------------------------------------- TorchForce
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+def test_torchforce_energy_and_forces(models, tmp_path, platform):
+    openmm = pytest.importorskip("openmm")
+    openmmtorch = pytest.importorskip("openmmtorch")
+    from openmm_closure import systems
+
+    model_dir, _ = models["particles2d"]
+    model = load_model(model_dir)
+    spec = systems.build("particles2d", n_particles=24, steps=2, seed=4)
+    pos = np.asarray(spec.positions, dtype=np.float64) * 3.0  # spread over the training range
+    component, k = 1, 250.0
+    target = float(model.encode(pos, spec.types)[component]) + 0.3
+    export_model(model_dir, tmp_path / "x", component=component, force_constant=k, target=target)
+
+    system = spec.system
+    force = openmmtorch.TorchForce(str(tmp_path / "x" / "collective_variable.pt"))
+    force.setForceGroup(7)
+    system.addForce(force)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
+    ctx.setPositions(pos)
+    state = ctx.getState(getEnergy=True, getForces=True, groups={7})
+    energy = state.getPotentialEnergy().value_in_unit(openmm.unit.kilojoule_per_mole)
+    forces = np.asarray(state.getForces(asNumpy=True).value_in_unit(
+        openmm.unit.kilojoule_per_mole / openmm.unit.nanometer))
+
+    # the eager model: E = 0.5 k (ẑ_c - target)², F = -∂E/∂x by autograd
+    x = torch.tensor(pos, requires_grad=True)
+    zc = model.encoder(x, torch.as_tensor(spec.types, dtype=torch.long))[component].double()
+    e = 0.5 * k * (zc - target) ** 2
+    (grad,) = torch.autograd.grad(e, x)
+    e, zc = e.detach(), zc.detach()
+    want_f = -grad.numpy()
+    assert energy > 1.0
+    assert energy == pytest.approx(float(e), rel=1e-4)
+    assert np.abs(want_f).max() > 0
+    assert np.allclose(forces, want_f, rtol=0, atol=1e-4 * np.abs(want_f).max())
+    assert np.all(forces[:, 2] == 0)  # 2D: the bias never pushes along z
+    # the scripted module itself gives the same energy for float32 and float64 positions
+    cv = torch.jit.load(str(tmp_path / "x" / "collective_variable.pt"))
+    for dtype in (torch.float32, torch.float64):
+        assert float(cv(torch.tensor(pos, dtype=dtype))) == pytest.approx(float(e), rel=1e-4)
+    assert float(cv.collective_variable(torch.tensor(pos))) == pytest.approx(float(zc), abs=1e-6)
+
+
+def test_torchforce_example_runs(models, tmp_path):
+    pytest.importorskip("openmmtorch")
+    model_dir, _ = models["particles2d"]
+    res = subprocess.run([sys.executable, str(ROOT / "examples" / "torchforce_bias.py"), "--model", str(model_dir),
+                          "--out", str(tmp_path / "x"), "--steps", "5", "--platform", "Reference"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "bias energy" in res.stdout
+    assert (tmp_path / "x" / "collective_variable.pt").exists()
