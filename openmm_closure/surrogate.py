@@ -360,7 +360,8 @@ def run(args: argparse.Namespace) -> int:
         if model.n_species != 1:
             raise ValueError(f"this model knows {model.n_species} species {species}: pass --types FILE.npy")
         types = np.zeros(len(pos), dtype=np.int64)
-    if names and species and list(names) != species:
+    unnamed = species == [str(i) for i in range(len(species))]  # training's fallback: names unknown
+    if names and species and not unnamed and [str(n) for n in names] != species:
         raise ValueError(f"the configuration's species {list(names)} differ from the model's {species}")
     res = integ.run(pos, types, args.steps, samples=args.samples, seed=args.seed)
     res.save(out)
