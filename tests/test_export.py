@@ -181,12 +181,20 @@ def test_export_cli(models, tmp_path, capsys):
                  str(tmp_path / "types.npy"), "--component", "1", "--force-constant", "3"]) == 0
     meta = read_metadata(tmp_path / "b" / "collective_variable.pt")
     assert meta["component"] == 1 and meta["force_constant"] == 3.0 and meta["n_particles"] == 12
+    cv = torch.jit.load(str(tmp_path / "b" / "collective_variable.pt"))
+    model = load_model(model_dir)
+    pos, types = _config(12, model, 1)
+    zc = float(model.encode(pos, types)[1])
+    with torch.no_grad():
+        assert float(cv(torch.tensor(pos))) == pytest.approx(0.5 * 3.0 * zc ** 2, rel=1e-5)
+        with pytest.raises(torch.jit.Error, match="exported for 12 particles"):
+            cv(torch.rand(13, 3))
 
 
 # ---------------------------------------------------------------------------- C++ host
 @pytest.fixture(scope="module")
 def cpp_host(tmp_path_factory):
-    """Build examples/cpp once per test session module; skip only without a toolchain."""
+    """Build examples/cpp once per test module; skip only without a toolchain."""
     cmake = shutil.which("cmake")
     cxx = shutil.which("c++") or shutil.which("g++")
     if cmake is None or cxx is None:
