@@ -7,7 +7,12 @@ peak RSS (``resource.getrusage``) belongs to that n alone. The encoder is O(n); 
 decoder's share (step time minus an encoder-only forward + backward) is O(B M)
 whatever n.
 
-    python benchmarks/training_cost.py [--batch 8] [--samples 600] [--repeats 5]
+Side by side, the same step for the AE-InvE-CD baseline (DeepSet encoder, set decoder
+to n/2 points per species, Chamfer distance): its decoder output and its pairwise
+distances grow with n (O(n^2) time and memory); sizes whose distance matrices would
+exceed ``--cd-memory-gib`` are reported as skipped with the estimate.
+
+    python benchmarks/training_cost.py [--batch 8] [--samples 600] [--repeats 5] [--threads 1]
 """
 
 import argparse
@@ -63,29 +68,67 @@ def step_cost(n, batch, samples, repeats, seed=0):
     return total, encoder, peak
 
 
+def chamfer_step_cost(n, batch, repeats, seed=0):
+    """Median time of one AE-InvE-CD step (forward, backward, Adam) at n particles per set."""
+    from openmm_closure.models.baselines import DeepSetSetDecoderEncoder, chamfer_distance
+
+    torch.manual_seed(seed)
+    enc = DeepSetSetDecoderEncoder(2, in_features=2, n_species=2, n_points=n // 2, decoder_hidden=(256, 256))
+    opt = torch.optim.Adam(enc.parameters(), lr=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(batch * n, 2, generator=gen) * 2 - 1
+    types = (torch.arange(batch * n) % 2).long()
+    index = torch.arange(batch).repeat_interleave(n)
+
+    def one(out):
+        t0 = time.perf_counter()
+        z = enc.forward_flat(x, types, index, batch)
+        rec = enc.reconstruct(z)
+        loss = sum(chamfer_distance(rec[b, s], x[(index == b) & (types == s)]) for b in range(batch) for s in range(2))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        out.append(time.perf_counter() - t0)
+
+    one([])
+    times = []
+    for _ in range(repeats):
+        one(times)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return statistics.median(times), peak
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=8, help="sets per step")
     p.add_argument("--samples", type=int, default=600, help="M per (set, species)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--cd-memory-gib", type=float, default=4.0,
+                   help="skip Chamfer sizes whose distance matrices exceed this")
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--one-cd", type=int, default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.one is not None:
         print(json.dumps(step_cost(a.one, a.batch, a.samples, a.repeats)))
         return
+    if a.one_cd is not None:
+        print(json.dumps(chamfer_step_cost(a.one_cd, a.batch, a.repeats)))
+        return
     print(f"one stage-1 step: B = {a.batch} sets, 2 species, M = {a.samples}, "
           f"NSF 8x16 bins hidden (128, 128), DeepSet psi (64, 64); torch threads {torch.get_num_threads()}")
-    rows = []
-    for n in (300, 3000, 30000):
-        cmd = [sys.executable, __file__, "--one", str(n), "--batch", str(a.batch),
+    def measure(flag, n):
+        cmd = [sys.executable, __file__, flag, str(n), "--batch", str(a.batch),
                "--samples", str(a.samples), "--repeats", str(a.repeats)]
         if a.threads:
             cmd += ["--threads", str(a.threads)]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        rows.append((n, *json.loads(out.strip().splitlines()[-1])))
+        return json.loads(out.strip().splitlines()[-1])
+
+    sizes = (300, 3000, 30000)
+    rows = [(n, *measure("--one", n)) for n in sizes]
     t0, e0, m0 = rows[0][1], rows[0][2], rows[0][3]
     d0 = t0 - e0
     print(f"{'n':>7} {'step s':>8} {'ratio':>6} {'encoder s':>10} {'decoder s':>10} {'ratio':>6}"
@@ -93,6 +136,17 @@ def main():
     for n, t, e, m in rows:
         print(f"{n:>7} {t:>8.4f} {t / t0:>6.2f} {e:>10.4f} {t - e:>10.4f} {(t - e) / d0:>6.2f}"
               f" {m / 2**20:>13.1f} {m / m0:>6.2f}")
+
+    print("\nAE-InvE-CD (Chamfer) step at the same n, and ours over it")
+    print(f"{'n':>7} {'CD step s':>10} {'ours/CD':>8} {'peak RSS MiB':>13}")
+    for n, t, _, _ in rows:
+        # distance matrices kept for backward: B sets x 2 species x (n/2)^2 float32
+        need = a.batch * 2 * (n // 2) ** 2 * 4 / 2**30
+        if need > a.cd_memory_gib:
+            print(f"{n:>7} {'skipped':>10} {'':>8} {'':>13}  (distance matrices ~{need:.0f} GiB)")
+            continue
+        cd, peak = measure("--one-cd", n)
+        print(f"{n:>7} {cd:>10.4f} {t / cd:>8.2f} {peak / 2**20:>13.1f}")
 
 
 if __name__ == "__main__":
