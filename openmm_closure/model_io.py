@@ -7,7 +7,9 @@ Model directory (written by ``openmm-closure train`` / :func:`save_model`)::
       model.pt        torch state dict of ClosureModel: encoder (incl. its coordinate
                       ranges), decoder (zuko flow), dynamics, state scaler (ranges of
                       z = [z̄, ẑ]); load with torch.load(..., weights_only=True)
-      history.json    per-epoch losses of both stages (train / validation, lr, seconds)
+      history.json    per-epoch losses of both stages (train / validation, lr, seconds) and
+                      stage2_best_epoch: the stage-2 epoch of the lowest validation loss,
+                      whose dynamics weights are the ones saved
       checkpoint.pt   training checkpoint (resume state; not needed for inference)
 
 ``config.json`` keys: ``format_version``, ``package_version``, ``method`` (stage-1

@@ -86,6 +86,7 @@ class TrainConfig:
     seed: int = 0
     val_fraction: float = 0.1
     device: str = "auto"
+    threads: Optional[int] = None
     resume: bool = False
     stop_after: Optional[int] = None
     progress: Optional[bool] = None
@@ -110,6 +111,8 @@ class TrainConfig:
             raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if int(self.frame_stride) <= 0:
             raise ValueError(f"--frame-stride must be >= 1, got {self.frame_stride}")
+        if self.threads is not None and int(self.threads) <= 0:
+            raise ValueError(f"--threads must be >= 1, got {self.threads}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -120,7 +123,7 @@ class TrainConfig:
 
 
 # the options that may differ between a killed run and its resumption
-_RESUME_FREE = {"resume", "stop_after", "progress", "device", "data", "out"}
+_RESUME_FREE = {"resume", "stop_after", "progress", "device", "threads", "data", "out"}
 
 
 @dataclass
@@ -386,11 +389,12 @@ def _pairs(model: ClosureModel, states: dict, replicas, device):
 
 
 # ---------------------------------------------------------------------------- training
-def _save_checkpoint(out: Path, stage: int, epoch: int, model, optimizer, history, config, done=False):
+def _save_checkpoint(out: Path, stage: int, epoch: int, model, optimizer, history, config, done=False, best=None):
     _atomic_torch(out / CHECKPOINT, {
         "stage": stage,
         "epoch": epoch,
         "done": done,
+        "best": best,
         "model": model.state_dict(),
         "model_config": model.config,
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
@@ -447,6 +451,8 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
     if len(ds) == 0:
         raise ValueError("dataset is empty (no replicas)")
     device = _device(config.device)
+    if config.threads is not None:
+        torch.set_num_threads(int(config.threads))
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     if checkpoint is None and (out / CHECKPOINT).exists():
@@ -461,8 +467,10 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
     history = {"stage1": [], "stage2": []}
     stage, epoch = 1, 0
     opt_state = None
+    best = None  # stage 2: {"epoch", "val", "dynamics"} of the lowest validation loss so far
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
+        best = checkpoint.get("best")
         history = checkpoint["history"]
         stage, epoch = checkpoint["stage"], checkpoint["epoch"]
         opt_state = checkpoint["optimizer"]
@@ -570,12 +578,19 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
                                   "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0})
         _report(config, f"stage 2 epoch {e + 1}/{config.epochs_stage2}: train {run_loss:.5f}"
                 + (f"  val {val:.5f}" if val is not None else ""))
-        _save_checkpoint(out, 2, e + 1, model, opt, history, config)
+        if val is not None and math.isfinite(val) and (best is None or val < best["val"]):
+            best = {"epoch": e + 1, "val": val,
+                    "dynamics": {k: v.detach().cpu().clone() for k, v in model.dynamics.state_dict().items()}}
+        _save_checkpoint(out, 2, e + 1, model, opt, history, config, best=best)
         if tick() and e + 1 < config.epochs_stage2:
             return None
+    if best is not None:
+        # keep the dynamics of the epoch with the lowest validation loss (all methods alike)
+        model.dynamics.load_state_dict(best["dynamics"])
+        history["stage2_best_epoch"] = best["epoch"]
     model.eval()
     save_model(model, out, history)
-    _save_checkpoint(out, 2, config.epochs_stage2, model, None, history, config, done=True)
+    _save_checkpoint(out, 2, config.epochs_stage2, model, None, history, config, done=True, best=best)
     return model
 
 
@@ -640,6 +655,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--seed", type=int, default=d.seed)
     a("--val-fraction", type=float, default=d.val_fraction, help="fraction of replicas held out")
     a("--device", default=d.device, choices=["auto", "cpu", "cuda"])
+    a("--threads", type=int, default=None,
+      help="torch CPU threads (default: torch's; 1 is often fastest on busy small machines)")
     a("--resume", action="store_true", help="continue the run checkpointed in --out")
     a("--stop-after", type=int, default=None, metavar="EPOCHS",
       help="stop after this many epochs (checkpoint kept; continue with --resume)")

@@ -110,3 +110,22 @@ def test_bad_input(tmp_path, capsys):
 
     with pytest.raises(FileNotFoundError):
         load_model(tmp_path / "m4")
+
+
+def test_stage2_keeps_the_best_validation_epoch(tmp_path):
+    _dataset(tmp_path / "ds")
+    out = tmp_path / "m"
+    args = ["train", "--data", str(tmp_path / "ds"), "--out", str(out), "--epochs-stage1", "1",
+            "--epochs-stage2", "8", "--lr-stage2", "0.3", "--seed", "1", *SMALL]
+    assert main(args) == 0
+    hist = json.loads((out / "history.json").read_text())
+    vals = [h["val"] for h in hist["stage2"]]
+    best = int(np.argmin(vals)) + 1
+    assert best < len(vals)  # this over-large learning rate makes later epochs worse
+    assert hist["stage2_best_epoch"] == best
+    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    saved = _weights(out)
+    for name, value in ck["best"]["dynamics"].items():
+        assert torch.equal(saved["dynamics." + name], value)
+    # the saved dynamics reproduce the best validation loss, not the last epoch's
+    assert ck["best"]["val"] == pytest.approx(min(vals))
