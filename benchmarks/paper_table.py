@@ -15,9 +15,9 @@ Everything is cached under ``--out`` (datasets, models, reports): a rerun resume
 ``--scale small`` fits a 2-core CPU machine in under an hour: particles2d at the
 reference N and horizon but few replicas; the mixture in a 26 x 12 nm box (26 x 10 for
 diff-N, the reference's 32 -> 26 shrink applied to y) for 20 ps instead of 200 ps, and
-small networks. Lx = 26 keeps the reference's half_l intervals (10-22 nm in-dst, 8-10
-and 22-24 nm diff-init) inside the box. ``--scale full`` uses the reference sizes and
-wants a GPU.
+small networks. The half_l intervals scale with Lx (in-dst 10/32-22/32 of Lx, diff-init
+8/32-10/32 or 22/32-24/32), so at Lx = 26 the A/B boundary starts 8.1-17.9 nm (in-dst).
+``--scale full`` uses the reference sizes and wants a GPU.
 
 Example:
     $ python benchmarks/paper_table.py --scale small --out runs/paper_table

@@ -76,6 +76,13 @@ def test_types_split_at_half_l():
             assert lo <= h <= hi
             if regime == "diff-init":
                 assert not 10 < h < 22
+    # a smaller box scales the intervals with Lx, so both species exist
+    for seed in range(5):
+        small = build("lj-mixing", walls=(12, 12), relax_steps=0, seed=seed)
+        assert 12 * 10 / 32 <= small.params["half_l"] <= 12 * 22 / 32
+        assert set(small.types) == {0, 1}
+    with pytest.raises(ValueError, match="half_l"):
+        build("lj-mixing", walls=(12, 12), relax_steps=0, half_l=20.0)
 
 
 def test_forcefield_xml_matches_builder_and_pair_table():

@@ -31,11 +31,12 @@ LJ_ENERGY = "4*e*((s/r)^12 - (s/r)^6 - (s/rc)^12 + (s/rc)^6); e=lj_eps(t1, t2); 
 LJ_EPSILON = np.array([[0.5, 0.7], [0.7, 0.6]])  # kJ/mol, [type_i, type_j], A = 0, B = 1
 LJ_SIGMA = np.array([[1.0, 0.9], [0.9, 0.9]])  # nm
 
-# regime -> (box in nm, half_l intervals sampled with equal probability)
+# regime -> (box in nm, half_l intervals as fractions of Lx, sampled with equal probability);
+# for the reference Lx = 32 these are U[10, 22] (in-dst) and U[8, 10] or U[22, 24] (diff-init)
 REGIMES = {
-    "in-dst": ((32.0, 32.0), ((10.0, 22.0),)),
-    "diff-init": ((32.0, 32.0), ((8.0, 10.0), (22.0, 24.0))),
-    "diff-N": ((32.0, 26.0), ((10.0, 22.0),)),
+    "in-dst": ((32.0, 32.0), ((10 / 32, 22 / 32),)),
+    "diff-init": ((32.0, 32.0), ((8 / 32, 10 / 32), (22 / 32, 24 / 32))),
+    "diff-N": ((32.0, 26.0), ((10 / 32, 22 / 32),)),
 }
 WALL_FAR = 1.0e6  # z "walls": never reached
 # element labels that let ForceField tell the one-atom templates A and B apart
@@ -95,7 +96,8 @@ def build_lj_mixing(
         n_particles: keep the first N lattice sites (default: the whole lattice, 529 in a
             32 x 32 box at density 0.5).
         regime: ``in-dst`` (half_l ~ U[10, 22]), ``diff-init`` (U[8, 10] or U[22, 24]),
-            ``diff-N`` (box 32 x 26, about 437 atoms).
+            ``diff-N`` (box 32 x 26, about 437 atoms). The intervals scale with Lx
+            (fractions 10/32 ... 24/32) when ``walls`` sets another box.
         seed: seeds half_l, the velocities and the thermostat noise.
         walls: (Lx, Ly) in nm, the walled box ``[0, Lx] x [0, Ly]``, overriding the
             regime's; each side must be at least 2 * cutoff.
@@ -145,7 +147,7 @@ def build_lj_mixing(
     rng = np.random.default_rng(seed)
     # drawn even when half_l is given, so the velocities below depend on the seed only
     lo, hi = intervals[rng.integers(len(intervals))]
-    drawn = float(rng.uniform(lo, hi))
+    drawn = float(rng.uniform(lo, hi)) * box[0]
     half_l = drawn if half_l is None else float(half_l)
     velocities = np.zeros((n, 3))
     velocities[:, :2] = np.sqrt(kT / 1.0) * rng.standard_normal((n, 2))
@@ -176,6 +178,8 @@ def build_lj_mixing(
         del context
 
     types = np.where(positions[:, 0] < half_l, 0, 1).astype(np.int64)
+    if types.min() == types.max():
+        raise ValueError(f"half_l={half_l} nm leaves only species {'AB'[types[0]]} in a {box[0]} nm wide box")
     species = ("A", "B")
     names = [species[t] for t in types]
 
