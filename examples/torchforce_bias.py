@@ -18,7 +18,6 @@ The same module works in any OpenMM script::
 import argparse
 
 import numpy as np
-import openmm
 import openmmtorch
 import torch
 from openmm import app, unit

@@ -88,8 +88,6 @@ def _states(model, ds, replicas) -> np.ndarray:
 def _permutation_curves(model, pos0, types0, steps, dt, n_perm, seed) -> tuple[np.ndarray, np.ndarray]:
     """Macroscopic rollouts (P, T, M) of one configuration under P random particle orders,
     and the encoder outputs (P, d)."""
-    import torch
-
     rng = np.random.default_rng(seed)
     zs, zh = [], []
     for i in range(n_perm):

@@ -33,10 +33,9 @@ This module imports openmm only inside :func:`from_simulation`.
 import argparse
 import csv
 import io
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import numpy as np
 

@@ -24,7 +24,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .model_io import FORMAT_VERSION, UNITS, ClosureModel, _atomic_json, _atomic_torch, save_model
+from .model_io import FORMAT_VERSION, UNITS, ClosureModel, _atomic_torch, save_model
 from .models.baselines import OBJECTIVES as BASELINE_OBJECTIVES
 from .models.decoder import density_nll
 

@@ -22,3 +22,15 @@ def potential_energy(system, positions, parameters=None):
         ctx.setParameter(name, value)
     ctx.setPositions(positions)
     return ctx.getState(getEnergy=True).getPotentialEnergy()._value
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: the model tests use small ops, and shared CI cores must not be
+    oversubscribed (two threads made them several times slower there)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

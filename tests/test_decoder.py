@@ -10,13 +10,7 @@ from openmm_closure.models.decoder import FlowDecoder, density_nll, mixture_samp
 from openmm_closure.models.encoder import DeepSetEncoder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: small ops, and the shared CI cores are not oversubscribed."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MEANS = np.array([-0.75, -0.25, 0.25, 0.75])
 STD = 0.08

@@ -9,13 +9,7 @@ import torch
 from openmm_closure.models.dynamics import ODEDynamics, SDEDynamics, build_dynamics
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: small ops, and the shared CI cores are not oversubscribed."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _fit(dyn, z0, z1, dt, steps, lr, batch, seed=0):

@@ -6,13 +6,7 @@ import torch
 from openmm_closure.models.encoder import DeepSetEncoder, SetTransformerEncoder
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: small ops, and the shared CI cores are not oversubscribed."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ENCODERS = {
     "deepset": lambda s: DeepSetEncoder(3, in_features=2, n_species=s),

@@ -18,13 +18,7 @@ from openmm_closure.training import TrainConfig, train_on
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: small ops, and the shared CI cores are not oversubscribed."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _dataset(system: str, n: int = 12) -> ArrayDataset:

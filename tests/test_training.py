@@ -11,13 +11,7 @@ from openmm_closure.cli import main
 from openmm_closure.data import ArrayDataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: small ops, and the shared CI cores are not oversubscribed."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 SMALL = ["--samples", "16", "--flow-transforms", "1", "--flow-hidden", "8,8",
          "--dynamics-hidden", "8,8", "--batch-size", "4", "--batch-size-stage2", "8",
