@@ -18,8 +18,8 @@ Example:
     >>> pos = np.random.rand(2, 5, 10, 3).astype(np.float32)     # (R, F, n, 3) nm
     >>> ds = ArrayDataset(pos, np.zeros(10, dtype=np.int64), np.arange(5) * 0.02,
     ...                   {"energy": np.zeros((2, 5))}, {"system": "particles2d"})
-    >>> ds.save("/tmp/example_ds")                                # doctest: +SKIP
-    >>> load("/tmp/example_ds").positions[1].shape                # doctest: +SKIP
+    >>> ds.save("example_ds")                                     # doctest: +SKIP
+    >>> load("example_ds").positions[1].shape                     # doctest: +SKIP
     (5, 10, 3)
 """
 

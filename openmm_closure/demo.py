@@ -12,7 +12,7 @@ seconds-scale smoke run (used by the tests). Everything is cached under ``--out`
 
 Example:
     $ openmm-closure demo                  # about 3-5 minutes on 2 CPU cores
-    $ openmm-closure demo --quick --out /tmp/demo
+    $ openmm-closure demo --quick --out demo_quick
 """
 
 from __future__ import annotations
