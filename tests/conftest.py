@@ -34,3 +34,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def contracting_clusters(n, replicas, frames, seed=0):
+    """A tiny particles2d ArrayDataset: Gaussian clusters contracting towards their centre
+    (x(t) = c + (x0 - c) e^{-0.1 f}), so the mean pair energy changes over the frames."""
+    import numpy as np
+
+    from openmm_closure.data import ArrayDataset
+    from openmm_closure.observables import mean_pair_energy
+
+    rng = np.random.default_rng(seed)
+    pos = np.zeros((replicas, frames, n, 3), dtype=np.float32)
+    for r in range(replicas):
+        x0 = rng.normal(scale=0.5, size=(n, 2))
+        centre = x0.mean(0)
+        for f in range(frames):
+            pos[r, f, :, :2] = centre + (x0 - centre) * np.exp(-0.1 * f)
+    return ArrayDataset(
+        pos, np.zeros(n, dtype=np.int64), np.arange(frames) * 0.02,
+        {"energy": mean_pair_energy(pos.astype(np.float64))},
+        {"system": "particles2d", "observables": ["energy"], "regime": "in-dst", "dt_frame": 0.02},
+    )

@@ -4,6 +4,7 @@ method's model, and only AE-Aug depends on the particle order."""
 import numpy as np
 import pytest
 import torch
+from conftest import contracting_clusters
 
 from openmm_closure import load_model
 from openmm_closure.data import ArrayDataset
@@ -12,24 +13,13 @@ from openmm_closure.models.baselines import (
     FlatMLPEncoder,
     chamfer_distance,
 )
-from openmm_closure.observables import mean_pair_energy
 from openmm_closure.training import STAGE1_OBJECTIVES, TrainConfig, train_on
 
 N, R, F = 12, 6, 8
 
 
-def _dataset(n=N, seed=0) -> ArrayDataset:
-    """Clusters that contract towards their centre: energy changes over time."""
-    rng = np.random.default_rng(seed)
-    pos = np.zeros((R, F, n, 3), dtype=np.float32)
-    for r in range(R):
-        x0 = rng.normal(scale=0.5, size=(n, 2))
-        centre = x0.mean(0)
-        for f in range(F):
-            pos[r, f, :, :2] = centre + (x0 - centre) * np.exp(-0.1 * f)
-    energy = mean_pair_energy(pos.astype(np.float64))
-    return ArrayDataset(pos, np.zeros(n, dtype=np.int64), np.arange(F) * 0.02, {"energy": energy},
-                        {"system": "particles2d", "observables": ["energy"], "dt_frame": 0.02})
+def _dataset(n=N, seed=0):
+    return contracting_clusters(n, R, F, seed)
 
 
 def _config(tmp_path, method, **kw):

@@ -5,28 +5,20 @@ import json
 
 import numpy as np
 import pytest
+from conftest import contracting_clusters
 
 from openmm_closure import metrics
 from openmm_closure.cli import main
 from openmm_closure.data import ArrayDataset
 from openmm_closure.evaluation import evaluate, markdown_table, metric_kind
-from openmm_closure.observables import mean_pair_energy, neighbour_ratios
+from openmm_closure.observables import neighbour_ratios
 from openmm_closure.training import TrainConfig, train_on
 
 F = 8
 
 
 def _particles(n, reps, seed):
-    rng = np.random.default_rng(seed)
-    pos = np.zeros((reps, F, n, 3), dtype=np.float32)
-    for r in range(reps):
-        x0 = rng.normal(scale=0.5, size=(n, 2))
-        c = x0.mean(0)
-        for f in range(F):
-            pos[r, f, :, :2] = c + (x0 - c) * np.exp(-0.1 * f)
-    return ArrayDataset(pos, np.zeros(n, np.int64), np.arange(F) * 0.02,
-                        {"energy": mean_pair_energy(pos.astype(np.float64))},
-                        {"system": "particles2d", "observables": ["energy"], "regime": "in-dst"})
+    return contracting_clusters(n, reps, F, seed)
 
 
 def _mixture(reps, seed, n=16):
