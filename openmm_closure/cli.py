@@ -33,7 +33,10 @@ def _available() -> dict[str, tuple[str, str]]:
     return found
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The CLI parser. Only ``command``'s module is imported to add its arguments (the
+    top-level help needs just the names), so ``simulate`` never loads torch, nor
+    ``train`` OpenMM's plugins, at start-up. ``None`` configures every subcommand."""
     parser = argparse.ArgumentParser(
         prog="openmm-closure",
         description="Learned permutation-invariant closure dynamics for OpenMM.",
@@ -45,13 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name, (module, text) in _available().items():
         p = sub.add_parser(name, help=text, description=text)
-        importlib.import_module(module).configure(p)
+        if command is None or name == command:
+            importlib.import_module(module).configure(p)
         p.set_defaults(_module=module)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(chosen if chosen in COMMANDS else None)
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)
     try:
