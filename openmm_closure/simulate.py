@@ -230,6 +230,8 @@ def simulate_ensemble(
     replicas, workers = int(replicas), int(workers)
     select_platform(platform)  # fail early on an unavailable platform
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
     request = _request(system, regime, n_particles, seed, params)
     _check_out_dir(out, request, replicas)
 
@@ -241,8 +243,6 @@ def simulate_ensemble(
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for {system}; accepted: {sorted(accepted - {'n_particles', 'regime', 'seed'})}")
     _check_request(system, regime, n_particles, seed, params)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
 
     # one run per directory: held until this function returns (the kernel drops it on kill)
     with DirectoryLock(out, "another simulate run"):

@@ -335,12 +335,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--dt", type=float, default=None, help="time step in ps (default: the model's frame spacing)")
     a("--out", required=True, help="output file, .csv (mean/std) or .npz (also every member)")
     a("--device", default="cpu", help="torch device (default cpu)")
+    a("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``openmm-closure rollout``; returns the exit code."""
     out = Path(args.out)
     _out_kind(out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.samples < 1:
