@@ -362,7 +362,10 @@ def load_model(path, device="cpu") -> ClosureModel:
             f"{d} has model format {cfg.get('format_version')}, this version reads up to {FORMAT_VERSION}"
         )
     cfg = {k: v for k, v in cfg.items() if k != "sha256"}
-    model = ClosureModel(cfg)
+    try:
+        model = ClosureModel(cfg)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{d / CONFIG} is malformed ({type(exc).__name__}: {_first_line(exc)})") from exc
     try:
         state = torch.load(d / WEIGHTS, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle payloads and damaged archives alike

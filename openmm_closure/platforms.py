@@ -71,9 +71,10 @@ def platform_properties(platform, deterministic: bool = False) -> dict[str, str]
 
     Arguments:
         platform: an ``openmm.Platform``.
-        deterministic: ask for bitwise-reproducible forces where the platform offers it
-            (``DeterministicForces`` on CPU and CUDA; Reference is deterministic anyway;
-            OpenCL has no such switch). Costs a little speed.
+        deterministic: ask for bitwise-reproducible runs where the platform can give them:
+            ``DeterministicForces`` on CPU and CUDA, and one thread on CPU (custom forces
+            are otherwise summed over threads in a varying order). Reference is
+            deterministic anyway; OpenCL has no such switch.
 
     Returns:
         dict property name -> value.
@@ -84,4 +85,9 @@ def platform_properties(platform, deterministic: bool = False) -> dict[str, str]
         props["Precision"] = "mixed"
     if deterministic and "DeterministicForces" in platform.getPropertyNames():
         props["DeterministicForces"] = "true"
+    if deterministic and name == "CPU":
+        # OpenMM 8.6's CPU kernels for Custom*Forces still add per-thread results in a
+        # varying order even with DeterministicForces; one thread makes them bitwise
+        # reproducible (parallelise over replicas with worker processes instead)
+        props["Threads"] = "1"
     return props

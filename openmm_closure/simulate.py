@@ -175,7 +175,8 @@ def _check_out_dir(out: Path, request: dict, replicas: int) -> None:
                 f"{out} already holds {old['replicas']} replicas of this dataset; ask for at least that many"
             )
     elif out.exists():
-        stray = sorted(p.name for p in out.iterdir() if p.name.startswith("replica_"))
+        stray = sorted(p.name for p in out.iterdir()
+                       if p.name.startswith("replica_") and not p.name.endswith(".part.h5"))
         if stray:
             raise FileExistsError(f"{out} holds replica files but no {MANIFEST}; choose another --out")
 
