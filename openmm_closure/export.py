@@ -9,6 +9,10 @@ Export directory (written by :func:`export_model`)::
       dynamics.json              its metadata (also inside dynamics.pt)
       collective_variable.pt     TorchScript bias for openmm-torch's TorchForce, see ClosureBias
       collective_variable.json   its metadata (also inside collective_variable.pt)
+      export.json                index: sha256 of every file above that this export wrote
+                                 (written last; checked by load_exported / check_export_dir)
+
+Re-exporting into a directory removes the export files the new export does not write.
 
 Every ``.pt`` file carries its metadata as ``metadata.json`` in ``_extra_files``
 (``torch.jit.load(path, _extra_files={"metadata.json": ""})`` in Python,

@@ -19,7 +19,9 @@ systems), ``n_species``, ``species`` (names), ``latent_dim`` (d = dim ẑ), ``ep
 in order), ``observable_params`` (kwargs of :func:`openmm_closure.observables.compute`),
 ``dt`` (ps between frames, the dynamics' time step), ``encoder`` / ``decoder`` /
 ``dynamics`` (module hyperparameters; ``dynamics.kind`` is "ode" or "sde"), ``units``,
-``manifest`` (the training dataset's manifest) and ``training`` (the training options).
+``manifest`` (the training dataset's manifest), ``training`` (the training options) and
+``sha256`` (``{"model.pt": hex digest}``, checked by :func:`load_model`: an edited or
+truncated ``model.pt`` is a ValueError).
 
 State convention: ``z = [z̄, ẑ]`` of size ``dim = len(observables) + latent_dim``; the
 "scaled" state maps each component's training range to [-1, 1]
