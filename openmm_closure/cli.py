@@ -44,6 +44,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error (anywhere on the command line)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module, text) in _available().items():
@@ -54,20 +56,46 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _reason(exc: BaseException) -> str:
+    """One line for an expected failure: OSErrors name the file and the errno text."""
+    if isinstance(exc, OSError) and exc.strerror:  # raised by the OS: errno text + file
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())  # one line
+
+
+#: failures a user can cause and fix; anything else is a bug and keeps its traceback
+EXPECTED_ERRORS = (ValueError, OSError, ImportError, RuntimeError)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 a reported error, 130 interrupted).
+
+    Expected failures (bad values, missing or unwritable files, a full disk, a locked
+    directory, ...) print one line ``openmm-closure COMMAND: error: REASON`` on stderr;
+    ``--debug`` shows the traceback instead.
+    """
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(chosen if chosen in COMMANDS else None)
-    args = parser.parse_args(argv)
-    module = importlib.import_module(args._module)
     try:
+        parser = build_parser(chosen if chosen in COMMANDS else None)
+        args = parser.parse_args(argv)
+        module = importlib.import_module(args._module)
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
+        if debug:
+            raise
         print("openmm-closure: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as exc:
+    except EXPECTED_ERRORS as exc:
+        if debug:
+            raise
         # one-line reason, non-zero exit; the traceback is noise for a user's typo
-        print(f"openmm-closure {args.command}: error: {exc}", file=sys.stderr)
+        name = chosen if chosen in COMMANDS else None
+        print(f"openmm-closure{' ' + name if name else ''}: error: {_reason(exc)}", file=sys.stderr)
         return 2
 
 

@@ -52,6 +52,8 @@ __all__ = [
     "write_manifest",
     "software_versions",
     "species_names_for",
+    "fingerprint",
+    "check_dataset",
 ]
 
 FORMAT_VERSION = 1
@@ -228,12 +230,13 @@ class ReplicaWriter:
 
 
 def write_manifest(directory: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
-    """Write ``manifest.json`` atomically (temporary file, then rename)."""
+    """Write ``manifest.json`` atomically (per-process temporary file, then rename)."""
+    from .fileio import atomic_write_bytes
+
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    tmp = d / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(dict(manifest)), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, d / MANIFEST)
+    text = json.dumps(_jsonable(dict(manifest)), indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(d / MANIFEST, text.encode())
 
 
 def read_manifest(directory: str | os.PathLike) -> dict:
@@ -241,8 +244,14 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     p = Path(directory) / MANIFEST
     if not p.is_file():
         raise FileNotFoundError(f"no {MANIFEST} in {directory}")
-    with open(p) as fh:
-        return json.load(fh)
+    try:
+        with open(p) as fh:
+            m = json.load(fh)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{p} is not valid JSON ({exc})") from exc
+    if not isinstance(m, dict):
+        raise ValueError(f"{p} does not hold a JSON object")
+    return m
 
 
 def _jsonable(x: Any) -> Any:
@@ -269,6 +278,8 @@ def save(dataset: "Dataset | ArrayDataset", directory: str | os.PathLike) -> Pat
     Returns:
         The directory as a Path.
     """
+    from .fileio import unique_temp_name
+
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     manifest = dict(dataset.manifest)
@@ -277,7 +288,7 @@ def save(dataset: "Dataset | ArrayDataset", directory: str | os.PathLike) -> Pat
     for i in range(len(dataset)):
         r = dataset.replica(i)
         final = d / replica_filename(i)
-        tmp = d / partial_filename(i)
+        tmp = unique_temp_name(final, ".part.h5")
         names = r.species_names or manifest.get("species")
         with ReplicaWriter(tmp, r.types, names, tuple(r.observables), box) as w:
             w.append(r.positions, r.times, r.observables)
@@ -614,29 +625,7 @@ class Dataset(_DatasetBase):
 
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
-        self.manifest = read_manifest(self.directory)
-        fv = self.manifest.get("format_version")
-        if fv != FORMAT_VERSION:
-            raise ValueError(f"{self.directory}: unsupported dataset format_version {fv!r} (expected {FORMAT_VERSION})")
-        found = sorted(int(m.group(1)) for p in self.directory.iterdir() if (m := _REPLICA_RE.match(p.name)))
-        n = 0
-        while n < len(found) and found[n] == n:
-            n += 1
-        if n < len(found):
-            warnings.warn(f"{self.directory}: replica files are not contiguous; loading the first {n}")
-        if n == 0:
-            raise FileNotFoundError(f"{self.directory}: no replica files")
-        expected = self.manifest.get("n_particles")
-        if isinstance(expected, list) and len(expected) > n:
-            warnings.warn(f"{self.directory}: manifest lists {len(expected)} replicas, {n} finished files found")
-        self._files = [self.directory / replica_filename(i) for i in range(n)]
-        if isinstance(expected, list) and len(expected) >= n:
-            self._ns = [int(x) for x in expected[:n]]
-            self._nf = int(self.manifest["n_frames"])
-        else:
-            shapes = [_read_shape(p) for p in self._files]
-            self._ns = [s[1] for s in shapes]
-            self._nf = shapes[0][0]
+        self.manifest, self._files, self._ns, self._nf = check_dataset(self.directory)
         self._small: tuple | None = None
 
     def __len__(self) -> int:
@@ -700,6 +689,139 @@ class Dataset(_DatasetBase):
     def observables(self) -> dict[str, np.ndarray]:
         """name -> (R, F) float64 per-frame observables."""
         return dict(self._load_small()[2])
+
+
+def _replica_header(path: Path) -> dict:
+    """Shapes, frame times, species names and observable names of one replica file."""
+    import tables
+
+    try:
+        with tables.open_file(str(path), "r") as h:
+            if "coordinates" not in h.root or "time" not in h.root:
+                raise ValueError(f"{path} is not a finished replica (no /coordinates or /time); "
+                                 "rerun the simulate command that writes this dataset")
+            f, n, _ = h.root.coordinates.shape
+            times = np.asarray(h.root.time[:], dtype=np.float64)
+            names = None
+            if "species" in h.root and "names" in h.root.species.attrs._v_attrnames:
+                names = json.loads(h.root.species.attrs["names"])
+            obs = [node.name for node in h.root.observables] if "observables" in h.root else []
+    except ValueError:
+        raise
+    except Exception as exc:  # not HDF5, truncated, ...
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path} is not a readable replica file ({text[:200]})") from exc
+    return {"n_frames": int(f), "n": int(n), "times": times, "species": names, "observables": obs}
+
+
+def check_dataset(directory: str | os.PathLike) -> tuple[dict, list[Path], list[int], int]:
+    """Read and validate a dataset directory: the one place that decides what a dataset is.
+
+    The replica files are the truth; the manifest must agree with them. Checked: the
+    format version, completeness (``complete: false`` is refused), every replica file
+    readable and finished, the frame count, the particle number of every replica, the
+    frame spacing ``dt_frame`` against the stored times, the species names and the
+    observables. Keys the manifest lacks (``dt_frame``, ``observables``, ``species``,
+    ``n_frames``, ``n_particles``) are filled in from the files, never from defaults.
+
+    Arguments:
+        directory: a dataset directory.
+
+    Returns:
+        ``(manifest, files, n_particles, n_frames)``: the completed manifest dict, the
+        replica files in order, particles per replica, frames per replica.
+
+    Raises:
+        FileNotFoundError: no such directory, no manifest, or no replica files.
+        ValueError: any disagreement, naming the file and the fix.
+    """
+    d = Path(directory)
+    if not d.exists():
+        raise FileNotFoundError(f"dataset directory {d} does not exist")
+    if not d.is_dir():
+        raise ValueError(f"{d} is not a dataset directory")
+    manifest = read_manifest(d)
+    fv = manifest.get("format_version")
+    if fv != FORMAT_VERSION:
+        raise ValueError(f"{d}: unsupported dataset format_version {fv!r} (expected {FORMAT_VERSION})")
+    if manifest.get("complete") is False:
+        raise ValueError(f"{d} is an incomplete dataset (its manifest says complete: false: the "
+                         "simulate run writing it was interrupted or failed); rerun the same "
+                         "simulate command to finish it")
+    found = sorted(int(m.group(1)) for p in d.iterdir() if (m := _REPLICA_RE.match(p.name)))
+    n = 0
+    while n < len(found) and found[n] == n:
+        n += 1
+    if n < len(found):
+        warnings.warn(f"{d}: replica files are not contiguous; loading the first {n}")
+    if n == 0:
+        raise FileNotFoundError(f"{d}: no replica files")
+    expected = manifest.get("n_particles")
+    if isinstance(expected, list) and len(expected) > n:
+        warnings.warn(f"{d}: manifest lists {len(expected)} replicas, {n} finished files found")
+    files = [d / replica_filename(i) for i in range(n)]
+    heads = [_replica_header(p) for p in files]
+    nf = heads[0]["n_frames"]
+    for p, h in zip(files, heads):
+        if h["n_frames"] != nf:
+            raise ValueError(f"{p} has {h['n_frames']} frames, {files[0].name} has {nf}: replicas "
+                             "of one dataset share the frame schedule")
+    if "n_frames" in manifest and manifest["n_frames"] != nf:
+        raise ValueError(f"{d}: manifest says {manifest['n_frames']} frames, the replica files hold "
+                         f"{nf}; the manifest belongs to another dataset")
+    ns = [h["n"] for h in heads]
+    if isinstance(expected, list):
+        for i, (want, got) in enumerate(zip(expected, ns)):
+            if want != got:
+                raise ValueError(f"{files[i]} has {got} particles, the manifest says {want}; "
+                                 "the manifest belongs to another dataset")
+    elif expected is not None:
+        raise ValueError(f"{d}: manifest n_particles must be a list, got {expected!r}")
+    dt_files = float(heads[0]["times"][1] - heads[0]["times"][0]) if nf > 1 else 0.0
+    dt = manifest.get("dt_frame")
+    if dt is None:
+        manifest["dt_frame"] = dt_files
+    elif nf > 1:
+        for p, h in zip(files, heads):
+            steps = np.diff(h["times"])
+            if not np.allclose(steps, dt, rtol=1e-3, atol=1e-6):
+                raise ValueError(f"{p}: frames are {float(steps[0]):g} ps apart, the manifest says "
+                                 f"dt_frame {dt!r}; the manifest belongs to another dataset")
+    species = manifest.get("species")
+    for p, h in zip(files, heads):
+        if species is not None and h["species"] is not None and list(h["species"]) != list(species):
+            raise ValueError(f"{p}: species {h['species']} differ from the manifest's {species}")
+    if species is None and heads[0]["species"] is not None:
+        manifest["species"] = list(heads[0]["species"])
+    observables = manifest.get("observables")
+    if observables is None:
+        common = [k for k in heads[0]["observables"] if all(k in h["observables"] for h in heads)]
+        manifest["observables"] = common
+    else:
+        for p, h in zip(files, heads):
+            missing = [k for k in observables if k not in h["observables"]]
+            if missing:
+                raise ValueError(f"{p} lacks the observables {missing} listed in the manifest")
+    manifest.setdefault("n_frames", nf)
+    manifest.setdefault("n_particles", ns)
+    return manifest, files, ns, nf
+
+
+def fingerprint(dataset: "_DatasetBase | str | os.PathLike") -> str:
+    """A path-independent fingerprint of a dataset: sha256 of its manifest (canonical JSON),
+    its shape and, on disk, the byte size of every replica file.
+
+    ``train --resume`` compares it with the one stored in the checkpoint.
+    """
+    import hashlib
+
+    ds = load(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
+    h = hashlib.sha256()
+    h.update(json.dumps(_jsonable(dict(ds.manifest)), sort_keys=True).encode())
+    h.update(json.dumps([len(ds), int(ds.n_frames), list(map(int, ds.n_particles))]).encode())
+    for p in getattr(ds, "files", []):
+        h.update(f"{Path(p).name}:{Path(p).stat().st_size};".encode())
+    return h.hexdigest()
 
 
 def load(directory: str | os.PathLike) -> Dataset:

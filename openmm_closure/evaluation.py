@@ -162,6 +162,7 @@ def evaluate(
     seed: int = 0,
     permutations: int = 6,
     max_trajectories: Optional[int] = None,
+    overwrite: bool = False,
     plots: bool = True,
     device: str = "cpu",
 ) -> dict:
@@ -174,7 +175,8 @@ def evaluate(
         samples: rollouts per test trajectory (default 1; ODE models always 1).
         seed: seed of the SDE noise and of the permutations.
         permutations: particle orders in the permutation overlay (0: no overlay).
-        max_trajectories: use only the first test trajectories.
+        max_trajectories: use only the first test trajectories (>= 1; None: all).
+        overwrite: replace a report already in ``out_dir`` (default: refuse).
         plots: write the PNG plots.
         device: torch device of the model.
 
@@ -191,6 +193,16 @@ def evaluate(
     from .model_io import load_model
 
     model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out_dir)
+    if samples is not None and (isinstance(samples, bool) or int(samples) != samples or samples < 1):
+        raise ValueError(f"samples must be an integer >= 1 (or None for 1), got {samples!r}")
+    if max_trajectories is not None and (isinstance(max_trajectories, bool)
+                                         or int(max_trajectories) != max_trajectories or max_trajectories < 1):
+        raise ValueError(f"max_trajectories must be an integer >= 1 (or None for all), got {max_trajectories!r}")
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
+    if (out / "metrics.json").exists() and not overwrite:
+        raise FileExistsError(f"{out} already holds a report (metrics.json); pass --overwrite "
+                              "(overwrite=True) to replace it, or choose another --out")
     if not data_dir.exists():
         raise FileNotFoundError(f"test dataset {data_dir} does not exist")
     model = load_model(model_dir, device=device)
@@ -212,7 +224,7 @@ def evaluate(
     k = 1 if not stochastic else int(samples or 1)
     if k < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
-    replicas = list(range(len(ds)))[: max_trajectories or None]
+    replicas = list(range(len(ds)))[: max_trajectories]
     result: dict[str, Any] = {
         "status": "ok", "method": cfg.get("method", "ours"), "system": system,
         "regime": ds.manifest.get("regime", "?"), "data": str(data_dir), "data_name": data_dir.name,
@@ -293,7 +305,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--samples", type=int, default=None, help="rollouts per test trajectory (SDE models; default 1)")
     a("--seed", type=int, default=0, help="seed of the SDE noise and the permutations")
     a("--permutations", type=int, default=6, help="particle orders in the permutation overlay (0: none)")
-    a("--max-trajectories", type=int, default=None, help="score only the first N test trajectories")
+    a("--max-trajectories", type=int, default=None,
+      help="score only the first N >= 1 test trajectories (default: all)")
+    a("--overwrite", action="store_true", help="replace a report already in --out")
     a("--no-plots", action="store_true", help="write metrics only")
     a("--device", default="cpu", help="torch device (cpu, cuda)")
 
@@ -302,6 +316,7 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``openmm-closure evaluate``; prints the table and the report paths."""
     res = evaluate(args.model, args.data, args.out, samples=args.samples, seed=args.seed,
                    permutations=args.permutations, max_trajectories=args.max_trajectories,
+                   overwrite=args.overwrite,
                    plots=not args.no_plots, device=args.device)
     print(markdown_table([res]), end="")
     for name, path in sorted(res.get("plots", {}).items()):

@@ -9,6 +9,10 @@ Export directory (written by :func:`export_model`)::
       dynamics.json              its metadata (also inside dynamics.pt)
       collective_variable.pt     TorchScript bias for openmm-torch's TorchForce, see ClosureBias
       collective_variable.json   its metadata (also inside collective_variable.pt)
+      export.json                index: sha256 of every file above that this export wrote
+                                 (written last; checked by load_exported / check_export_dir)
+
+Re-exporting into a directory removes the export files the new export does not write.
 
 Every ``.pt`` file carries its metadata as ``metadata.json`` in ``_extra_files``
 (``torch.jit.load(path, _extra_files={"metadata.json": ""})`` in Python,
@@ -69,6 +73,8 @@ __all__ = [
     "export_model",
     "load_exported",
     "read_metadata",
+    "check_export_dir",
+    "INDEX",
     "configure",
     "run",
 ]
@@ -76,6 +82,8 @@ __all__ = [
 EXPORT_FORMAT_VERSION = 1
 METADATA = "metadata.json"
 FILES = {"encoder": "encoder.pt", "dynamics": "dynamics.pt", "collective_variable": "collective_variable.pt"}
+#: the export's index: every file it wrote with its sha256, written last
+INDEX = "export.json"
 
 
 class ExportedEncoder(nn.Module):
@@ -404,7 +412,12 @@ def export_model(
     elif not 0 <= int(component) < model.latent_dim:
         raise ValueError(f"component must be in [0, {model.latent_dim}), got {component}")
 
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
+    # an interrupted re-export must not pass for a complete one: the index goes first, and
+    # is written again (with the new hashes) only after every file is in place
+    (out / INDEX).unlink(missing_ok=True)
     meta = _common_metadata(model, model_dir)
     paths: dict = {"collective_variable": None, "skipped": cv_skip}
     _save_script(ExportedEncoder(model.encoder), out / FILES["encoder"], {**meta, "kind": "encoder"})
@@ -421,7 +434,56 @@ def export_model(
         }
         _save_script(bias, out / FILES["collective_variable"], cv_meta)
         paths["collective_variable"] = out / FILES["collective_variable"]
+    _finish_export_dir(out, [paths[k] for k in FILES if paths.get(k) is not None])
     return paths
+
+
+def _finish_export_dir(out: Path, written: list) -> None:
+    """Remove the export files this export did not write (a stale bias from another model
+    must not sit beside this encoder), then write the index with every file's sha256."""
+    from .fileio import atomic_write_bytes, sha256_file
+
+    names = {Path(p).name for p in written} | {Path(p).with_suffix(".json").name for p in written}
+    for pt in FILES.values():
+        for name in (pt, Path(pt).with_suffix(".json").name):
+            if name not in names:
+                (out / name).unlink(missing_ok=True)
+    index = {"format_version": EXPORT_FORMAT_VERSION,
+             "sha256": {name: sha256_file(out / name) for name in sorted(names)}}
+    atomic_write_bytes(out / INDEX, (json.dumps(index, indent=2, sort_keys=True) + "\n").encode())
+
+
+def check_export_dir(directory) -> dict:
+    """Validate an export directory against its index (``export.json``).
+
+    Every listed file must exist with the recorded sha256, and no export file may sit in
+    the directory unlisted (left from another export).
+
+    Returns:
+        The index dict (``{"format_version", "sha256": {file name: hex digest}}``).
+
+    Raises:
+        FileNotFoundError: no index (not an export directory, or an interrupted export) or
+            a listed file is missing.
+        ValueError: a file was edited, truncated or left from another export.
+    """
+    from .fileio import check_hashes
+
+    d = Path(directory)
+    if not (d / INDEX).is_file():
+        raise FileNotFoundError(f"{d} is not a complete export directory: {INDEX} is missing "
+                                "(run openmm-closure export again)")
+    try:
+        index = json.loads((d / INDEX).read_text())
+        hashes = dict(index["sha256"])
+    except Exception as exc:
+        raise ValueError(f"{d / INDEX} is malformed ({exc}); run openmm-closure export again") from exc
+    check_hashes(d, hashes, "export directory")
+    for pt in FILES.values():
+        if (d / pt).exists() and pt not in hashes:
+            raise ValueError(f"export directory {d}: {pt} is not part of this export (left from "
+                             "another model); remove it or export again")
+    return index
 
 
 def read_metadata(path) -> dict:
@@ -433,8 +495,30 @@ def read_metadata(path) -> dict:
     return json.loads(extra[METADATA])
 
 
+def _check_exported_file(path: Path) -> None:
+    """Check one exported file against the index of its directory, when there is one."""
+    from .fileio import check_hashes
+
+    d = path.parent
+    if not (d / INDEX).is_file():
+        return  # a file copied out on its own: nothing to check against
+    index = check_export_dir(d)
+    if path.name not in index["sha256"]:
+        raise ValueError(f"export directory {d}: {path.name} is not part of this export")
+    check_hashes(d, {path.name: index["sha256"][path.name]}, "export directory")
+
+
 def load_exported(path, map_location: str = "cpu") -> tuple:
-    """Load an exported ``.pt`` file: returns ``(scripted_module, metadata_dict)``."""
+    """Load an exported ``.pt`` file: returns ``(scripted_module, metadata_dict)``.
+
+    When the file sits in an export directory its content is checked against the
+    directory's index first (:func:`check_export_dir`): an edited, truncated or stale file
+    gets a clear error instead of a wrong model.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"exported model {path} does not exist")
+    _check_exported_file(path)
     extra = {METADATA: ""}
     module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
     return module, json.loads(extra[METADATA] or "{}")

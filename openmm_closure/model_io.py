@@ -19,7 +19,9 @@ systems), ``n_species``, ``species`` (names), ``latent_dim`` (d = dim ẑ), ``ep
 in order), ``observable_params`` (kwargs of :func:`openmm_closure.observables.compute`),
 ``dt`` (ps between frames, the dynamics' time step), ``encoder`` / ``decoder`` /
 ``dynamics`` (module hyperparameters; ``dynamics.kind`` is "ode" or "sde"), ``units``,
-``manifest`` (the training dataset's manifest) and ``training`` (the training options).
+``manifest`` (the training dataset's manifest), ``training`` (the training options) and
+``sha256`` (``{"model.pt": hex digest}``, checked by :func:`load_model`: an edited or
+truncated ``model.pt`` is a ValueError).
 
 State convention: ``z = [z̄, ẑ]`` of size ``dim = len(observables) + latent_dim``; the
 "scaled" state maps each component's training range to [-1, 1]
@@ -28,8 +30,8 @@ in the scaled space.
 """
 
 import json
+import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -38,12 +40,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .fileio import atomic_write_bytes, check_hashes, sha256_file
 from .models.decoder import FlowDecoder
 from .models.dynamics import build_dynamics
 from .models.encoder import build_encoder
 from .models.normalization import MinMaxScaler
 
-__all__ = ["FORMAT_VERSION", "ClosureModel", "save_model", "load_model", "atomic_write_bytes"]
+__all__ = ["FORMAT_VERSION", "ClosureModel", "save_model", "load_model", "check_model_dir", "atomic_write_bytes"]
 
 FORMAT_VERSION = 1
 CONFIG = "config.json"
@@ -56,22 +59,6 @@ UNITS = {
     "epsilon": "normalised coordinates ([-1, 1] over the training range)",
     "state": "dimensionless, each component min-max scaled to [-1, 1]",
 }
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder + os.replace)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _atomic_json(path, obj) -> None:
@@ -167,9 +154,9 @@ class ClosureModel(nn.Module):
         pos = torch.as_tensor(np.asarray(positions) if as_numpy else positions)
         if not torch.is_floating_point(pos):
             pos = pos.to(torch.float64)
-        typ = torch.as_tensor(types).to(device=self.device, dtype=torch.long)
+        typ = _integer_types(types).to(device=self.device)
         pos = pos.to(self.device)
-        if pos.dim() not in (2, 3) or pos.shape[-1] < self.in_features:
+        if pos.dim() not in (2, 3) or not self.in_features <= pos.shape[-1] <= 3:
             raise ValueError(
                 f"positions must have shape (n, 3) or (B, n, 3) in nm, got {tuple(pos.shape)}"
             )
@@ -259,9 +246,13 @@ class ClosureModel(nn.Module):
         Returns:
             (K, steps + 1, dim) scaled states; ``model.unscale`` maps them to raw units.
         """
+        if isinstance(steps, bool) or int(steps) != steps or steps < 0:
+            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
         steps = int(steps)
-        if steps < 0:
-            raise ValueError(f"steps must be >= 0, got {steps}")
+        if isinstance(samples, bool) or int(samples) != samples or samples < 1:
+            raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
+        if dt is not None and not (math.isfinite(float(dt)) and float(dt) > 0):
+            raise ValueError(f"dt must be a finite time step > 0 ps, got {dt!r}")
         z0 = torch.as_tensor(z0).to(device=self.device, dtype=self.dtype)
         if z0.dim() == 1:
             z0 = z0.unsqueeze(0).expand(int(samples), -1).contiguous()
@@ -298,10 +289,58 @@ def save_model(model: ClosureModel, directory, history: Optional[dict] = None) -
     cfg = dict(model.config)
     cfg["format_version"] = FORMAT_VERSION
     _atomic_torch(d / WEIGHTS, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+    cfg["sha256"] = {WEIGHTS: sha256_file(d / WEIGHTS)}  # checked by load_model
     if history is not None:
         _atomic_json(d / HISTORY, history)
     _atomic_json(d / CONFIG, cfg)
     return d
+
+
+def _integer_types(types) -> Tensor:
+    """Species indices as int64; floats are accepted only when they hold whole numbers."""
+    t = torch.as_tensor(np.asarray(types) if not isinstance(types, Tensor) else types)
+    if t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"types must be integer species indices, got dtype {t.dtype}")
+    if torch.is_floating_point(t):
+        if not bool(torch.isfinite(t).all()) or not bool((t == t.round()).all()):
+            raise ValueError("types must be integer species indices; got non-integer values "
+                             "(e.g. 0.9): pass an int array")
+    return t.to(torch.long)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def check_model_dir(path) -> dict:
+    """Validate a model directory and return its ``config.json`` dict.
+
+    Checks that ``config.json`` parses and ``model.pt`` exists and matches the sha256
+    recorded in ``config.json`` (models written before hashes were recorded have none).
+
+    Raises:
+        FileNotFoundError: not a model directory, or ``model.pt`` is missing.
+        ValueError: ``config.json`` is malformed, or ``model.pt`` was edited or truncated.
+    """
+    d = Path(path)
+    if not (d / CONFIG).is_file():
+        raise FileNotFoundError(f"{d} is not a model directory: {CONFIG} is missing")
+    if not (d / WEIGHTS).is_file():
+        raise FileNotFoundError(f"{d} is not a complete model directory: {WEIGHTS} is missing")
+    try:
+        with open(d / CONFIG) as f:
+            cfg = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{d / CONFIG} is not valid JSON ({exc})") from exc
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{d / CONFIG} does not hold a JSON object")
+    hashes = cfg.get("sha256")
+    if hashes is not None:
+        if not isinstance(hashes, dict):
+            raise ValueError(f"{d / CONFIG}: 'sha256' must map file names to hashes")
+        check_hashes(d, hashes, "model directory")
+    return cfg
 
 
 def load_model(path, device="cpu") -> ClosureModel:
@@ -319,13 +358,19 @@ def load_model(path, device="cpu") -> ClosureModel:
         raise FileNotFoundError(f"{d} is not a model directory: {CONFIG} is missing")
     if not (d / WEIGHTS).is_file():
         raise FileNotFoundError(f"{d} is not a complete model directory: {WEIGHTS} is missing")
-    with open(d / CONFIG) as f:
-        cfg = json.load(f)
+    cfg = check_model_dir(d)
     if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(
             f"{d} has model format {cfg.get('format_version')}, this version reads up to {FORMAT_VERSION}"
         )
-    model = ClosureModel(cfg)
-    state = torch.load(d / WEIGHTS, map_location="cpu", weights_only=True)
+    cfg = {k: v for k, v in cfg.items() if k != "sha256"}
+    try:
+        model = ClosureModel(cfg)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{d / CONFIG} is malformed ({type(exc).__name__}: {_first_line(exc)})") from exc
+    try:
+        state = torch.load(d / WEIGHTS, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle payloads and damaged archives alike
+        raise ValueError(f"{d / WEIGHTS} is not a plain weights file ({_first_line(exc)})") from exc
     model.load_state_dict(state)
     return model.to(device).eval()

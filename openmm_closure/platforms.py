@@ -66,8 +66,28 @@ def select_platform(name: str = "auto"):
     )
 
 
-def platform_properties(platform) -> dict[str, str]:
-    """Properties to pass to ``Context``/``Simulation``: mixed precision on GPUs."""
-    if platform.getName() in ("CUDA", "OpenCL"):
-        return {"Precision": "mixed"}
-    return {}
+def platform_properties(platform, deterministic: bool = False) -> dict[str, str]:
+    """Properties to pass to ``Context``/``Simulation``: mixed precision on GPUs.
+
+    Arguments:
+        platform: an ``openmm.Platform``.
+        deterministic: ask for bitwise-reproducible runs where the platform can give them:
+            ``DeterministicForces`` on CPU and CUDA, and one thread on CPU (custom forces
+            are otherwise summed over threads in a varying order). Reference is
+            deterministic anyway; OpenCL has no such switch.
+
+    Returns:
+        dict property name -> value.
+    """
+    props: dict[str, str] = {}
+    name = platform.getName()
+    if name in ("CUDA", "OpenCL"):
+        props["Precision"] = "mixed"
+    if deterministic and "DeterministicForces" in platform.getPropertyNames():
+        props["DeterministicForces"] = "true"
+    if deterministic and name == "CPU":
+        # OpenMM 8.6's CPU kernels for Custom*Forces still add per-thread results in a
+        # varying order even with DeterministicForces; one thread makes them bitwise
+        # reproducible (parallelise over replicas with worker processes instead)
+        props["Threads"] = "1"
+    return props

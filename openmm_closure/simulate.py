@@ -22,17 +22,17 @@ from typing import Any
 
 import numpy as np
 
+from .fileio import DirectoryLock, file_mode
 from .data import (
     FORMAT_VERSION,
     MANIFEST,
-    partial_filename,
     read_manifest,
     replica_filename,
     software_versions,
     write_manifest,
 )
 
-__all__ = ["configure", "run", "simulate_ensemble", "replica_seed", "parse_param"]
+__all__ = ["configure", "run", "simulate_ensemble", "replica_seed", "parse_param", "parse_params"]
 
 REGIMES = ("in-dst", "diff-init", "diff-N", "slow", "medium", "fast")
 #: observable parameters handed from a system's params to the reporter
@@ -81,11 +81,13 @@ def _run_replica(task: dict) -> dict:
     from .reporters import DatasetReporter
     from .systems import build
 
+    from .fileio import unique_temp_name
+
     final = Path(task["path"])
-    tmp = final.with_name(partial_filename(task["index"]))
+    tmp = unique_temp_name(final, ".part.h5")  # per process: never another run's file
     spec = build(task["system"], n_particles=task["n_particles"], regime=task["regime"],
                  seed=task["seed"], **task["params"])
-    sim = spec.make_simulation(task["platform"])
+    sim = spec.make_simulation(task["platform"], task.get("deterministic", True))
     obs_params = {k: spec.params[k] for k in _OBSERVABLE_PARAMS if k in spec.params}
     rep = DatasetReporter(tmp, spec.report_interval, types=spec.types,
                           observables=spec.observables, **obs_params)
@@ -106,6 +108,9 @@ def _run_replica(task: dict) -> dict:
     })
     with tables.open_file(str(tmp), "a") as h:
         h.root._v_attrs[_META_ATTR] = json.dumps(meta)
+    if _finished_meta(tmp) is None:  # complete and readable, or not finished at all
+        raise RuntimeError(f"replica {task['index']}: {tmp.name} did not read back complete")
+    os.chmod(tmp, file_mode())
     os.replace(tmp, final)
     return meta
 
@@ -119,8 +124,12 @@ def _finished_meta(path: Path) -> dict | None:
 
         with tables.open_file(str(path), "r") as h:
             meta = json.loads(h.root._v_attrs[_META_ATTR])
-            if h.root.coordinates.shape[0] != meta["n_frames"]:
+            f, n = h.root.coordinates.shape[:2]
+            if f != meta["n_frames"] or n != meta["n_particles"] or h.root.time.shape[0] != f:
                 return None
+            for name in meta["observables"]:
+                if h.get_node("/observables", name).shape[0] != f:
+                    return None
         return meta
     except Exception:
         return None
@@ -166,7 +175,8 @@ def _check_out_dir(out: Path, request: dict, replicas: int) -> None:
                 f"{out} already holds {old['replicas']} replicas of this dataset; ask for at least that many"
             )
     elif out.exists():
-        stray = sorted(p.name for p in out.iterdir() if p.name.startswith("replica_"))
+        stray = sorted(p.name for p in out.iterdir()
+                       if p.name.startswith("replica_") and not p.name.endswith(".part.h5"))
         if stray:
             raise FileExistsError(f"{out} holds replica files but no {MANIFEST}; choose another --out")
 
@@ -181,6 +191,7 @@ def simulate_ensemble(
     platform: str = "auto",
     workers: int = 1,
     progress: bool = True,
+    deterministic: bool = True,
     **params: Any,
 ) -> Path:
     """Simulate ``replicas`` independent replicas of ``system`` into a dataset directory.
@@ -188,7 +199,9 @@ def simulate_ensemble(
     Arguments:
         system: ``"particles2d"``, ``"lj-mixing"`` or ``"polymer"``.
         out: dataset directory (created). If it already holds this same dataset the run
-            resumes; if it holds another one, FileExistsError and nothing is touched.
+            resumes; if it holds another one, FileExistsError and nothing is touched. The
+            directory is locked for the whole run (``.openmm-closure.lock``); a second run
+            on it gets :class:`~openmm_closure.fileio.DirectoryLockedError` naming the pid.
         replicas: number of replicas R.
         regime: ``in-dst``, ``diff-init`` or ``diff-N`` (polymer: ``slow``/``medium``/``fast``).
         n_particles: particle number (default: the regime's reference size).
@@ -196,6 +209,9 @@ def simulate_ensemble(
         platform: ``auto``, ``CUDA``, ``OpenCL``, ``CPU`` or ``Reference``.
         workers: parallel worker processes (1 runs in this process).
         progress: show a progress bar over replicas.
+        deterministic: bitwise-reproducible forces (``DeterministicForces`` on CPU and
+            CUDA), so a rerun with the same seed on the same platform and machine gives
+            the same files.
         **params: builder parameters (e.g. ``steps``, ``report_interval``).
 
     Returns:
@@ -215,6 +231,8 @@ def simulate_ensemble(
     replicas, workers = int(replicas), int(workers)
     select_platform(platform)  # fail early on an unavailable platform
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
     request = _request(system, regime, n_particles, seed, params)
     _check_out_dir(out, request, replicas)
 
@@ -225,13 +243,33 @@ def simulate_ensemble(
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for {system}; accepted: {sorted(accepted - {'n_particles', 'regime', 'seed'})}")
+    _check_request(system, regime, n_particles, seed, params)
 
-    out.mkdir(parents=True, exist_ok=True)
+    # one run per directory: held until this function returns (the kernel drops it on kill)
+    with DirectoryLock(out, "another simulate run"):
+        _check_out_dir(out, request, replicas)  # again, now that nobody else can write
+        return _simulate_locked(out, request, system, regime, n_particles, seed, platform,
+                                workers, progress, replicas, params, deterministic)
+
+
+def _check_request(system: str, regime: str, n_particles: int | None, seed: int, params: dict) -> None:
+    """Build replica 0's system once so values the builder rejects fail before any file is written."""
+    from .systems import build
+
+    try:
+        build(system, n_particles=n_particles, regime=regime, seed=replica_seed(seed, 0), **params)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"{system}: {exc}") from exc
+
+
+def _simulate_locked(out: Path, request: dict, system: str, regime: str, n_particles: int | None,
+                     seed: int, platform: str, workers: int, progress: bool, replicas: int,
+                     params: dict, deterministic: bool) -> Path:
     if not (out / MANIFEST).exists():
         write_manifest(out, {"system": system, "regime": regime, "request": request, "replicas": replicas,
                              "seed": int(seed), "seeds": [replica_seed(seed, i) for i in range(replicas)],
                              "complete": False, "format_version": FORMAT_VERSION})
-    for p in out.glob("replica_*.part.h5"):  # left by an interrupted run
+    for p in out.glob("replica_*.part.h5"):  # we hold the lock: only dead runs' temporaries remain
         p.unlink()
 
     metas: dict[int, dict] = {}
@@ -244,7 +282,7 @@ def simulate_ensemble(
         else:
             todo.append({"index": i, "path": str(path), "system": system, "regime": regime,
                          "n_particles": n_particles, "seed": replica_seed(seed, i),
-                         "platform": platform, "params": params})
+                         "platform": platform, "params": params, "deterministic": deterministic})
 
     from tqdm.auto import tqdm
 
@@ -293,17 +331,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="builder parameter, VALUE parsed as JSON if possible (repeatable), "
                              "e.g. --param steps=1000 --param report_interval=50")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-deterministic", action="store_true",
+                        help="allow run-to-run differences in the last bits of the forces for a "
+                             "little speed (default: DeterministicForces on CPU and CUDA)")
+
+
+def parse_params(texts: list[str]) -> dict[str, Any]:
+    """Parse repeated ``--param KEY=VALUE``; the same KEY twice is an error."""
+    params: dict[str, Any] = {}
+    for text in texts:
+        key, value = parse_param(text)
+        if key in params:
+            raise ValueError(f"--param {key} given twice ({params[key]!r} and {value!r}); give it once")
+        params[key] = value
+    return params
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``openmm-closure simulate``."""
-    params = dict(parse_param(p) for p in args.param)
+    params = parse_params(args.param)
     for key in ("n_particles", "regime", "seed"):
         if key in params:
             raise ValueError(f"--param {key}=... : use --{key.replace('_', '-')} instead")
     out = simulate_ensemble(args.system, args.out, args.replicas, regime=args.regime,
                             n_particles=args.n_particles, seed=args.seed, platform=args.platform,
-                            workers=args.workers, progress=not args.no_progress, **params)
+                            workers=args.workers, progress=not args.no_progress,
+                            deterministic=not args.no_deterministic, **params)
     m = read_manifest(out)
     print(f"{out}: {len(m['n_particles'])} replicas of {m['system']} ({m['regime']}), "
           f"{m['n_frames']} frames each, dt_frame {m['dt_frame']:g} ps")

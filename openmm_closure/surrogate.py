@@ -87,12 +87,17 @@ class SurrogateResult:
         """True when a member left the finite numbers (NaN or inf)."""
         return not bool(np.isfinite(self.samples).all())
 
-    def save(self, path) -> Path:
-        """Write ``.csv`` (time, mean and std per component) or ``.npz`` (everything), atomically."""
+    def save(self, path, overwrite: bool = False) -> Path:
+        """Write ``.csv`` (time, mean and std per component) or ``.npz`` (everything), atomically.
+
+        An existing ``path`` is replaced only with ``overwrite=True`` (else FileExistsError).
+        """
         from .model_io import atomic_write_bytes
 
         path = Path(path)
         kind = _out_kind(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
         path.parent.mkdir(parents=True, exist_ok=True)
         if kind == "csv":
             buf = io.StringIO()
@@ -335,12 +340,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--dt", type=float, default=None, help="time step in ps (default: the model's frame spacing)")
     a("--out", required=True, help="output file, .csv (mean/std) or .npz (also every member)")
     a("--device", default="cpu", help="torch device (default cpu)")
+    a("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``openmm-closure rollout``; returns the exit code."""
     out = Path(args.out)
     _out_kind(out)
+    if out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     if args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.samples < 1:
@@ -363,7 +371,7 @@ def run(args: argparse.Namespace) -> int:
     if names and species and not unnamed and [str(n) for n in names] != species:
         raise ValueError(f"the configuration's species {list(names)} differ from the model's {species}")
     res = integ.run(pos, types, args.steps, samples=args.samples, seed=args.seed)
-    res.save(out)
+    res.save(out, overwrite=args.overwrite)
     kind = "SDE" if res.stochastic else "ODE"
     print(f"rollout of {model.config.get('system', 'model')} ({kind}) from {where}: {len(pos)} particles, "
           f"{args.steps} steps x {integ.dt:g} ps = {res.times[-1]:g} ps, {args.samples} sample(s)")

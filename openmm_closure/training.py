@@ -111,6 +111,9 @@ class TrainConfig:
             raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if int(self.frame_stride) <= 0:
             raise ValueError(f"--frame-stride must be >= 1, got {self.frame_stride}")
+        if int(self.flow_transforms) < 1 or int(self.flow_bins) < 1:
+            raise ValueError(f"--flow-transforms and --flow-bins must be >= 1, got "
+                             f"{self.flow_transforms} and {self.flow_bins}")
         if self.threads is not None and int(self.threads) <= 0:
             raise ValueError(f"--threads must be >= 1, got {self.threads}")
 
@@ -267,6 +270,15 @@ def _default_dynamics(system: str) -> str:
     return "ode" if system == "particles2d" else "sde"
 
 
+def _frame_dt(manifest: dict) -> float:
+    """The frame spacing in ps; a dataset without a positive one is refused (no default)."""
+    dt = manifest.get("dt_frame")
+    if not isinstance(dt, (int, float)) or isinstance(dt, bool) or not math.isfinite(dt) or dt <= 0:
+        raise ValueError(f"dataset manifest has no valid dt_frame (got {dt!r}); it must be the "
+                         "frame spacing in ps (> 0)")
+    return float(dt)
+
+
 def _build_model(config: TrainConfig, frames: _Frames) -> ClosureModel:
     latent = config.latent_dim or _default_latent(frames.system, frames.n_species)
     kind = config.dynamics or _default_dynamics(frames.system)
@@ -286,7 +298,7 @@ def _build_model(config: TrainConfig, frames: _Frames) -> ClosureModel:
         "samples": int(config.samples),
         "observables": frames.observables,
         "observable_params": params,
-        "dt": float(frames.manifest.get("dt_frame") or 1.0),
+        "dt": _frame_dt(frames.manifest),
         "encoder": (
             {"kind": "deepset", "hidden": list(config.encoder_hidden), "embed": int(config.encoder_embed)}
             if config.encoder == "deepset" else {"kind": config.encoder}
@@ -326,17 +338,43 @@ def _lr(base: float, step: int, total: int) -> float:
 
 
 def _rng_state() -> dict:
+    """RNG states as tensors and plain types, so ``torch.load(weights_only=True)`` reads them."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss = random.getstate()
     return {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+                   "gauss": gauss},
     }
 
 
 def _set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
+    n = s["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = s["python"]
+    random.setstate((p["version"], tuple(int(v) for v in p["internal"].tolist()), p["gauss"]))
+
+
+def load_checkpoint(path) -> dict:
+    """Read a training checkpoint as data only (``weights_only=True``: no code runs).
+
+    Raises:
+        ValueError: the file is not a plain checkpoint (e.g. it carries a pickled object,
+            which is refused without being run) or is damaged.
+    """
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path} is not a plain training checkpoint; refusing to load it "
+                         f"(tensors and plain types only: {first[:200]})") from exc
+    if not isinstance(ck, dict) or not {"stage", "epoch", "model", "config"} <= set(ck):
+        raise ValueError(f"{path} is not a training checkpoint of openmm-closure")
+    return ck
 
 
 def _device(name: str) -> torch.device:
@@ -389,8 +427,10 @@ def _pairs(model: ClosureModel, states: dict, replicas, device):
 
 
 # ---------------------------------------------------------------------------- training
-def _save_checkpoint(out: Path, stage: int, epoch: int, model, optimizer, history, config, done=False, best=None):
+def _save_checkpoint(out: Path, stage: int, epoch: int, model, optimizer, history, config, done=False, best=None,
+                     fingerprint=None):
     _atomic_torch(out / CHECKPOINT, {
+        "data_fingerprint": fingerprint,
         "stage": stage,
         "epoch": epoch,
         "done": done,
@@ -404,7 +444,11 @@ def _save_checkpoint(out: Path, stage: int, epoch: int, model, optimizer, histor
     })
 
 
-def _check_resume(ck: dict, config: TrainConfig) -> None:
+def _check_resume(ck: dict, config: TrainConfig, fingerprint: Optional[str] = None) -> None:
+    old_fp = ck.get("data_fingerprint")
+    if fingerprint is not None and old_fp is not None and old_fp != fingerprint:
+        raise ValueError(f"--resume with a different dataset: {config.data} is not the dataset "
+                         f"this checkpoint was trained on (its fingerprint differs); pass the same --data")
     old = {k: v for k, v in ck["config"].items() if k not in _RESUME_FREE}
     new = {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE}
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
@@ -430,7 +474,7 @@ def train(config: TrainConfig) -> Optional[ClosureModel]:
     if ck_path.exists():
         if not config.resume:
             raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
-        ck = torch.load(ck_path, map_location="cpu", weights_only=False)
+        ck = load_checkpoint(ck_path)
         _check_resume(ck, config)
     elif config.resume and out.exists() and any(out.iterdir()):
         raise FileNotFoundError(f"--resume: no {CHECKPOINT} in {out}")
@@ -458,8 +502,13 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
     if checkpoint is None and (out / CHECKPOINT).exists():
         if not config.resume:
             raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
-        checkpoint = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(out / CHECKPOINT)
         _check_resume(checkpoint, config)
+    from .data import fingerprint as data_fingerprint
+
+    fp = data_fingerprint(ds)
+    if checkpoint is not None:
+        _check_resume(checkpoint, config, fp)
     frames = _Frames(ds, config)
     if not frames.train:
         raise ValueError("no training replicas after the validation split")
@@ -528,7 +577,7 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
                                       "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0})
             _report(config, f"stage 1 epoch {e + 1}/{config.epochs_stage1}: train {run_loss:.4f}"
                     + (f"  val {val:.4f}" if val is not None else ""))
-            _save_checkpoint(out, 1, e + 1, model, opt, history, config)
+            _save_checkpoint(out, 1, e + 1, model, opt, history, config, fingerprint=fp)
             if tick():
                 return None
         stage, epoch, opt_state = 2, 0, None
@@ -581,7 +630,7 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
         if val is not None and math.isfinite(val) and (best is None or val < best["val"]):
             best = {"epoch": e + 1, "val": val,
                     "dynamics": {k: v.detach().cpu().clone() for k, v in model.dynamics.state_dict().items()}}
-        _save_checkpoint(out, 2, e + 1, model, opt, history, config, best=best)
+        _save_checkpoint(out, 2, e + 1, model, opt, history, config, best=best, fingerprint=fp)
         if tick() and e + 1 < config.epochs_stage2:
             return None
     if best is not None:
@@ -590,7 +639,8 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
         history["stage2_best_epoch"] = best["epoch"]
     model.eval()
     save_model(model, out, history)
-    _save_checkpoint(out, 2, config.epochs_stage2, model, None, history, config, done=True, best=best)
+    _save_checkpoint(out, 2, config.epochs_stage2, model, None, history, config, done=True, best=best,
+                     fingerprint=fp)
     return model
 
 

@@ -35,7 +35,9 @@ class DatasetReporter(_ObservableReporter):
             unique topology atom names -> index (and those names label the species).
         observables: names from :data:`openmm_closure.observables.OBSERVABLES` to
             store per frame (may be empty).
-        **params: observable parameters (``a``, ``b``, ``cutoff``, ``box`` in nm, ...).
+        overwrite: replace an existing ``file`` (default: FileExistsError).
+        **params: observable parameters (``a``, ``b``, ``cutoff``, ``box`` in nm); any
+            other keyword is a ValueError.
 
     Raises:
         ValueError: bad interval, unknown observable (in ``__init__``); types whose length
@@ -48,9 +50,10 @@ class DatasetReporter(_ObservableReporter):
         reportInterval: int,
         types: Sequence[int] | np.ndarray | None = None,
         observables: Sequence[str] = (),
+        overwrite: bool = False,
         **params: Any,
     ) -> None:
-        super().__init__(os.fspath(file), reportInterval, observables, types, params)
+        super().__init__(os.fspath(file), reportInterval, observables, types, params, overwrite)
         self._writer = None
 
     @property

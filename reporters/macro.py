@@ -18,7 +18,10 @@ import numpy as np
 
 from openmm_closure.observables import check_names, compute
 
-__all__ = ["MacroReporter", "species_from_topology"]
+__all__ = ["MacroReporter", "species_from_topology", "OBSERVABLE_PARAMS"]
+
+#: keyword parameters the reporters hand to the observables (nm); anything else is a typo
+OBSERVABLE_PARAMS = ("a", "b", "cutoff", "box")
 
 
 def species_from_topology(topology) -> tuple[np.ndarray, list[str]]:
@@ -59,7 +62,15 @@ class _ObservableReporter:
         observables: Sequence[str],
         types: Sequence[int] | np.ndarray | None,
         params: dict[str, Any],
+        overwrite: bool = False,
     ) -> None:
+        unknown = sorted(set(params) - set(OBSERVABLE_PARAMS))
+        if unknown:
+            raise ValueError(f"{type(self).__name__}: unknown keyword(s) {unknown}; observable "
+                             f"parameters are {list(OBSERVABLE_PARAMS)}")
+        if not hasattr(file, "write") and os.path.exists(os.fspath(file)) and not overwrite:
+            raise FileExistsError(f"{type(self).__name__}: {os.fspath(file)} exists; pass "
+                                  "overwrite=True to replace it")
         if isinstance(reportInterval, bool) or not isinstance(reportInterval, (int, np.integer)) or reportInterval <= 0:
             raise ValueError(f"reportInterval must be a positive integer, got {reportInterval!r}")
         self._interval = int(reportInterval)
@@ -101,6 +112,11 @@ class _ObservableReporter:
             if len(self._types) != n:
                 raise ValueError(f"types has {len(self._types)} entries but the topology has {n} atoms")
             self._species_names = _names_for_types(self._types, simulation.topology)
+        pair = [k for k in self._observables if k in ("R_AB", "R_BA")]
+        n_species = len(np.unique(self._types)) if len(self._types) else 0
+        if pair and n_species < 2:
+            raise ValueError(f"{type(self).__name__}: {pair} need two species (A and B) but the "
+                             f"topology has {n_species}; pass types= or choose other observables")
         self._periodic = bool(simulation.system.usesPeriodicBoundaryConditions())
 
     def _box(self, state) -> list[float] | None:
@@ -155,11 +171,15 @@ class MacroReporter(_ObservableReporter):
         observables: names from :data:`openmm_closure.observables.OBSERVABLES`.
         types: (n,) int species index per atom (0 = A, 1 = B); default: sorted unique
             topology atom names -> index.
-        **params: observable parameters (``a``, ``b``, ``cutoff``, ``box`` in nm, ...).
+        overwrite: replace an existing ``file`` (default: FileExistsError).
+        **params: observable parameters (``a``, ``b``, ``cutoff``, ``box`` in nm); any
+            other keyword is a ValueError.
 
     Raises:
-        ValueError: bad interval, unknown observable (in ``__init__``); types whose length
-            differs from the topology, or non-finite coordinates (naming the step), at a report.
+        ValueError: bad interval, unknown observable or keyword (in ``__init__``); types
+            whose length differs from the topology, R_AB/R_BA on one species, or
+            non-finite coordinates (naming the step), at a report.
+        FileExistsError: ``file`` exists and ``overwrite`` is False.
     """
 
     def __init__(
@@ -168,9 +188,10 @@ class MacroReporter(_ObservableReporter):
         reportInterval: int,
         observables: Sequence[str] = ("R_AB", "R_BA"),
         types: Sequence[int] | np.ndarray | None = None,
+        overwrite: bool = False,
         **params: Any,
     ) -> None:
-        super().__init__(file, reportInterval, observables, types, params)
+        super().__init__(file, reportInterval, observables, types, params, overwrite)
         if not self._observables:
             raise ValueError("MacroReporter needs at least one observable")
         if hasattr(file, "write"):

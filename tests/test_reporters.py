@@ -145,7 +145,8 @@ def test_types_length_mismatch_overwrites_nothing(tmp_path):
     out.write_bytes(b"precious")
     macro_out = tmp_path / "m.csv"
     macro_out.write_text("precious")
-    for rep in (DatasetReporter(out, 5, types=[0, 1, 1]), MacroReporter(macro_out, 5, types=[0, 1])):
+    for rep in (DatasetReporter(out, 5, types=[0, 1, 1], overwrite=True),
+                MacroReporter(macro_out, 5, types=[0, 1], overwrite=True)):
         sim.reporters[:] = [rep]
         with pytest.raises(ValueError, match="types has .* entries but the topology has 36 atoms"):
             sim.step(5)

@@ -117,7 +117,7 @@ def test_stage2_keeps_the_best_validation_epoch(tmp_path):
     best = int(np.argmin(vals)) + 1
     assert best < len(vals)  # this over-large learning rate makes later epochs worse
     assert hist["stage2_best_epoch"] == best
-    ck = torch.load(out / "checkpoint.pt", weights_only=False)
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
     saved = _weights(out)
     for name, value in ck["best"]["dynamics"].items():
         assert torch.equal(saved["dynamics." + name], value)

@@ -165,10 +165,12 @@ def build_lj_mixing(
     # NVE relaxation, every atom of species A
     positions = sites
     if relax_steps > 0:
-        from ..platforms import select_platform
+        from ..platforms import platform_properties, select_platform
 
         nve = WalledLangevinIntegrator(dt, n, lo_wall, hi_wall, kT=kT, friction=0.0)
-        context = openmm.Context(make_system(np.zeros(n, dtype=np.int64)), nve, select_platform(relax_platform))
+        plat = select_platform(relax_platform)  # reproducible: the same seed gives the same start
+        context = openmm.Context(make_system(np.zeros(n, dtype=np.int64)), nve, plat,
+                                 platform_properties(plat, deterministic=True))
         context.setPositions(positions)
         context.setVelocities(velocities)
         nve.step(relax_steps)

@@ -133,11 +133,12 @@ def _topology(n: int, n_chains: int):
 
 
 def _relax(system, positions, integrator, steps, platform) -> np.ndarray:
-    from ..platforms import select_platform
+    from ..platforms import platform_properties, select_platform
 
     if steps <= 0:
         return positions
-    context = openmm.Context(system, integrator, select_platform(platform))
+    plat = select_platform(platform)  # reproducible: the same seed gives the same start
+    context = openmm.Context(system, integrator, plat, platform_properties(plat, deterministic=True))
     context.setPositions(positions)
     integrator.step(steps)
     out = context.getState(getPositions=True).getPositions(asNumpy=True)._value.copy()

@@ -70,12 +70,15 @@ class SimulationSpec:
         """A new integrator with the same settings (each Context needs its own)."""
         return self.integrator_factory()
 
-    def make_simulation(self, platform: str = "auto") -> app.Simulation:
-        """An ``openmm.app.Simulation`` at the initial state, on ``platform``."""
+    def make_simulation(self, platform: str = "auto", deterministic: bool = False) -> app.Simulation:
+        """An ``openmm.app.Simulation`` at the initial state, on ``platform``
+        (``deterministic``: bitwise-reproducible forces where the platform can, see
+        :func:`openmm_closure.platforms.platform_properties`)."""
         from ..platforms import platform_properties, select_platform
 
         plat = select_platform(platform)
-        sim = app.Simulation(self.topology, self.system, self.new_integrator(), plat, platform_properties(plat))
+        sim = app.Simulation(self.topology, self.system, self.new_integrator(), plat,
+                             platform_properties(plat, deterministic))
         sim.context.setPositions(self.positions)
         if self.velocities is not None:
             sim.context.setVelocities(self.velocities)
