@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Optional
@@ -31,7 +32,7 @@ from .data import (
     software_versions,
     write_manifest,
 )
-from .video import RenderConfig, brightest_pixels, render_frames
+from .video import REFERENCE_SHAPE, RenderConfig, brightest_pixels, render_frames
 
 __all__ = ["render_dataset", "default_render_config", "check_polymer_manifest", "pixel_dir_for", "PIXEL_SPECIES"]
 
@@ -54,12 +55,20 @@ def check_polymer_manifest(manifest: dict, where: str) -> None:
                          f"({manifest.get('render', {}).get('source', '?')})")
 
 
-def default_render_config(manifest: dict, scale: float = 0.2, n_pixels: int = 256, **kw) -> RenderConfig:
-    """The view of a polymer dataset's chain (see :meth:`RenderConfig.for_chain`)."""
+def default_render_config(manifest: dict, scale: Optional[float] = None, n_pixels: int = 256, **kw) -> RenderConfig:
+    """The view of a polymer dataset's chain (see :meth:`RenderConfig.for_chain`).
+
+    ``scale`` None picks the smallest multiple of 0.1 of the reference's 100 x 500 px
+    that gives at least 1.4 px per nm (the reference: 500 px for a 300-bead chain's
+    ~340 nm field of view, 1.46 px/nm): 0.3 (30 x 150 px) for 32 beads, 1.0 for 300.
+    """
     n = manifest.get("params", {}).get("n_particles")
     if n is None:
         ns = manifest.get("n_particles") or [0]
         n = int(ns[0])
+    if scale is None:
+        fov = RenderConfig.for_chain(int(n), scale=1.0).fov
+        scale = max(0.1, math.ceil(round(10 * 1.4 * fov / REFERENCE_SHAPE[1], 6)) / 10)
     return RenderConfig.for_chain(int(n), scale=scale, n_pixels=n_pixels, **kw)
 
 

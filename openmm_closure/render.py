@@ -206,7 +206,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--every", type=int, default=1, help="show every k-th frame (default 1)")
     a("--pixels", nargs="?", const="", default=None, metavar="DIR",
       help="also write the pixel-set dataset for training (default DIR: DATASET-pixels)")
-    a("--scale", type=float, default=0.2, help="pixel dataset image size relative to 100 x 500 px (default 0.2)")
+    a("--scale", type=float, default=None,
+      help="pixel dataset image size relative to 100 x 500 px (default: >= 1.4 px/nm, 0.3 for 32 beads)")
     a("--n-pixels", type=int, default=256, help="pixels kept per frame in the pixel dataset, K (default 256)")
     a("--no-progress", action="store_true", help="no progress bar")
 
