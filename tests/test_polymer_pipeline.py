@@ -82,3 +82,53 @@ def test_render_refuses_an_unwritable_video_path_before_work(datasets, capsys):
     assert "no video encoder writes '.xyz'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="already a rendered pixel dataset"):
         render_dataset(test_pix)
+
+
+def test_small_chain_uses_its_measured_relaxation_time():
+    from openmm_closure.systems import build
+    from openmm_closure.systems.polymer import SMALL_CHAIN
+
+    spec = build("polymer", weissenberg=5.0, strain=6.0, n_frames=3, equilibration_steps=0, **SMALL_CHAIN)
+    assert spec.params["relaxation_time_source"] == "measured"
+    assert spec.params["strain_rate"] * spec.params["relaxation_time"] == pytest.approx(5.0)
+    # a given value still wins
+    given = build("polymer", weissenberg=5.0, relaxation_time=2.0, strain=6.0, n_frames=3, equilibration_steps=0,
+                  **SMALL_CHAIN)
+    assert given.params["relaxation_time_source"] == "given"
+
+
+def test_soft_repulsion_pushes_overlapping_beads_apart_and_not_beyond_its_range():
+    import openmm
+
+    from openmm_closure.systems import build
+
+    spec = build("polymer", n_particles=3, repulsion="soft", soft_a=25.0, weissenberg=0.0, steps=1, n_frames=2,
+                 equilibration_steps=0, excluded_volume=True)
+    ctx = openmm.Context(spec.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    # beads 0 and 2 (not bonded) at r = 0.5: energy 0.5 * 25 * 0.5^2; FENE bonds at 0.9 nm
+    x = np.array([[0.0, 0.0, 0.0], [0.25, np.sqrt(0.9**2 - 0.25**2), 0.0], [0.5, 0.0, 0.0]])
+    ctx.setPositions(x)
+    e = ctx.getState(getEnergy=True).getPotentialEnergy()._value
+    fene = -0.5 * 30 * 1.5**2 * np.log(1 - (0.9 / 1.5) ** 2)
+    # soft repulsion acts between all pairs (bonded ones at 0.9 < 1 too): 0.5 a (1 - r)^2
+    soft = 0.5 * 25.0 * ((1 - 0.5) ** 2 + 2 * (1 - 0.9) ** 2)
+    assert e == pytest.approx(2 * fene + soft, rel=1e-6)
+    x[2, 0] = 1.2
+    x[1] = [0.6, np.sqrt(0.9**2 - 0.6**2), 0.0]
+    ctx.setPositions(x)
+    e = ctx.getState(getEnergy=True).getPotentialEnergy()._value
+    assert e == pytest.approx(2 * fene + 2 * 0.5 * 25.0 * 0.1**2, rel=1e-6)
+    with pytest.raises(ValueError, match="repulsion"):
+        build("polymer", n_particles=3, repulsion="hard", steps=1, n_frames=2, weissenberg=0.0)
+
+
+@pytest.mark.slow
+def test_measured_relaxation_time_of_the_small_chain_is_reproduced():
+    from openmm_closure.systems import build
+    from openmm_closure.systems.polymer import MEASURED_RELAXATION_TIMES, SMALL_CHAIN, measure_relaxation_time
+
+    spec = build("polymer", n_chains=16, weissenberg=0.0, steps=10, n_frames=2, equilibration_steps=5000, seed=9,
+                 **SMALL_CHAIN)
+    tau = measure_relaxation_time(spec, steps=100_000, sample_every=50, platform="CPU")
+    stored = MEASURED_RELAXATION_TIMES[(20, "soft", 25.0, 30.0, 1.5, 1.0, 1.0)]
+    assert tau == pytest.approx(stored, rel=0.25)  # another seed: statistical error ~10 %
