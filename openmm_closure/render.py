@@ -105,16 +105,20 @@ def predicted_extension(model_dir: str | os.PathLike, positions0: np.ndarray, st
     manifest = model.config.get("manifest", {})
     if model.config.get("system") != "polymer" or "extension" not in list(model.observables):
         raise ValueError(f"model {model_dir} does not predict a polymer's extension")
-    x = np.asarray(positions0, dtype=np.float64)
+    import torch
+
+    pos = np.asarray(positions0, dtype=np.float64)
     if manifest.get("representation") == "pixels":
         from .video import RenderConfig, brightest_pixels, render_frame
 
+        # z̄ from the beads (the extension), ẑ from the rendered frame's pixel set
         cfg = RenderConfig.from_dict(manifest["render"])
-        x = brightest_pixels(render_frame(x, cfg), cfg.n_pixels)
-    types = np.zeros(len(x), dtype=np.int64)
-    import torch
-
-    z0 = model.state(x, types).double().reshape(1, -1)
+        px = brightest_pixels(render_frame(pos, cfg), cfg.n_pixels)
+        zbar = torch.as_tensor(model.macro(pos, np.zeros(len(pos), dtype=np.int64)), dtype=torch.float64)
+        zhat = torch.as_tensor(model.encode(px, np.zeros(len(px), dtype=np.int64)), dtype=torch.float64)
+        z0 = model.scale(torch.cat([zbar, zhat])).double().reshape(1, -1)
+    else:
+        z0 = model.state(pos, np.zeros(len(pos), dtype=np.int64)).double().reshape(1, -1)
     k = samples if getattr(model.dynamics, "stochastic", False) else 1
     traj = model.rollout(torch.as_tensor(np.repeat(z0.cpu().numpy(), k, axis=0)), steps, dt=dt, seed=seed)
     j = list(model.observables).index("extension")

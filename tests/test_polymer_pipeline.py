@@ -132,3 +132,18 @@ def test_measured_relaxation_time_of_the_small_chain_is_reproduced():
     tau = measure_relaxation_time(spec, steps=100_000, sample_every=50, platform="CPU")
     stored = MEASURED_RELAXATION_TIMES[(20, "soft", 25.0, 30.0, 1.5, 1.0, 1.0)]
     assert tau == pytest.approx(stored, rel=0.25)  # another seed: statistical error ~10 %
+
+
+def test_video_band_starts_at_the_simulated_extension(datasets, tmp_path):
+    from openmm_closure.render import predicted_extension
+
+    root, _, test, _, pix, _ = datasets
+    model = tmp_path / "m"
+    assert main(["train", "--data", str(pix), "--out", str(model), "--epochs-stage1", "1", "--epochs-stage2", "1",
+                 "--samples", "16", "--flow-transforms", "1", "--flow-hidden", "8,8", "--dynamics-hidden", "8,8",
+                 "--threads", "1", "--no-progress", "--val-fraction", "0"]) == 0
+    r = load(test).replica(0)
+    band = predicted_extension(model, r.positions[0], 3, 0.1, samples=3)
+    assert band.shape == (3, 4)
+    # frame 0 of every rollout is the chain's own extension (nm), not a pixel-column span
+    np.testing.assert_allclose(band[:, 0], r.observables["extension"][0], rtol=1e-5)
