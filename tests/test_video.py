@@ -127,21 +127,16 @@ def test_gif_is_written_and_read_back(tmp_path):
 
 def test_mp4_when_ffmpeg_is_installed(tmp_path):
     pytest.importorskip("imageio_ffmpeg")
-    import imageio.v3 as iio
+    import imageio.v2 as imageio
 
     from openmm_closure.render import write_video
 
     frames = np.full((4, 16, 16, 3), 128, dtype=np.uint8)
     path = write_video(tmp_path / "c.mp4", frames, fps=4)
-    assert iio.imread(path, plugin="pyav" if _has_av() else None, index=None).shape[0] == 4 if _has_av() else path.stat().st_size > 0
-
-
-def _has_av():
-    try:
-        import av  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    with imageio.get_reader(str(path), format="FFMPEG") as reader:
+        back = [f for f in reader]
+    assert len(back) == 4 and back[0].shape == (16, 16, 3)
+    assert abs(float(back[0].mean()) - 128) < 3  # lossy codec, flat grey survives
 
 
 def test_video_path_without_an_encoder_is_refused(tmp_path):
