@@ -12,6 +12,9 @@ For particles2d (energy, MRE) and lj-mixing (mixing ratios, MMD²) this script
 
 Everything is cached under ``--out`` (datasets, models, reports): a rerun resumes.
 
+The polymer rows (``--systems`` includes ``polymer``) come from
+``benchmarks/polymer_pipeline.py`` at the same scale, cached under ``OUT/polymer``.
+
 ``--scale small`` fits a 2-core CPU machine in under an hour: particles2d at the
 reference N and horizon but few replicas; the mixture in a 26 x 12 nm box (26 x 10 for
 diff-N, the reference's 32 -> 26 shrink applied to y) for 20 ps instead of 200 ps, and
@@ -299,7 +302,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scale", choices=sorted(SCALES), default="small")
     p.add_argument("--out", default=None, help="output/cache directory (default runs/paper_table/SCALE)")
-    p.add_argument("--systems", default="particles2d,lj-mixing")
+    p.add_argument("--systems", default="particles2d,lj-mixing,polymer")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--workers", type=int, default=2, help="simulation worker processes")
     p.add_argument("--seeds", type=int, default=None,
@@ -316,6 +319,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     scale = SCALES[args.scale]
     systems = [s for s in args.systems.split(",") if s]
+    with_polymer = "polymer" in systems  # the polymer block below runs its own pipeline
+    systems = [s for s in systems if s != "polymer"]
     methods = [m for m in args.methods.split(",") if m]
     for s in systems:
         if s not in ROW_NAMES:
@@ -354,7 +359,33 @@ def main(argv=None) -> int:
                                                  indent=2, sort_keys=True) + "\n")
     (out / "table.md").write_text(f"```\n{sizes}\n```\n\n{text}")
     print(f"written: {out / 'results.json'}, {out / 'table.md'}")
+    if with_polymer:
+        polymer_block(args.scale, out, methods, n_seeds, progress)
     return 0
+
+
+# ---------------------------------------------------------------------------- polymer block
+# The polymer (SPEC §3C) learned from rendered video: its own pipeline
+# (benchmarks/polymer_pipeline.py), its own metric (extension mean |Δ| in nm, with the
+# std error in brackets), and the training mean curve as the no-closure reference.
+def polymer_block(scale_name: str, out: Path, methods, n_seeds: int, progress: bool) -> None:
+    """Run the polymer pipeline at this scale (when it has one) and print its rows."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import polymer_pipeline
+
+    if scale_name not in polymer_pipeline.SCALES:
+        print(f"polymer: no {scale_name!r} scale (the 300-bead reference wants a GPU); see "
+              "benchmarks/polymer_pipeline.py")
+        return
+    t = time.time()
+    res = polymer_pipeline.run_pipeline(scale_name, out / "polymer",
+                                        [m for m in polymer_pipeline.METHODS if m in methods],
+                                        list(range(n_seeds)), progress=progress)
+    c = res["chain"]
+    print(f"\n### Polymer (pixel sets; {c['n_particles']} beads, {c['repulsion']} repulsion, dt {c['dt']} ps, "
+          f"Wi {c['weissenberg']}, tau {c['relaxation_time']:.3g} ps ({c['relaxation_time_source']}); "
+          f"{time.time() - t:.0f} s)\n\n{res['table']}")
+# ---------------------------------------------------------------------------- end polymer block
 
 
 if __name__ == "__main__":

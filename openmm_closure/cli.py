@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("openmm_closure.export", "export encoder and dynamics to TorchScript"),
     "rollout": ("openmm_closure.surrogate", "encode a configuration and extrapolate it"),
     "demo": ("openmm_closure.demo", "run the end-to-end demo"),
+    "render": ("openmm_closure.render", "render a polymer dataset as a video or as pixel sets"),
 }
 
 

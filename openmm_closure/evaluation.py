@@ -75,24 +75,45 @@ def _atomic_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def _is_pixels(manifest: dict) -> bool:
+    return manifest.get("representation") == "pixels"
+
+
+def _state(model, pos, types, zbar=None):
+    """Scaled state (dim,) of one set; ``zbar`` (macro_dim,) raw observables replaces the
+    ones computed from ``pos`` (pixel sets: z̄ comes from the rendered trajectory)."""
+    if zbar is None:
+        return model.state(pos, types)
+    import torch
+
+    zhat = torch.as_tensor(model.encode(pos, types), dtype=torch.float64)
+    return model.scale(torch.cat([torch.as_tensor(zbar, dtype=torch.float64), zhat]))
+
+
 def _states(model, ds, replicas) -> np.ndarray:
-    """Scaled initial states (R, dim) of the replicas' first frames."""
+    """Scaled initial states (R, dim) of the replicas' first frames.
+
+    For a model of pixel sets (``representation: pixels``) z̄ cannot be computed from the
+    set's elements: it is read from the dataset's observables (carried over from the
+    trajectory the pixels were rendered from)."""
     types = ds.types
+    pixels = _is_pixels(ds.manifest)
     z = []
     for r in replicas:
         pos0 = np.asarray(ds.positions[r, 0], dtype=np.float64)
-        z.append(model.state(pos0, np.asarray(types[r])).double().cpu().numpy())
+        zbar = [float(ds.observables[k][r][0]) for k in model.observables] if pixels else None
+        z.append(_state(model, pos0, np.asarray(types[r]), zbar).double().cpu().numpy())
     return np.stack(z)
 
 
-def _permutation_curves(model, pos0, types0, steps, dt, n_perm, seed) -> tuple[np.ndarray, np.ndarray]:
+def _permutation_curves(model, pos0, types0, steps, dt, n_perm, seed, zbar=None) -> tuple[np.ndarray, np.ndarray]:
     """Macroscopic rollouts (P, T, M) of one configuration under P random particle orders,
     and the encoder outputs (P, d)."""
     rng = np.random.default_rng(seed)
     zs, zh = [], []
     for i in range(n_perm):
         perm = np.arange(len(types0)) if i == 0 else rng.permutation(len(types0))
-        zs.append(model.state(pos0[perm], types0[perm]))
+        zs.append(_state(model, pos0[perm], types0[perm], zbar))
         zh.append(model.encode(pos0[perm], types0[perm]))
     curves = []
     for z in zs:  # same noise for every order: only ẑ can make the curves differ
@@ -218,6 +239,9 @@ def evaluate(
         raise ValueError(f"test data {data_dir} lacks the observables {missing}")
     if int(ds.n_frames) < 2:
         raise ValueError(f"test data {data_dir} has fewer than 2 frames")
+    if _is_pixels(cfg.get("manifest", {})) != _is_pixels(ds.manifest):
+        raise ValueError(f"model {model_dir} and test data {data_dir} differ in representation (pixel sets vs "
+                         "positions); render the test data with `openmm-closure render DATA --pixels`")
     out.mkdir(parents=True, exist_ok=True)
     kind = metric_kind(system, names)
     stochastic = bool(getattr(model.dynamics, "stochastic", False))
@@ -287,7 +311,8 @@ def evaluate(
         r0 = replicas[0]
         pos0 = np.asarray(ds.positions[r0, 0], dtype=np.float64)
         types0 = np.asarray(ds.types[r0])
-        perm_curves, zh = _permutation_curves(model, pos0, types0, steps, dt_data, int(permutations), seed)
+        zbar0 = [float(ds.observables[k][r0][0]) for k in names] if _is_pixels(ds.manifest) else None
+        perm_curves, zh = _permutation_curves(model, pos0, types0, steps, dt_data, int(permutations), seed, zbar0)
         result["permutation_spread"] = float(np.max(np.abs(zh - zh[0])))
         result["permutation_curve_spread"] = float(np.max(np.abs(perm_curves - perm_curves[0])))
     if plots:

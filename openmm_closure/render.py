@@ -1,0 +1,236 @@
+"""The ``openmm-closure render`` command: a polymer replica as a video, and the pixel dataset.
+
+``openmm-closure render DATASET --replica 0 --out chain.gif`` writes the rendered frames
+of one replica as a video (``.gif`` with Pillow alone; ``.mp4``/``.avi``/``.mkv``/``.webm``
+with the optional ``video`` extra, imageio + imageio-ffmpeg). With ``--model`` the
+model's predicted extension (mean ± std over ``--samples`` rollouts from frame 0) is
+drawn beside the frames, with the simulated extension and a cursor at the current frame.
+``--pixels DIR`` (or ``--pixels`` alone: ``DATASET-pixels``) writes the pixel-set dataset
+the trainer reads (:func:`openmm_closure.pixel_dataset.render_dataset`).
+
+Example:
+    $ openmm-closure render runs/polymer-test-fast --replica 0 --out chain.gif
+    $ openmm-closure render runs/polymer --pixels
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["write_video", "video_encoder", "predicted_extension", "render_video", "configure", "run"]
+
+_PILLOW = (".gif",)
+_FFMPEG = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+
+
+def video_encoder(path: str | os.PathLike) -> str:
+    """The encoder for a video path: ``"pillow"`` (.gif) or ``"ffmpeg"``.
+
+    Raises:
+        ValueError: an extension no supported encoder writes.
+        ImportError: an ffmpeg format without imageio / imageio-ffmpeg installed.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix in _PILLOW:
+        return "pillow"
+    if suffix in _FFMPEG:
+        try:
+            import imageio  # noqa: F401
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            raise ImportError(f"writing {suffix} needs imageio and imageio-ffmpeg: "
+                              "pip install 'openmm-closure[video]', or write a .gif") from None
+        return "ffmpeg"
+    raise ValueError(f"no video encoder writes {suffix or 'a path without extension'!r}; "
+                     f"use one of {', '.join(_PILLOW + _FFMPEG)}")
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 10.0) -> Path:
+    """Write RGB frames to a video file.
+
+    Arguments:
+        path: ``.gif`` (Pillow) or an ffmpeg format (``.mp4``, ...).
+        frames: (F, H, W, 3) uint8 RGB frames.
+        fps: frames per second.
+
+    Returns:
+        The path written.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(f"frames must be (F, H, W, 3) uint8, got {frames.shape} {frames.dtype}")
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    path = Path(path)
+    encoder = video_encoder(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if encoder == "pillow":
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0)
+    else:
+        import imageio.v2 as imageio
+
+        # even sizes for the yuv420p pixel format most players need
+        h, w = frames.shape[1] - frames.shape[1] % 2, frames.shape[2] - frames.shape[2] % 2
+        with imageio.get_writer(str(path), fps=fps, macro_block_size=1) as writer:
+            for f in frames:
+                writer.append_data(f[:h, :w])
+    return path
+
+
+def predicted_extension(model_dir: str | os.PathLike, positions0: np.ndarray, steps: int, dt: float,
+                        samples: int = 32, seed: int = 0) -> np.ndarray:
+    """Extension rollouts of a model from one polymer frame.
+
+    Arguments:
+        model_dir: a model trained on a polymer dataset (positions or pixel sets).
+        positions0: (n, 3) bead positions in nm of the first frame.
+        steps: frames to predict after the first.
+        dt: frame spacing in ps.
+        samples: rollouts (SDE models; ODE models give one).
+
+    Returns:
+        (S, steps + 1) predicted extension in nm.
+    """
+    from .model_io import load_model
+
+    model = load_model(model_dir)
+    manifest = model.config.get("manifest", {})
+    if model.config.get("system") != "polymer" or "extension" not in list(model.observables):
+        raise ValueError(f"model {model_dir} does not predict a polymer's extension")
+    import torch
+
+    pos = np.asarray(positions0, dtype=np.float64)
+    if manifest.get("representation") == "pixels":
+        from .video import RenderConfig, brightest_pixels, render_frame
+
+        # z̄ from the beads (the extension), ẑ from the rendered frame's pixel set
+        cfg = RenderConfig.from_dict(manifest["render"])
+        px = brightest_pixels(render_frame(pos, cfg), cfg.n_pixels)
+        zbar = torch.as_tensor(model.macro(pos, np.zeros(len(pos), dtype=np.int64)), dtype=torch.float64)
+        zhat = torch.as_tensor(model.encode(px, np.zeros(len(px), dtype=np.int64)), dtype=torch.float64)
+        z0 = model.scale(torch.cat([zbar, zhat])).double().reshape(1, -1)
+    else:
+        z0 = model.state(pos, np.zeros(len(pos), dtype=np.int64)).double().reshape(1, -1)
+    k = samples if getattr(model.dynamics, "stochastic", False) else 1
+    traj = model.rollout(torch.as_tensor(np.repeat(z0.cpu().numpy(), k, axis=0)), steps, dt=dt, seed=seed)
+    j = list(model.observables).index("extension")
+    return model.unscale(traj).cpu().numpy()[..., j]
+
+
+def render_video(dataset: str | os.PathLike, replica: int, out: str | os.PathLike, model: Optional[str] = None,
+                 scale: float = 1.0, fps: float = 10.0, samples: int = 32, every: int = 1) -> Path:
+    """Render one replica of a polymer dataset as a video (see the module docstring).
+
+    Arguments:
+        dataset: polymer trajectory dataset directory.
+        replica: replica index.
+        out: video path (.gif, .mp4, ...).
+        model: optional model directory; its predicted extension band is drawn beside.
+        scale: image size relative to the reference's 100 x 500 px.
+        fps: frames per second.
+        samples: rollouts for the predicted band.
+        every: use every k-th frame.
+
+    Returns:
+        The video path.
+    """
+    from .data import load, read_manifest
+    from .pixel_dataset import check_polymer_manifest, default_render_config
+    from .video import render_frames
+
+    video_encoder(out)  # fail before any work on an unsupported path
+    manifest = read_manifest(dataset)
+    check_polymer_manifest(manifest, str(dataset))
+    ds = load(dataset)
+    if not 0 <= replica < len(ds):
+        raise ValueError(f"--replica {replica} out of range: {dataset} has {len(ds)} replicas")
+    if every < 1:
+        raise ValueError(f"--every must be >= 1, got {every}")
+    r = ds.replica(replica)
+    cfg = default_render_config(manifest, scale=scale, n_pixels=1)
+    images = render_frames(r.positions[::every], cfg)
+    times = r.times - r.times[0]
+    ext = r.observables.get("extension")
+    band = None
+    if model is not None:
+        band = predicted_extension(model, r.positions[0], len(times) - 1, float(times[1] - times[0]), samples)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h, w = cfg.shape
+    rgb = []
+    fig_w = 8.0 if ext is None else 12.0
+    fig = plt.figure(figsize=(fig_w, max(2.4, 8.0 * h / w + 0.8)), dpi=100)
+    for f, img in zip(range(0, len(times), every), images):
+        fig.clf()
+        ax = fig.add_axes([0.02, 0.12, 0.62 if ext is not None else 0.96, 0.78])
+        ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest", aspect="equal")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"replica {replica}, t = {times[f]:.1f} ps", fontsize=9)
+        if ext is not None:
+            bx = fig.add_axes([0.72, 0.2, 0.26, 0.68])
+            bx.plot(times, ext, color="k", lw=1, label="simulated")
+            if band is not None:
+                mu, sd = band.mean(0), band.std(0)
+                bx.plot(times, mu, color="C1", lw=1, label="predicted mean")
+                bx.fill_between(times, mu - sd, mu + sd, color="C1", alpha=0.3, lw=0, label="± std")
+            bx.axvline(times[f], color="C0", lw=1)
+            bx.set_xlabel("time (ps)", fontsize=8)
+            bx.set_ylabel("extension (nm)", fontsize=8)
+            bx.tick_params(labelsize=7)
+            bx.legend(fontsize=6, loc="upper left")
+        fig.canvas.draw()
+        rgb.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
+    plt.close(fig)
+    return write_video(out, np.stack(rgb), fps=fps)
+
+
+# ---------------------------------------------------------------------------- CLI
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``render`` arguments to ``parser``."""
+    a = parser.add_argument
+    a("dataset", help="polymer dataset directory (openmm-closure simulate polymer)")
+    a("--out", default=None, help="video file to write (.gif with Pillow; .mp4 etc. need the [video] extra)")
+    a("--replica", type=int, default=0, help="replica shown in the video (default 0)")
+    a("--model", default=None, help="model directory: draw its predicted extension band beside the video")
+    a("--samples", type=int, default=32, help="rollouts for the predicted band (default 32)")
+    a("--video-scale", type=float, default=1.0, help="video image size relative to 100 x 500 px (default 1)")
+    a("--fps", type=float, default=10.0, help="frames per second (default 10)")
+    a("--every", type=int, default=1, help="show every k-th frame (default 1)")
+    a("--pixels", nargs="?", const="", default=None, metavar="DIR",
+      help="also write the pixel-set dataset for training (default DIR: DATASET-pixels)")
+    a("--scale", type=float, default=None,
+      help="pixel dataset image size relative to 100 x 500 px (default: >= 1.4 px/nm, 0.3 for 32 beads)")
+    a("--n-pixels", type=int, default=256, help="pixels kept per frame in the pixel dataset, K (default 256)")
+    a("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``openmm-closure render``."""
+    from .data import read_manifest
+    from .pixel_dataset import default_render_config, render_dataset
+
+    if args.out is None and args.pixels is None:
+        raise ValueError("nothing to do: give --out VIDEO and/or --pixels [DIR]")
+    if args.out is not None:
+        video_encoder(args.out)
+    if args.pixels is not None:
+        cfg = default_render_config(read_manifest(args.dataset), scale=args.scale, n_pixels=args.n_pixels)
+        d = render_dataset(args.dataset, args.pixels or None, cfg, progress=not args.no_progress)
+        print(f"pixel dataset: {d} ({cfg.height} x {cfg.width} px, K = {cfg.n_pixels})")
+    if args.out is not None:
+        p = render_video(args.dataset, args.replica, args.out, model=args.model, scale=args.video_scale,
+                         fps=args.fps, samples=args.samples, every=args.every)
+        print(f"video: {p}")
+    return 0
