@@ -1,0 +1,276 @@
+r"""Lift a macroscopic state back to particles: the way back from the surrogate to MD.
+
+The decoder of a closure model is a density p(x | ẑ, s) over particle positions, one per
+species s, not a microstate. Lifting draws the simulation's number of particles of each
+species from that density, relaxes the configuration with the simulation's own forces
+and integrator, and measures how well its observables z̄ reproduce the z̄ it was lifted
+from (coarse projective integration: MD → surrogate → lift → MD).
+
+Steps of :func:`lift_configuration`:
+
+1. for each species, draw its count of positions (nm) from p(x | ẑ, s); coordinates the
+   model does not see (z of a 2D system) keep their current values; a model whose
+   encoder centres each set gets the samples moved onto the current centroid;
+2. keep them inside the integrator's walls where it has them (per-DOF ``lo``/``hi``);
+3. relax: local energy minimisation (``minimize_iterations``; by default none for a
+   first-order gradient flow, whose dynamics is itself a descent of the energy the
+   observable measures), then ``equilibration_steps`` steps of the simulation's
+   integrator, with Maxwell–Boltzmann velocities at its temperature where it has one;
+4. measure z̄ and its deviation from the target in the model's scaled units (each
+   observable's training range spans 2); repeat for ``attempts`` draws and keep the
+   closest.
+
+What lifting preserves, per system:
+
+- particles2d (mean pair energy): the species count (all particles) and, to the
+  decoder's resolution ε, the density of the cloud and hence the energy; the pairing of
+  particles, their order and exact positions are not preserved (the decoder gives a
+  density). No minimisation by default (the gradient flow is the relaxation).
+- lj-mixing (R_AB, R_BA): the counts of A and B exactly and their spatial densities;
+  the velocities are fresh Maxwell–Boltzmann draws, and overlaps created by independent
+  draws are removed by minimisation, which shifts the neighbour ratios slightly.
+
+The OpenMM side runs here; torch is used only through the model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+__all__ = ["LiftResult", "LiftWarning", "lift_configuration", "thermal_energy", "DEFAULT_TOLERANCE"]
+
+#: default tolerance on max |z̄_lifted - z̄_target| in scaled units (a quarter of the training range)
+DEFAULT_TOLERANCE = 0.5
+
+_KB = 0.0083144626  # kJ/mol/K
+
+
+class LiftWarning(UserWarning):
+    """The lifted configuration's observables miss the target by more than the tolerance."""
+
+
+@dataclass
+class LiftResult:
+    """A configuration lifted from a macroscopic state.
+
+    Attributes:
+        positions: (n, 3) relaxed positions in nm (already in the Context).
+        target: (M,) z̄ lifted from (raw units).
+        observables: (M,) z̄ of the relaxed configuration (raw units).
+        deviation: max over observables of |z̄ - target| in scaled units (training range = 2).
+        tolerance: the tolerance it was checked against (scaled units).
+        energy: potential energy after relaxation, kJ/mol.
+        attempts: number of draws made; the closest one is kept.
+    """
+
+    positions: np.ndarray
+    target: np.ndarray
+    observables: np.ndarray
+    deviation: float
+    tolerance: float
+    energy: float
+    attempts: int
+
+    @property
+    def ok(self) -> bool:
+        """Whether the observables are within the tolerance."""
+        return bool(self.deviation <= self.tolerance)
+
+
+def thermal_energy(integrator: Any) -> Optional[float]:
+    """kT in kJ/mol of an integrator: a global ``kT`` of a CustomIntegrator, or
+    ``getTemperature()``; None when it has no temperature (a first-order gradient flow)."""
+    import openmm
+
+    if isinstance(integrator, openmm.CustomIntegrator):
+        for i in range(integrator.getNumGlobalVariables()):
+            if integrator.getGlobalVariableName(i) == "kT":
+                return float(integrator.getGlobalVariable(i))
+    if hasattr(integrator, "getTemperature"):
+        from openmm import unit
+
+        return float(integrator.getTemperature().value_in_unit(unit.kelvin)) * _KB
+    return None
+
+
+def _per_dof(integrator: Any, name: str) -> Optional[np.ndarray]:
+    import openmm
+
+    if not isinstance(integrator, openmm.CustomIntegrator):
+        return None
+    for i in range(integrator.getNumPerDofVariables()):
+        if integrator.getPerDofVariableName(i) == name:
+            return np.asarray([list(v) for v in integrator.getPerDofVariable(i)], dtype=np.float64)
+    return None
+
+
+def _centred(model: Any) -> bool:
+    enc = dict(model.config.get("encoder") or {})
+    return bool(enc.get("center") or enc.get("centre") or enc.get("centered") or enc.get("centred"))
+
+
+def _inside(x: np.ndarray, lo: Optional[np.ndarray], hi: Optional[np.ndarray], f: int) -> np.ndarray:
+    ok = np.isfinite(x).all(axis=1)
+    if lo is not None and hi is not None:
+        ok &= ((x > lo[0, :f]) & (x < hi[0, :f])).all(axis=1)
+    return ok
+
+
+def _draw(model: Any, zhat: np.ndarray, types: np.ndarray, current: np.ndarray, seed: int,
+          lo: Optional[np.ndarray], hi: Optional[np.ndarray]) -> np.ndarray:
+    """Positions (n, 3) nm: each species' count drawn from p(x | ẑ, s); draws outside the
+    walls (or non-finite) are rejected and redrawn (after 20 rounds the rest are clipped)."""
+    import torch
+
+    pos = current.copy()
+    f = int(model.in_features)
+    shift = np.zeros(f)
+    if _centred(model):
+        shift = current[:, :f].mean(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        for s in np.unique(types):
+            idx = np.where(types == s)[0]
+            sp = None if model.n_species == 1 else int(s)
+            kept = np.zeros((0, f))
+            for _ in range(20):
+                x = model.sample_positions(zhat, 2 * len(idx), species=sp).detach().cpu().numpy()[:, :f] + shift
+                kept = np.concatenate([kept, x[_inside(x, lo, hi, f)]])
+                if len(kept) >= len(idx):
+                    break
+            if len(kept) < len(idx):
+                x = np.nan_to_num(x[: len(idx) - len(kept)])
+                kept = np.concatenate([kept, x])
+            pos[idx, :f] = kept[: len(idx)]
+    if _centred(model):
+        pos[:, :f] += current[:, :f].mean(0) - pos[:, :f].mean(0)
+    return pos
+
+
+def _walls(pos: np.ndarray, lo: Optional[np.ndarray], hi: Optional[np.ndarray]) -> np.ndarray:
+    if lo is None or hi is None:
+        return pos
+    span = np.maximum(hi - lo, 0.0)
+    pad = np.minimum(1e-3, 0.5 * span)
+    return np.clip(pos, lo + pad, hi - pad)
+
+
+def lift_configuration(
+    simulation: Any,
+    model: Any,
+    zhat: Any,
+    target: Any,
+    types: Any,
+    *,
+    seed: int = 0,
+    attempts: int = 4,
+    tolerance: float = DEFAULT_TOLERANCE,
+    minimize_iterations: Optional[int] = None,
+    equilibration_steps: int = 20,
+    on_mismatch: str = "warn",
+) -> LiftResult:
+    """Sample a configuration from p(x | ẑ), relax it, check z̄, and set it into the Context.
+
+    Arguments:
+        simulation: an ``openmm.app.Simulation``; its Context receives the configuration.
+        model: the ClosureModel whose decoder is sampled.
+        zhat: (d,) closure variables (raw units, as :meth:`ClosureModel.encode` gives).
+        target: (M,) observables z̄ to reproduce (raw units).
+        types: (n,) species of every particle (the counts are kept).
+        seed: seeds the draws and the velocities; the same seed gives the same configuration.
+        attempts: draws to make; the closest to the target is kept (>= 1).
+        tolerance: allowed max |z̄ - target| in scaled units (the training range spans 2).
+        minimize_iterations: LocalEnergyMinimizer iterations (None: 0 for an integrator
+            without temperature, 500 otherwise; 0 skips minimisation).
+        equilibration_steps: integrator steps after minimisation (the Context's time is
+            restored afterwards).
+        on_mismatch: "warn" (a :class:`LiftWarning`) or "raise" (ValueError) when the
+            deviation exceeds the tolerance.
+
+    Returns:
+        A :class:`LiftResult`.
+    """
+    import openmm
+    from openmm import unit
+
+    if on_mismatch not in ("warn", "raise"):
+        raise ValueError(f"on_mismatch must be 'warn' or 'raise', got {on_mismatch!r}")
+    attempts = int(attempts)
+    if attempts < 1:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
+    if not np.isfinite(tolerance) or tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0 (scaled units), got {tolerance}")
+    if int(equilibration_steps) < 0:
+        raise ValueError(f"equilibration_steps must be >= 0, got {equilibration_steps}")
+    types = np.asarray(types, dtype=np.int64)
+    zhat = np.asarray(zhat, dtype=np.float64)
+    target = np.asarray(target, dtype=np.float64)
+    if not (np.isfinite(zhat).all() and np.isfinite(target).all()):
+        raise ValueError("cannot lift a non-finite state (the rollout diverged): lift another member or an earlier time")
+
+    context, integrator = simulation.context, simulation.integrator
+    state = context.getState(getPositions=True)
+    current = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
+    time0, step0 = state.getTime(), state.getStepCount()
+    kT = thermal_energy(integrator)
+    if minimize_iterations is None:
+        minimize_iterations = 0 if kT is None else 500
+    lo, hi = _per_dof(integrator, "lo"), _per_dof(integrator, "hi")
+    mask = _per_dof(integrator, "mask")
+    if mask is None:
+        mask = np.zeros_like(current)
+        mask[:, : int(model.in_features)] = 1.0
+    masses = np.array([simulation.system.getParticleMass(i).value_in_unit(unit.dalton)
+                       for i in range(simulation.system.getNumParticles())])
+    n_obs = len(target)
+    lo_s = model.state_scaler.lo.detach().cpu().double().numpy()[:n_obs]
+    hi_s = model.state_scaler.hi.detach().cpu().double().numpy()[:n_obs]
+    span = np.where(hi_s > lo_s, hi_s - lo_s, 1.0)
+
+    best = None
+    for a in range(attempts):
+        s = int(seed) * 1_000_003 + a
+        pos = _walls(_draw(model, zhat, types, current, s, lo, hi), lo, hi)
+        context.setPositions(pos)
+        if minimize_iterations > 0:
+            openmm.LocalEnergyMinimizer.minimize(context, 1.0, int(minimize_iterations))
+            p = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+            context.setPositions(_walls(np.asarray(p), lo, hi))
+        if kT is not None:
+            rng = np.random.default_rng(s)
+            v = rng.standard_normal(current.shape) * np.sqrt(kT / masses)[:, None] * mask
+            context.setVelocities(v)
+        if equilibration_steps > 0:
+            integrator.step(int(equilibration_steps))
+        out = context.getState(getPositions=True, getEnergy=True, getVelocities=kT is not None)
+        relaxed = np.asarray(out.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
+        energy = float(out.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
+        zbar = np.asarray(model.macro(relaxed, types), dtype=np.float64).reshape(-1)
+        dev = float(np.max(2.0 * np.abs(zbar - target) / span)) if n_obs else 0.0
+        if not np.isfinite(dev) or not np.isfinite(energy):
+            dev = float("inf")
+        if best is None or dev < best[0]:
+            vel = out.getVelocities(asNumpy=True) if kT is not None else None
+            best = (dev, relaxed, zbar, energy, vel)
+    dev, relaxed, zbar, energy, vel = best
+    context.setPositions(relaxed)
+    if vel is not None:
+        context.setVelocities(vel)
+    context.setTime(time0)
+    context.setStepCount(step0)
+    if not np.isfinite(energy):
+        raise ValueError(f"the lifted configuration has a non-finite energy ({energy}) after relaxation; "
+                         "raise minimize_iterations or attempts")
+    res = LiftResult(positions=relaxed, target=target, observables=zbar, deviation=dev,
+                     tolerance=float(tolerance), energy=energy, attempts=attempts)
+    if not res.ok:
+        msg = (f"lifted observables {np.round(zbar, 5).tolist()} miss the target {np.round(target, 5).tolist()} "
+               f"by {dev:.3g} scaled units (tolerance {tolerance:g}); raise attempts or the tolerance")
+        if on_mismatch == "raise":
+            raise ValueError(msg)
+        warnings.warn(msg, LiftWarning, stacklevel=2)
+    return res
