@@ -120,17 +120,31 @@ def _inside(x: np.ndarray, lo: Optional[np.ndarray], hi: Optional[np.ndarray], f
     return ok
 
 
+def _spread(x: np.ndarray, taken: np.ndarray, d_min: float) -> np.ndarray:
+    """Candidates (m, f) kept in order when farther than d_min from every point kept so far."""
+    if d_min <= 0:
+        return x
+    keep = []
+    pts = [p for p in taken]
+    for p in x:
+        if pts and np.min(np.sum((np.asarray(pts) - p) ** 2, axis=1)) < d_min * d_min:
+            continue
+        pts.append(p)
+        keep.append(p)
+    return np.asarray(keep).reshape(-1, x.shape[1])
+
+
 def _draw(model: Any, zhat: np.ndarray, types: np.ndarray, current: np.ndarray, seed: int,
-          lo: Optional[np.ndarray], hi: Optional[np.ndarray]) -> np.ndarray:
-    """Positions (n, 3) nm: each species' count drawn from p(x | ẑ, s); draws outside the
-    walls (or non-finite) are rejected and redrawn (after 20 rounds the rest are clipped)."""
+          lo: Optional[np.ndarray], hi: Optional[np.ndarray], d_min: float) -> np.ndarray:
+    """Positions (n, 3) nm: each species' count drawn from p(x | ẑ, s). Draws outside the
+    walls, non-finite ones and (with ``d_min`` > 0) ones closer than d_min nm to a point
+    already placed are rejected and redrawn; after 20 rounds the rest are taken as drawn."""
     import torch
 
     pos = current.copy()
     f = int(model.in_features)
-    shift = np.zeros(f)
-    if _centred(model):
-        shift = current[:, :f].mean(0)
+    shift = current[:, :f].mean(0) if _centred(model) else np.zeros(f)
+    placed = np.zeros((0, f))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         for s in np.unique(types):
@@ -139,16 +153,27 @@ def _draw(model: Any, zhat: np.ndarray, types: np.ndarray, current: np.ndarray, 
             kept = np.zeros((0, f))
             for _ in range(20):
                 x = model.sample_positions(zhat, 2 * len(idx), species=sp).detach().cpu().numpy()[:, :f] + shift
-                kept = np.concatenate([kept, x[_inside(x, lo, hi, f)]])
+                x = _spread(x[_inside(x, lo, hi, f)], np.concatenate([placed, kept]), d_min)
+                kept = np.concatenate([kept, x])[: len(idx)]
                 if len(kept) >= len(idx):
                     break
             if len(kept) < len(idx):
-                x = np.nan_to_num(x[: len(idx) - len(kept)])
-                kept = np.concatenate([kept, x])
-            pos[idx, :f] = kept[: len(idx)]
+                x = model.sample_positions(zhat, len(idx) - len(kept), species=sp).detach().cpu().numpy()[:, :f]
+                kept = np.concatenate([kept, np.nan_to_num(x + shift)])
+            pos[idx, :f] = kept
+            placed = np.concatenate([placed, kept])
     if _centred(model):
         pos[:, :f] += current[:, :f].mean(0) - pos[:, :f].mean(0)
     return pos
+
+
+def _nearest_distance(x: np.ndarray) -> float:
+    """Median nearest-neighbour distance (nm) of a configuration (n, f)."""
+    if len(x) < 2:
+        return 0.0
+    d2 = np.sum((x[:, None, :] - x[None, :, :]) ** 2, axis=-1)
+    np.fill_diagonal(d2, np.inf)
+    return float(np.median(np.sqrt(d2.min(axis=1))))
 
 
 def _walls(pos: np.ndarray, lo: Optional[np.ndarray], hi: Optional[np.ndarray]) -> np.ndarray:
@@ -172,6 +197,7 @@ def lift_configuration(
     minimize_iterations: Optional[int] = None,
     equilibration_steps: int = 20,
     on_mismatch: str = "warn",
+    min_distance: Optional[float] = None,
 ) -> LiftResult:
     """Sample a configuration from p(x | ẑ), relax it, check z̄, and set it into the Context.
 
@@ -190,6 +216,9 @@ def lift_configuration(
             restored afterwards).
         on_mismatch: "warn" (a :class:`LiftWarning`) or "raise" (ValueError) when the
             deviation exceeds the tolerance.
+        min_distance: draws closer than this (nm) to a particle already placed are
+            redrawn, so that hard cores do not overlap (None: 0.7 x the current median
+            nearest-neighbour distance for an integrator with a temperature, else 0).
 
     Returns:
         A :class:`LiftResult`.
@@ -220,6 +249,8 @@ def lift_configuration(
     if minimize_iterations is None:
         minimize_iterations = 0 if kT is None else 500
     lo, hi = _per_dof(integrator, "lo"), _per_dof(integrator, "hi")
+    if min_distance is None:
+        min_distance = 0.0 if kT is None else 0.7 * _nearest_distance(current[:, : int(model.in_features)])
     mask = _per_dof(integrator, "mask")
     if mask is None:
         mask = np.zeros_like(current)
@@ -234,10 +265,13 @@ def lift_configuration(
     best = None
     for a in range(attempts):
         s = int(seed) * 1_000_003 + a
-        pos = _walls(_draw(model, zhat, types, current, s, lo, hi), lo, hi)
+        pos = _walls(_draw(model, zhat, types, current, s, lo, hi, float(min_distance)), lo, hi)
         context.setPositions(pos)
         if minimize_iterations > 0:
-            openmm.LocalEnergyMinimizer.minimize(context, 1.0, int(minimize_iterations))
+            try:
+                openmm.LocalEnergyMinimizer.minimize(context, 1.0, int(minimize_iterations))
+            except openmm.OpenMMException:  # overlapping draws: try the next attempt
+                continue
             p = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
             context.setPositions(_walls(np.asarray(p), lo, hi))
         if kT is not None:
@@ -256,6 +290,12 @@ def lift_configuration(
         if best is None or dev < best[0]:
             vel = out.getVelocities(asNumpy=True) if kT is not None else None
             best = (dev, relaxed, zbar, energy, vel)
+    if best is None:
+        context.setPositions(current)
+        context.setTime(time0)
+        context.setStepCount(step0)
+        raise ValueError(f"every one of {attempts} lifted configurations blew up in minimisation: "
+                         "raise attempts or min_distance")
     dev, relaxed, zbar, energy, vel = best
     context.setPositions(relaxed)
     if vel is not None:
