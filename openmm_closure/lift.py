@@ -12,11 +12,14 @@ Steps of :func:`lift_configuration`:
    model does not see (z of a 2D system) keep their current values; a model whose
    encoder centres each set gets the samples moved onto the current centroid;
 2. keep them inside the integrator's walls where it has them (per-DOF ``lo``/``hi``);
-3. relax: local energy minimisation (``minimize_iterations``; by default none for a
+3. for an integrator without temperature (the first-order gradient flow), dilate the
+   cloud about its centroid by the factor that best matches z̄ (a constrained lift);
+4. relax: local energy minimisation (``minimize_iterations``; by default none for a
    first-order gradient flow, whose dynamics is itself a descent of the energy the
    observable measures), then ``equilibration_steps`` steps of the simulation's
-   integrator, with Maxwell–Boltzmann velocities at its temperature where it has one;
-4. measure z̄ and its deviation from the target in the model's scaled units (each
+   integrator (by default 20 where it has a temperature, none for the gradient flow),
+   with Maxwell–Boltzmann velocities at its temperature where it has one;
+5. measure z̄ and its deviation from the target in the model's scaled units (each
    observable's training range spans 2); repeat for ``attempts`` draws and keep the
    closest.
 
@@ -25,7 +28,10 @@ What lifting preserves, per system:
 - particles2d (mean pair energy): the species count (all particles) and, to the
   decoder's resolution ε, the density of the cloud and hence the energy; the pairing of
   particles, their order and exact positions are not preserved (the decoder gives a
-  density). No minimisation by default (the gradient flow is the relaxation).
+  density). The decoder smooths the tight Gaussian clusters, which lowers the energy,
+  so the cloud is dilated to the target energy; ẑ of the lifted cloud then differs from
+  the ẑ it was drawn from (the pair structure inside a cluster is not recovered). No
+  minimisation or equilibration by default: both would advance the gradient flow.
 - lj-mixing (R_AB, R_BA): the counts of A and B exactly and their spatial densities;
   the velocities are fresh Maxwell–Boltzmann draws, and overlaps created by independent
   draws are removed by minimisation, which shifts the neighbour ratios slightly.
@@ -167,6 +173,22 @@ def _draw(model: Any, zhat: np.ndarray, types: np.ndarray, current: np.ndarray, 
     return pos
 
 
+def _dilate(model: Any, pos: np.ndarray, types: np.ndarray, target: np.ndarray, span: np.ndarray) -> np.ndarray:
+    """Dilate the configuration about its centroid (factor 0.5 ... 2, in the model's
+    coordinates) to bring z̄ closest to the target; returns the best positions (n, 3)."""
+    f = int(model.in_features)
+    c = pos[:, :f].mean(0)
+    best, best_dev = pos, np.inf
+    for s in np.exp(np.linspace(np.log(0.5), np.log(2.0), 61)):
+        x = pos.copy()
+        x[:, :f] = c + s * (pos[:, :f] - c)
+        z = np.asarray(model.macro(x, types), dtype=np.float64).reshape(-1)
+        dev = float(np.max(np.abs(z - target) / span))
+        if dev < best_dev:
+            best, best_dev = x, dev
+    return best
+
+
 def _nearest_distance(x: np.ndarray) -> float:
     """Median nearest-neighbour distance (nm) of a configuration (n, f)."""
     if len(x) < 2:
@@ -195,9 +217,10 @@ def lift_configuration(
     attempts: int = 4,
     tolerance: float = DEFAULT_TOLERANCE,
     minimize_iterations: Optional[int] = None,
-    equilibration_steps: int = 20,
+    equilibration_steps: Optional[int] = None,
     on_mismatch: str = "warn",
     min_distance: Optional[float] = None,
+    dilate: Optional[bool] = None,
 ) -> LiftResult:
     """Sample a configuration from p(x | ẑ), relax it, check z̄, and set it into the Context.
 
@@ -212,13 +235,18 @@ def lift_configuration(
         tolerance: allowed max |z̄ - target| in scaled units (the training range spans 2).
         minimize_iterations: LocalEnergyMinimizer iterations (None: 0 for an integrator
             without temperature, 500 otherwise; 0 skips minimisation).
-        equilibration_steps: integrator steps after minimisation (the Context's time is
-            restored afterwards).
+        equilibration_steps: integrator steps after minimisation (the Context's time and
+            step count are restored afterwards; None: 0 for an integrator without
+            temperature, whose steps would advance the deterministic dynamics, else 20).
         on_mismatch: "warn" (a :class:`LiftWarning`) or "raise" (ValueError) when the
             deviation exceeds the tolerance.
         min_distance: draws closer than this (nm) to a particle already placed are
             redrawn, so that hard cores do not overlap (None: 0.7 x the current median
             nearest-neighbour distance for an integrator with a temperature, else 0).
+        dilate: before relaxing, dilate the drawn cloud about its centroid by the factor
+            in [0.5, 2] that brings z̄ closest to the target (a constrained lift: the
+            decoder's smoothing spreads tight structures); None: on for an integrator
+            without temperature (no hard cores or walls to respect), else off.
 
     Returns:
         A :class:`LiftResult`.
@@ -233,7 +261,7 @@ def lift_configuration(
         raise ValueError(f"attempts must be >= 1, got {attempts}")
     if not np.isfinite(tolerance) or tolerance < 0:
         raise ValueError(f"tolerance must be >= 0 (scaled units), got {tolerance}")
-    if int(equilibration_steps) < 0:
+    if equilibration_steps is not None and int(equilibration_steps) < 0:
         raise ValueError(f"equilibration_steps must be >= 0, got {equilibration_steps}")
     types = np.asarray(types, dtype=np.int64)
     zhat = np.asarray(zhat, dtype=np.float64)
@@ -248,6 +276,10 @@ def lift_configuration(
     kT = thermal_energy(integrator)
     if minimize_iterations is None:
         minimize_iterations = 0 if kT is None else 500
+    if equilibration_steps is None:
+        equilibration_steps = 0 if kT is None else 20
+    if dilate is None:
+        dilate = kT is None
     lo, hi = _per_dof(integrator, "lo"), _per_dof(integrator, "hi")
     if min_distance is None:
         min_distance = 0.0 if kT is None else 0.7 * _nearest_distance(current[:, : int(model.in_features)])
@@ -266,6 +298,8 @@ def lift_configuration(
     for a in range(attempts):
         s = int(seed) * 1_000_003 + a
         pos = _walls(_draw(model, zhat, types, current, s, lo, hi, float(min_distance)), lo, hi)
+        if dilate and n_obs:
+            pos = _walls(_dilate(model, pos, types, target, span), lo, hi)
         context.setPositions(pos)
         if minimize_iterations > 0:
             try:
