@@ -24,7 +24,8 @@ Command line::
 Output files: CSV with columns ``time_ps``, then ``<name>_mean``, ``<name>_std`` for every
 state component (observables first, then ``zhat_0``, ``zhat_1``, ...); or NPZ with
 ``time_ps`` (T,), ``names`` (D,), ``mean`` / ``std`` (T, D), ``samples`` (K, T, D) and
-``initial`` (D,), all raw units. T = steps + 1 (the initial state included); the
+``initial`` (D,), all raw units, and ``ood_step`` (the first step out of the training
+range of z, -1 if none; see :mod:`openmm_closure.guard`). T = steps + 1 (the initial state included); the
 standard deviation is over the K members (ddof 0).
 
 This module imports openmm only inside :func:`from_simulation`.
@@ -115,7 +116,8 @@ class SurrogateResult:
         else:
             buf = io.BytesIO()
             np.savez(buf, time_ps=self.times, names=np.asarray(self.names), mean=self.mean,
-                     std=self.std, samples=self.samples, initial=self.initial)
+                     std=self.std, samples=self.samples, initial=self.initial,
+                     ood_step=np.int64(-1 if self.ood_step is None else self.ood_step))
             atomic_write_bytes(path, buf.getvalue())
         return path
 

@@ -268,6 +268,8 @@ def _default_dynamics(system: str) -> str:
 
 
 def _build_model(config: TrainConfig, frames: _Frames) -> ClosureModel:
+    from .guard import DEFAULT_MARGIN as OOD_MARGIN
+
     latent = config.latent_dim or _default_latent(frames.system, frames.n_species)
     kind = config.dynamics or _default_dynamics(frames.system)
     params = dict(frames.manifest.get("params", {}))
@@ -286,6 +288,7 @@ def _build_model(config: TrainConfig, frames: _Frames) -> ClosureModel:
         "samples": int(config.samples),
         "observables": frames.observables,
         "observable_params": params,
+        "ood_margin": OOD_MARGIN,  # the surrogate's out-of-range guard, scaled units
         "dt": float(frames.manifest.get("dt_frame") or 1.0),
         "encoder": (
             {"kind": "deepset", "hidden": list(config.encoder_hidden), "embed": int(config.encoder_embed)}

@@ -144,7 +144,13 @@ def test_compiled_rollout_equals_eager(simulated_models, name):
 
 
 def test_guard_fires_outside_quiet_inside(simulated_models, tmp_path):
+    from openmm_closure.guard import DEFAULT_MARGIN, bound
+
     model = load_model(simulated_models["lj-mixing"])
+    assert model.config["ood_margin"] == DEFAULT_MARGIN  # stored by training
+    old = dict(model.config)
+    del old["ood_margin"]  # a model trained before the guard: the default margin
+    assert bound(type("M", (), {"config": old})()) == 1.0 + DEFAULT_MARGIN
     integ = SurrogateIntegrator(model)
     inside = torch.zeros(model.dim, dtype=model.dtype)
     with warnings.catch_warnings():
