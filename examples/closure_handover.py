@@ -42,8 +42,6 @@ def main(argv=None) -> None:
     p.add_argument("--platform", default="auto", help="auto, CUDA, OpenCL, CPU or Reference")
     args = p.parse_args(argv)
 
-    import torch
-
     from openmm_closure import load_model, systems
     from openmm_closure.export import export_model
     from openmm_closure.handover import ClosureSimulation
