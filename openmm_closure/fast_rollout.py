@@ -31,12 +31,14 @@ _CACHE_ATTR = "_compiled_dynamics"
 def scripted_dynamics(model: Any) -> torch.jit.ScriptModule:
     """The model's dynamics + state scaler compiled with TorchScript, made once per model.
 
-    The compiled module shares no parameters with the eager one: after changing the
-    dynamics' weights (training), call :func:`scripted_dynamics` with ``refresh`` by
-    deleting ``model._compiled_dynamics``.
+    The compiled module holds a copy of the weights; it is made again when the model's
+    device, dtype or any dynamics/scaler tensor changed since (in-place updates, such as
+    an optimizer step or ``load_state_dict``, bump the tensors' version counters).
     """
+    tensors = list(model.dynamics.parameters()) + list(model.state_scaler.buffers())
+    key = (str(model.device), model.dtype, tuple((t.data_ptr(), t._version) for t in tensors))
     cached = getattr(model, _CACHE_ATTR, None)
-    if cached is not None and cached[0] == (str(model.device), model.dtype):
+    if cached is not None and cached[0] == key:
         return cached[1]
     import warnings
 
@@ -50,7 +52,7 @@ def scripted_dynamics(model: Any) -> torch.jit.ScriptModule:
         warnings.simplefilter("ignore", DeprecationWarning)
         scripted = torch.jit.script(module)
     # plain attribute (not a submodule): the compiled copy is no part of the state dict
-    object.__setattr__(model, _CACHE_ATTR, ((str(model.device), model.dtype), scripted))
+    object.__setattr__(model, _CACHE_ATTR, (key, scripted))
     return scripted
 
 

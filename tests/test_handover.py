@@ -230,3 +230,16 @@ def test_bad_input(simulated_models, tmp_path):
                             openmm.Platform.getPlatformByName("Reference"))
     with pytest.raises(ValueError, match=r"species \['B'\] are missing from the topology"):
         ClosureSimulation(only_a, model)
+
+
+def test_compiled_rollout_follows_new_weights(simulated_models):
+    """The cached compiled dynamics is remade after the weights change in place."""
+    model = load_model(simulated_models["particles2d"])
+    z0 = torch.zeros(model.dim, dtype=model.dtype)
+    before = compiled_rollout(model, z0, 5)
+    with torch.no_grad():
+        for p in model.dynamics.parameters():
+            p.mul_(1.5)
+    after = compiled_rollout(model, z0, 5)
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, model.rollout(z0, 5), atol=1e-6)
