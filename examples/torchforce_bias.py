@@ -9,22 +9,27 @@ away from where the flow starts.
 
     python examples/torchforce_bias.py --model models/p2d --out exported/p2d --steps 100
 
-The same module works in any OpenMM script::
+The force constant and the target are openmm-torch global parameters, ``closure_k`` and
+``closure_target`` (defaults from the export): halfway through, the script moves the
+target back to the initial ẑ_c with ``context.setParameter`` (``--move-target``), with no
+re-export. The same module works in any OpenMM script::
 
-    force = openmmtorch.TorchForce("exported/p2d/collective_variable.pt")
+    from openmm_closure.torchforce import closure_torch_force
+    force = closure_torch_force("exported/p2d/collective_variable.pt")
     system.addForce(force)
+    simulation.context.setParameter("closure_target", 0.3)
 """
 
 import argparse
 
 import numpy as np
-import openmmtorch
 import torch
 from openmm import app, unit
 
 from openmm_closure import load_model, systems
 from openmm_closure.export import export_model
 from openmm_closure.platforms import select_platform
+from openmm_closure.torchforce import closure_torch_force
 
 
 def main() -> None:
@@ -38,6 +43,8 @@ def main() -> None:
     p.add_argument("--n-particles", type=int, default=100)
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--platform", default="auto", help="auto, CUDA, OpenCL, CPU or Reference")
+    p.add_argument("--move-target", action="store_true",
+                   help="halfway, set closure_target back to the initial zhat_c (context.setParameter)")
     args = p.parse_args()
 
     spec = systems.build("particles2d", n_particles=args.n_particles, steps=args.steps, seed=1)
@@ -47,7 +54,7 @@ def main() -> None:
     paths = export_model(args.model, args.out, component=args.component,
                          force_constant=args.force_constant, target=target)
 
-    force = openmmtorch.TorchForce(str(paths["collective_variable"]))
+    force = closure_torch_force(paths["collective_variable"])  # globals closure_k, closure_target
     force.setForceGroup(1)  # to read the bias energy on its own
     spec.system.addForce(force)
     platform = select_platform(args.platform)
@@ -61,6 +68,9 @@ def main() -> None:
     for done in range(0, args.steps + 1, every):
         if done:
             simulation.step(every)
+        if args.move_target and done == every * (args.steps // every // 2):
+            simulation.context.setParameter("closure_target", z_start)
+            print(f"closure_target -> {z_start:.4f} (no re-export)")
         state = simulation.context.getState(getEnergy=True, getPositions=True, groups={1})
         pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
         with torch.no_grad():

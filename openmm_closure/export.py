@@ -20,12 +20,14 @@ Every ``.pt`` file carries its metadata as ``metadata.json`` in ``_extra_files``
 format, :data:`EXPORT_FORMAT_VERSION`), ``model_format_version``, ``package_version``,
 ``kind`` ("encoder" | "dynamics" | "collective_variable"), ``system``, ``species``,
 ``n_species``, ``in_features``, ``latent_dim`` (d), ``observables`` (names of z̄),
+``observable_params`` (their parameters, as in the model's config),
 ``names`` (names of the state components ``[z̄, ẑ]``), ``macro_dim``, ``dim``,
 ``epsilon``, ``dt`` (ps), ``coordinate_range`` (``lo``/``hi`` in nm mapped to [-1, 1]
 before the encoder), ``state_range`` (``lo``/``hi`` of ``[z̄, ẑ]`` in raw units mapped to
 [-1, 1]), ``dynamics`` (the dynamics hyperparameters, ``kind`` "ode"/"sde"), ``units``,
 ``dtype`` of the weights, and for the collective variable ``component``,
-``force_constant``, ``target`` and ``n_particles``.
+``force_constant``, ``target``, ``n_particles`` and ``global_parameters`` (the defaults
+of ``closure_k`` and ``closure_target``).
 
 Module entry points:
 
@@ -38,8 +40,13 @@ Module entry points:
   D) or None) -> (K, steps + 1, D)``, ``scale(raw)`` / ``unscale(z)`` between raw
   ``[z̄, ẑ]`` and scaled states; attributes ``dt``, ``dim``, ``macro_dim``,
   ``latent_dim``, ``stochastic``, ``names``. Outputs have the dtype of the input.
-- ``collective_variable.pt``: ``forward(positions (n, 3) nm) -> ()`` energy in kJ/mol,
-  the harmonic bias ``0.5 k (ẑ_c - target)²`` on closure component c, with the species
+- ``collective_variable.pt``: ``forward(positions (n, 3) nm, closure_k, closure_target)
+  -> ()`` energy in kJ/mol, the harmonic bias ``0.5 k (ẑ_c - target)²`` on closure
+  component c. ``closure_k`` (kJ/mol) and ``closure_target`` are openmm-torch global
+  parameters (() tensors; omitted, the export's ``force_constant`` and ``target`` are
+  used): :func:`openmm_closure.torchforce.closure_torch_force` adds them to a
+  ``TorchForce`` with those defaults, and ``context.setParameter("closure_target", v)``
+  moves an umbrella window or a steered target without re-exporting. With the species
   of every particle baked in (TorchForce passes only positions). A one-species model
   accepts any n; a multi-species model needs ``types`` at export and then accepts that
   n only. Attributes ``component``, ``force_constant`` (kJ/mol), ``target``; the
@@ -276,17 +283,28 @@ class ClosureBias(nn.Module):
         """ẑ_c of positions (n, 3) in nm: a () tensor (dimensionless)."""
         return self.encoder(positions, self._types(positions))[self.component]
 
-    def forward(self, positions: Tensor) -> Tensor:
+    def forward(self, positions: Tensor, closure_k: Optional[Tensor] = None,
+                closure_target: Optional[Tensor] = None) -> Tensor:
         """Bias energy.
 
         Arguments:
             positions: (n, 3) positions in nm, float32 or float64 (as OpenMM passes them).
+            closure_k: () force constant k in kJ/mol, the TorchForce global parameter
+                ``closure_k`` (None: the export's ``force_constant``).
+            closure_target: () target ẑ*, the TorchForce global parameter
+                ``closure_target`` (None: the export's ``target``).
 
         Returns:
             () energy in kJ/mol, dtype of ``positions``.
         """
         cv = self.collective_variable(positions).to(positions.dtype)
-        return 0.5 * self.force_constant * (cv - self.target) ** 2
+        k = torch.tensor(self.force_constant, dtype=positions.dtype, device=positions.device)
+        t = torch.tensor(self.target, dtype=positions.dtype, device=positions.device)
+        if closure_k is not None:
+            k = closure_k.to(dtype=positions.dtype, device=positions.device).reshape(())
+        if closure_target is not None:
+            t = closure_target.to(dtype=positions.dtype, device=positions.device).reshape(())
+        return 0.5 * k * (cv - t) ** 2
 
 
 # ---------------------------------------------------------------------------- writing
@@ -311,6 +329,7 @@ def _common_metadata(model, model_dir: Path) -> dict:
         "in_features": model.in_features,
         "latent_dim": model.latent_dim,
         "observables": list(model.observables),
+        "observable_params": dict(c.get("observable_params") or {}),
         "names": list(model.observables) + latent,
         "macro_dim": model.macro_dim,
         "dim": model.dim,
@@ -430,7 +449,8 @@ def export_model(
             **meta, "kind": "collective_variable", "component": bias.component,
             "force_constant": bias.force_constant, "target": bias.target,
             "n_particles": None if bias.n_particles < 0 else bias.n_particles,
-            "energy": "0.5 * force_constant * (zhat[component] - target)**2, kJ/mol",
+            "energy": "0.5 * closure_k * (zhat[component] - closure_target)**2, kJ/mol",
+            "global_parameters": {"closure_k": bias.force_constant, "closure_target": bias.target},
         }
         _save_script(bias, out / FILES["collective_variable"], cv_meta)
         paths["collective_variable"] = out / FILES["collective_variable"]

@@ -17,7 +17,8 @@ objective, "ours"), ``system``, ``in_features`` (coordinates per particle used: 
 systems), ``n_species``, ``species`` (names), ``latent_dim`` (d = dim ẑ), ``epsilon``
 (decoder bandwidth, normalised units), ``samples`` (M), ``observables`` (names of z̄,
 in order), ``observable_params`` (kwargs of :func:`openmm_closure.observables.compute`),
-``dt`` (ps between frames, the dynamics' time step), ``encoder`` / ``decoder`` /
+``dt`` (ps between frames, the dynamics' time step), ``ood_margin`` (the surrogate's
+out-of-range guard, scaled units; see :mod:`openmm_closure.guard`), ``encoder`` / ``decoder`` /
 ``dynamics`` (module hyperparameters; ``dynamics.kind`` is "ode" or "sde"), ``units``,
 ``manifest`` (the training dataset's manifest), ``training`` (the training options) and
 ``sha256`` (``{"model.pt": hex digest}``, checked by :func:`load_model`: an edited or

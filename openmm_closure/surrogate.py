@@ -24,7 +24,8 @@ Command line::
 Output files: CSV with columns ``time_ps``, then ``<name>_mean``, ``<name>_std`` for every
 state component (observables first, then ``zhat_0``, ``zhat_1``, ...); or NPZ with
 ``time_ps`` (T,), ``names`` (D,), ``mean`` / ``std`` (T, D), ``samples`` (K, T, D) and
-``initial`` (D,), all raw units. T = steps + 1 (the initial state included); the
+``initial`` (D,), all raw units, and ``ood_step`` (the first step out of the training
+range of z, -1 if none; see :mod:`openmm_closure.guard`). T = steps + 1 (the initial state included); the
 standard deviation is over the K members (ddof 0).
 
 This module imports openmm only inside :func:`from_simulation`.
@@ -59,6 +60,10 @@ class SurrogateResult:
         samples: (K, T, D) every member, raw units (observables' units; ẑ dimensionless).
         macro_dim: number of observables (the first components).
         stochastic: whether the dynamics is an SDE.
+        ood_step: first step index at which a member left the training range of z (with
+            the model's margin, see :mod:`openmm_closure.guard`), or None.
+        ood_time: the same in ps (``times[ood_step]``), or None.
+        ood_component: name of the component that left first, or None.
     """
 
     times: np.ndarray
@@ -66,6 +71,9 @@ class SurrogateResult:
     samples: np.ndarray
     macro_dim: int
     stochastic: bool
+    ood_step: Optional[int] = None
+    ood_time: Optional[float] = None
+    ood_component: Optional[str] = None
 
     @property
     def mean(self) -> np.ndarray:
@@ -113,7 +121,8 @@ class SurrogateResult:
         else:
             buf = io.BytesIO()
             np.savez(buf, time_ps=self.times, names=np.asarray(self.names), mean=self.mean,
-                     std=self.std, samples=self.samples, initial=self.initial)
+                     std=self.std, samples=self.samples, initial=self.initial,
+                     ood_step=np.int64(-1 if self.ood_step is None else self.ood_step))
             atomic_write_bytes(path, buf.getvalue())
         return path
 
@@ -130,6 +139,8 @@ class SurrogateResult:
         if self.diverged:
             bad = np.where(~np.isfinite(self.samples).all(axis=(0, 2)))[0]
             lines.append(f"warning: the rollout diverged (NaN/inf from t = {self.times[bad[0]]:g} ps)")
+        if self.ood_time is not None:
+            lines.append(f"warning: left the training range of z at t = {self.ood_time:g} ps ({self.ood_component})")
         return "\n".join(lines)
 
 
@@ -223,15 +234,43 @@ class SurrogateIntegrator:
         if samples < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
         z0 = self.initial_state(positions, types)
-        traj = self.model.rollout(z0, steps, samples=samples, dt=self.dt, seed=seed)
+        return self.run_state(z0, steps, samples=samples, seed=seed)
+
+    def run_state(self, z0: Any, steps: int, samples: int = 1, seed: Optional[int] = None) -> SurrogateResult:
+        """Extrapolate a scaled state z0 (D,) (or members (K, D)) with the compiled rollout.
+
+        Checks the out-of-distribution guard (:mod:`openmm_closure.guard`): the first
+        step a member leaves the training range (with margin) is recorded in the result
+        and reported once with an :class:`~openmm_closure.guard.OutOfRangeWarning`.
+
+        Returns:
+            A :class:`SurrogateResult` with T = steps + 1 times.
+        """
+        import warnings
+
+        from .fast_rollout import compiled_rollout
+        from .guard import OutOfRangeWarning, bound, first_exit
+
+        traj = compiled_rollout(self.model, z0, int(steps), samples=int(samples), dt=self.dt, seed=seed)
         raw = self.model.unscale(traj).detach().cpu().numpy().astype(np.float64)
-        return SurrogateResult(
-            times=np.arange(steps + 1, dtype=np.float64) * self.dt,
+        times = np.arange(int(steps) + 1, dtype=np.float64) * self.dt
+        res = SurrogateResult(
+            times=times,
             names=self.names,
             samples=raw,
             macro_dim=int(self.model.macro_dim),
             stochastic=bool(getattr(self.model.dynamics, "stochastic", False)),
         )
+        exit_ = first_exit(traj, bound(self.model))
+        if exit_ is not None:
+            t, k, d = exit_
+            res.ood_step, res.ood_time, res.ood_component = t, float(times[t]), self.names[d]
+            warnings.warn(
+                f"the surrogate left the range of z seen in training at t = {times[t]:g} ps "
+                f"(step {t}, member {k}, component {self.names[d]}); later values are extrapolations",
+                OutOfRangeWarning, stacklevel=2,
+            )
+        return res
 
 
 def types_from_names(names: Sequence[str], species: Sequence[str]) -> np.ndarray:

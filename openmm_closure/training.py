@@ -280,6 +280,8 @@ def _frame_dt(manifest: dict) -> float:
 
 
 def _build_model(config: TrainConfig, frames: _Frames) -> ClosureModel:
+    from .guard import DEFAULT_MARGIN as OOD_MARGIN
+
     latent = config.latent_dim or _default_latent(frames.system, frames.n_species)
     kind = config.dynamics or _default_dynamics(frames.system)
     params = dict(frames.manifest.get("params", {}))
@@ -298,6 +300,7 @@ def _build_model(config: TrainConfig, frames: _Frames) -> ClosureModel:
         "samples": int(config.samples),
         "observables": frames.observables,
         "observable_params": params,
+        "ood_margin": OOD_MARGIN,  # the surrogate's out-of-range guard, scaled units
         "dt": _frame_dt(frames.manifest),
         "encoder": (
             {"kind": "deepset", "hidden": list(config.encoder_hidden), "embed": int(config.encoder_embed)}

@@ -56,3 +56,38 @@ def contracting_clusters(n, replicas, frames, seed=0):
         {"energy": mean_pair_energy(pos.astype(np.float64))},
         {"system": "particles2d", "observables": ["energy"], "regime": "in-dst", "dt_frame": 0.02},
     )
+
+
+#: small simulated systems for the closure/hand-over tests: builder parameters per system
+SMALL_SYSTEMS = {
+    "particles2d": dict(n_particles=24, steps=40, report_interval=2),
+    "lj-mixing": dict(walls=(8.0, 8.0), steps=400, report_interval=20, relax_steps=200),
+}
+
+
+@pytest.fixture(scope="session")
+def simulated_models(tmp_path_factory):
+    """name -> model directory: a tiny model trained for a few epochs on six simulated
+    replicas of a small particles2d (ODE) and lj-mixing (SDE) system (about 20 s in all)."""
+    import torch
+
+    from openmm_closure.data import load
+    from openmm_closure.simulate import simulate_ensemble
+    from openmm_closure.training import TrainConfig, train_on
+
+    base = tmp_path_factory.mktemp("simulated")
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = {}
+    try:
+        for name, params in SMALL_SYSTEMS.items():
+            data = simulate_ensemble(name, base / f"data-{name}", 6, seed=1, platform="CPU", progress=False, **params)
+            cfg = TrainConfig(data="", out=str(base / f"model-{name}"), epochs_stage1=12, epochs_stage2=5,
+                              samples=64, flow_transforms=2, flow_hidden=(16, 16), dynamics_hidden=(16, 16),
+                              encoder_hidden=(16,), encoder_embed=8, batch_size=8, batch_size_stage2=16,
+                              val_fraction=0.2, progress=False, device="cpu", seed=2)
+            train_on(load(data), cfg)
+            out[name] = base / f"model-{name}"
+    finally:
+        torch.set_num_threads(old)
+    return out

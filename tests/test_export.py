@@ -311,8 +311,53 @@ def test_torchforce_example_runs(models, tmp_path):
     pytest.importorskip("openmmtorch")
     model_dir, _ = models["particles2d"]
     res = subprocess.run([sys.executable, str(ROOT / "examples" / "torchforce_bias.py"), "--model", str(model_dir),
-                          "--out", str(tmp_path / "x"), "--steps", "5", "--platform", "Reference"],
+                          "--out", str(tmp_path / "x"), "--steps", "5", "--platform", "Reference",
+                          "--move-target"],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert res.returncode == 0, res.stderr[-2000:]
-    assert "bias energy" in res.stdout
+    assert "bias energy" in res.stdout and "closure_target ->" in res.stdout
     assert (tmp_path / "x" / "collective_variable.pt").exists()
+
+
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+def test_torchforce_global_parameters(models, tmp_path, platform):
+    """closure_k and closure_target are TorchForce globals: setParameter moves the bias, no re-export."""
+    openmm = pytest.importorskip("openmm")
+    pytest.importorskip("openmmtorch")
+    from openmm_closure import systems
+    from openmm_closure.torchforce import closure_torch_force
+
+    model_dir, _ = models["particles2d"]
+    model = load_model(model_dir)
+    spec = systems.build("particles2d", n_particles=20, steps=2, seed=5)
+    pos = np.asarray(spec.positions, dtype=np.float64) * 3.0
+    k0, t0 = 40.0, 0.1
+    export_model(model_dir, tmp_path / "x", component=0, force_constant=k0, target=t0)
+    path = tmp_path / "x" / "collective_variable.pt"
+    meta = read_metadata(path)
+    assert meta["global_parameters"] == {"closure_k": k0, "closure_target": t0}
+    force = closure_torch_force(path)
+    assert [force.getGlobalParameterName(i) for i in range(force.getNumGlobalParameters())] == \
+        ["closure_k", "closure_target"]
+    force.setForceGroup(5)
+    spec.system.addForce(force)
+    ctx = openmm.Context(spec.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName(platform))
+    ctx.setPositions(pos)
+    zc = float(model.encode(pos, spec.types)[0])
+
+    def energy():
+        return ctx.getState(getEnergy=True, groups={5}).getPotentialEnergy().value_in_unit(
+            openmm.unit.kilojoule_per_mole)
+
+    assert energy() == pytest.approx(0.5 * k0 * (zc - t0) ** 2, rel=1e-5, abs=1e-5)
+    for k, target in ((k0, zc + 0.25), (k0, zc - 0.7), (123.0, zc + 0.5)):
+        ctx.setParameter("closure_k", k)
+        ctx.setParameter("closure_target", target)
+        assert energy() == pytest.approx(0.5 * k * (zc - target) ** 2, rel=1e-5, abs=1e-5)
+    ctx.setParameter("closure_target", zc)
+    assert abs(energy()) < 1e-5
+    # the scripted module alone: globals as () tensors, defaults when omitted
+    cv = torch.jit.load(str(path))
+    x = torch.tensor(pos)
+    assert float(cv(x)) == pytest.approx(0.5 * k0 * (zc - t0) ** 2, rel=1e-5)
+    assert float(cv(x, torch.tensor(2.0), torch.tensor(zc + 1.0))) == pytest.approx(1.0, rel=1e-5)

@@ -1,0 +1,232 @@
+"""ClosureSimulation: MD, the hand-over to the learned dynamics, and the way back.
+
+A wrapper in the spirit of ``openmm.app.Metadynamics``: call ``step`` on it instead of on
+the Simulation. It writes one macroscopic timeline, MD and surrogate on one time axis.
+
+Example:
+    >>> cs = ClosureSimulation(simulation, "models/mix", file="timeline.csv")   # doctest: +SKIP
+    >>> cs.step(2000)                                  # MD, reporters as usual  # doctest: +SKIP
+    >>> res = cs.extrapolate(time_ps=200.0, samples=64, seed=0)                # doctest: +SKIP
+    >>> cs.lift(member=0, seed=0)                      # particles again          # doctest: +SKIP
+    >>> cs.step(2000)                                  # MD resumes               # doctest: +SKIP
+
+Timeline file (CSV): columns ``time_ps``, ``step``, ``source`` (``md``, ``surrogate`` or
+``lift``: the relaxed lifted configuration), then ``<name>_mean`` and ``<name>_std`` for
+every state component (observables, then ``zhat_i``; MD rows have std 0), and ``ood``
+(1 from the first surrogate time at which a member left the training range of z, else 0).
+Surrogate rows start after the hand-over time (the hand-over state itself is the last MD
+row); their time continues the simulation's.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+__all__ = ["ClosureSimulation"]
+
+
+class ClosureSimulation:
+    """Run MD, hand over to the learned dynamics, and lift back to particles.
+
+    Arguments:
+        simulation: an ``openmm.app.Simulation`` of the system the model was trained on.
+        model: a :class:`~openmm_closure.model_io.ClosureModel` or a model directory
+            (loaded on CUDA when the simulation runs on the CUDA platform).
+        file: timeline CSV path (or a writable text file object); None writes none
+            (``timeline`` still holds the rows).
+        reportInterval: MD steps between timeline rows (default: the model's frame
+            spacing ``model.dt`` divided by the integrator's step, so MD and surrogate
+            rows share one spacing).
+        types: (n,) species index of every atom in the model's order (default: atom names
+            matched to the model's species).
+
+    Raises:
+        ValueError: species that do not match the model, bad interval or file name.
+    """
+
+    def __init__(self, simulation: Any, model: Any, file: Any = None, reportInterval: Optional[int] = None,
+                 types: Optional[Any] = None) -> None:
+        from openmm import unit
+
+        from openmm_closure.reporters.closure import match_species
+
+        from .surrogate import SurrogateIntegrator
+
+        if isinstance(model, (str, os.PathLike)):
+            from .model_io import load_model
+
+            path = Path(model)
+            if not (path / "config.json").is_file():
+                raise ValueError(f"{path} is not a model directory (no config.json): pass the directory "
+                                 "written by `openmm-closure train`")
+            device = "cpu"
+            if simulation.context.getPlatform().getName() == "CUDA":
+                import torch
+
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            model = load_model(path, device=device)
+        self.simulation = simulation
+        self.model = model
+        self.integrator = SurrogateIntegrator(model)
+        n = simulation.topology.getNumAtoms()
+        if types is None:
+            types = match_species([a.name for a in simulation.topology.atoms()], model.config.get("species") or [])
+        types = np.asarray(types, dtype=np.int64)
+        if types.shape != (n,):
+            raise ValueError(f"types has shape {types.shape}, the topology has {n} atoms")
+        if n and (types.min() < 0 or types.max() >= model.n_species):
+            raise ValueError(f"types must be species indices in [0, {model.n_species}) of this model")
+        self.types = types
+        self._step_ps = float(simulation.integrator.getStepSize().value_in_unit(unit.picosecond))
+        if reportInterval is None:
+            reportInterval = max(1, int(round(model.dt / self._step_ps)))
+        if isinstance(reportInterval, bool) or int(reportInterval) != reportInterval or reportInterval <= 0:
+            raise ValueError(f"reportInterval must be a positive integer, got {reportInterval!r}")
+        self.reportInterval = int(reportInterval)
+        self.names = self.integrator.names
+        self.timeline: list = []
+        self.last_result = None
+        self._handover_time: Optional[float] = None
+        self._out, self._own = None, False
+        if file is not None:
+            if hasattr(file, "write"):
+                self._out = file
+            else:
+                if os.path.splitext(os.fspath(file))[1].lower() != ".csv":
+                    raise ValueError(f"the timeline file must end in .csv, got {file!r}")
+                self._out, self._own = open(file, "w"), True
+            header = ["time_ps", "step", "source"] + [f"{n}_{s}" for n in self.names for s in ("mean", "std")]
+            self._out.write(",".join(header + ["ood"]) + "\n")
+            self._out.flush()
+
+    # ------------------------------------------------------------------ timeline
+    def _row(self, t: float, step: int, source: str, mean: np.ndarray, std: np.ndarray, ood: int) -> None:
+        row = {"time_ps": float(t), "step": int(step), "source": source, "mean": np.asarray(mean, float),
+               "std": np.asarray(std, float), "ood": int(ood)}
+        self.timeline.append(row)
+        if self._out is not None:
+            vals = [repr(float(t)), str(int(step)), source]
+            for m, s in zip(row["mean"], row["std"]):
+                vals += [repr(float(m)), repr(float(s))]
+            self._out.write(",".join(vals + [str(int(ood))]) + "\n")
+            self._out.flush()
+
+    def _positions(self) -> tuple:
+        from openmm import unit
+
+        st = self.simulation.context.getState(getPositions=True)
+        pos = np.asarray(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
+        return pos, float(st.getTime().value_in_unit(unit.picosecond))
+
+    def current_state(self) -> np.ndarray:
+        """Raw [z̄, ẑ] (D,) of the simulation's current configuration."""
+        pos, _ = self._positions()
+        if not np.isfinite(pos).all():
+            raise ValueError(f"non-finite coordinates at step {self.simulation.currentStep}")
+        z = self.model.unscale(self.integrator.initial_state(pos, self.types))
+        return z.detach().cpu().numpy().astype(np.float64)
+
+    def _record_md(self, source: str = "md") -> None:
+        _, t = self._positions()
+        z = self.current_state()
+        self._row(t, self.simulation.currentStep, source, z, np.zeros_like(z), 0)
+
+    # ------------------------------------------------------------------ MD
+    def step(self, steps: int) -> None:
+        """Advance MD by ``steps`` integration steps (the Simulation's reporters run as usual);
+        a timeline row every ``reportInterval`` steps (and one at the start)."""
+        if isinstance(steps, bool) or int(steps) != steps or steps < 0:
+            raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+        if not self.timeline:
+            self._record_md()
+        left = int(steps)
+        while left > 0:
+            to_row = self.reportInterval - self.simulation.currentStep % self.reportInterval
+            chunk = min(left, to_row)
+            self.simulation.step(chunk)
+            left -= chunk
+            if self.simulation.currentStep % self.reportInterval == 0:
+                self._record_md()
+
+    # ------------------------------------------------------------------ hand-over
+    def extrapolate(self, time_ps: Optional[float] = None, steps: Optional[int] = None, samples: int = 1,
+                    seed: Optional[int] = None):
+        """Encode the current configuration once and extrapolate with the learned dynamics.
+
+        Arguments:
+            time_ps: horizon in ps (rounded to whole surrogate steps of ``model.dt``), or
+            steps: the horizon in surrogate steps (give one of the two).
+            samples: ensemble size K (>= 1).
+            seed: seed of the SDE noise (same seed, same ensemble).
+
+        Returns:
+            A :class:`~openmm_closure.surrogate.SurrogateResult` whose ``times`` start at
+            the hand-over (0 ps); the timeline rows carry the simulation's time.
+        """
+        if (time_ps is None) == (steps is None):
+            raise ValueError("give exactly one of time_ps (ps) or steps (surrogate steps)")
+        if isinstance(samples, bool) or int(samples) != samples or samples < 1:
+            raise ValueError(f"samples must be a positive integer (ensemble size), got {samples!r}")
+        if time_ps is not None:
+            time_ps = float(time_ps)
+            if not np.isfinite(time_ps) or time_ps <= 0:
+                raise ValueError(f"time_ps must be a positive time in ps, got {time_ps}")
+            steps = max(1, int(round(time_ps / self.integrator.dt)))
+        elif isinstance(steps, bool) or int(steps) != steps or steps < 1:
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        if not self.timeline:
+            self._record_md()
+        pos, t0 = self._positions()
+        res = self.integrator.run(pos, self.types, int(steps), samples=int(samples), seed=seed)
+        mean, std = res.mean, res.std
+        for j in range(1, len(res.times)):
+            ood = int(res.ood_step is not None and j >= res.ood_step)
+            step = self.simulation.currentStep + int(round(res.times[j] / self._step_ps))
+            self._row(t0 + res.times[j], step, "surrogate", mean[j], std[j], ood)
+        self.last_result = res
+        self._handover_time = t0
+        return res
+
+    def lift(self, member: int = 0, seed: int = 0, **options: Any):
+        """Back to particles from the end of the last extrapolation, then MD can resume.
+
+        Draws the simulation's count of every species from the decoder p(x | ẑ) of
+        ``member``'s final state, relaxes it, checks its observables (see
+        :func:`openmm_closure.lift.lift_configuration`, whose keyword options
+        ``attempts``, ``tolerance``, ``minimize_iterations``, ``equilibration_steps`` and
+        ``on_mismatch`` pass through), sets it into the Context and moves the Context's
+        time and the step counter to the end of the extrapolation.
+
+        Returns:
+            A :class:`~openmm_closure.lift.LiftResult`.
+
+        Raises:
+            ValueError: no extrapolation to lift from, or a member out of range.
+        """
+        from .lift import lift_configuration
+
+        res = self.last_result
+        if res is None:
+            raise ValueError("nothing to lift: call extrapolate() first (lift consumes one extrapolation)")
+        k = res.samples.shape[0]
+        if isinstance(member, bool) or int(member) != member or not 0 <= member < k:
+            raise ValueError(f"member must be in [0, {k}), got {member!r}")
+        end = res.samples[int(member), -1]
+        m = self.model.macro_dim
+        out = lift_configuration(self.simulation, self.model, end[m:], end[:m], self.types, seed=seed, **options)
+        horizon = float(res.times[-1])
+        self.simulation.context.setTime(self._handover_time + horizon)
+        self.simulation.context.setStepCount(self.simulation.currentStep + int(round(horizon / self._step_ps)))
+        self.last_result = None
+        self._record_md("lift")
+        return out
+
+    def close(self) -> None:
+        """Close the timeline file (a file object passed in is left open)."""
+        if self._out is not None and self._own:
+            self._out.close()
+        self._out = None
