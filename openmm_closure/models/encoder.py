@@ -126,13 +126,13 @@ class _SetEncoderBase(nn.Module):
         Returns:
             (N, in_features) normalised coordinates in the encoder's dtype.
         """
-        x = positions[..., : self.in_features].to(dtype=self._probe.dtype, device=self._probe.device)
-        if self.center and x.shape[0] > 0:
+        x = positions[..., : self.in_features].to(device=self._probe.device)
+        if self.center and x.shape[0] > 0:  # in the input's precision, then the encoder's
             if index is None:
                 x = x - x.mean(dim=0, keepdim=True)
             else:
                 x = center_sets(x, index.to(device=x.device, dtype=torch.long), n_sets)
-        return self.coords(x)
+        return self.coords(x.to(dtype=self._probe.dtype))
 
     def forward_flat(self, x: Tensor, types: Tensor, index: Tensor, n_sets: int) -> Tensor:
         raise NotImplementedError
