@@ -21,6 +21,9 @@ the same trajectories and the same scale:
   observables alone), when ``no_closure`` names one: the row a closure must beat;
 - ``mean-curve``: the training set's mean observable curve shifted to each test
   trajectory's first value (no model);
+- ``mean-curve-unshifted``: the training set's mean curve itself, the same for every test
+  trajectory (no model; strong where every trajectory ends in the same state, e.g.
+  particles2d's clusters all reach the same final energy);
 - ``constant``: each test trajectory's first value held constant (no model).
 
 For the MMD the two model-free predictors are deterministic ensembles (one member per
@@ -114,8 +117,9 @@ def calibration_predictions(true, mean_curve) -> dict[str, np.ndarray]:
             value past frame F - 1.
 
     Returns:
-        {"mean-curve": (R, T, M) mean curve shifted to each trajectory's first value
-        (absent without a mean curve), "constant": (R, T, M) first value held}.
+        {"mean-curve": (R, T, M) mean curve shifted to each trajectory's first value,
+        "mean-curve-unshifted": (R, T, M) the mean curve itself (both absent without a
+        mean curve), "constant": (R, T, M) first value held}.
     """
     true = np.asarray(true, dtype=np.float64)
     t = true.shape[1]
@@ -126,6 +130,7 @@ def calibration_predictions(true, mean_curve) -> dict[str, np.ndarray]:
             mc = np.concatenate([mc, np.repeat(mc[-1:], t - mc.shape[0], axis=0)])
         mc = mc[:t]
         out["mean-curve"] = true[:, :1] + (mc - mc[0])[None]
+        out["mean-curve-unshifted"] = np.repeat(mc[None], true.shape[0], axis=0)
     return out
 
 
@@ -172,7 +177,7 @@ def _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt, seed, no
     preds = calibration_predictions(true, mc if mc else None)
     if "mean-curve" not in preds:
         rows["mean-curve"] = {"value": None, "note": "the model predates observable_mean_curve"}
-    for name in ("mean-curve", "constant"):
+    for name in ("mean-curve", "mean-curve-unshifted", "constant"):
         if name in preds:
             rows[name] = {"value": _score(kind, preds[name], true, lo, hi, 1)[0]}
     return rows

@@ -160,6 +160,8 @@ def test_no_closure_model_and_calibration_rows(setup, tmp_path):
     mean_curve = train.observables["energy"].mean(0)
     shifted = true[:, :1] + (mean_curve - mean_curve[0])[None]
     assert cal["mean-curve"]["value"] == pytest.approx(metrics.mre(shifted, true, lo, hi), rel=1e-9)
+    flat = np.repeat(mean_curve[None], len(ds), axis=0)
+    assert cal["mean-curve-unshifted"]["value"] == pytest.approx(metrics.mre(flat, true, lo, hi), rel=1e-9)
     const = np.repeat(true[:, :1], F, axis=1)
     assert cal["constant"]["value"] == pytest.approx(metrics.mre(const, true, lo, hi), rel=1e-9)
     md = (tmp_path / "rep" / "metrics.md").read_text()
