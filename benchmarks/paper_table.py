@@ -3,10 +3,15 @@
 For particles2d (energy, MRE) and lj-mixing (mixing ratios, MMD²) this script
 
 1. simulates a training set (in-dst) and three test sets (in-dst, diff-init, diff-N);
-2. trains the five methods (``ours``, ``ae-aug``, ``ae-inve``, ``ae-inve-cd``, ``inve``),
+2. trains the five methods (``ours``, ``ae-aug``, ``ae-inve``, ``ae-inve-cd``, ``inve``)
+   and the calibration model ``no-closure`` (the same stage 2 on the observables alone),
    each with several seeds (``--seeds``; the table shows mean ± std),
-   with the same data, the same stage 2 and the same budget knobs;
-3. evaluates every model on every test set (``openmm_closure.evaluation.evaluate``);
+   with the same data, the same stage 2 and the same budget knobs, and the package's
+   defaults (encoder centring on for particles2d, off for lj-mixing);
+3. evaluates every model on every test set (``openmm_closure.evaluation.evaluate``), on the
+   whole training set's observable range, and adds the model-free calibration columns
+   (training mean curve shifted to each test trajectory's first value; constant first
+   value) that ``evaluate`` reports;
 4. prints the table next to the paper's numbers and writes ``results.json`` and
    ``table.md`` into the output directory.
 
@@ -30,13 +35,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 import traceback
 from pathlib import Path
 
-METHODS = ("ae-aug", "ae-inve", "ae-inve-cd", "inve", "ours")
-LABELS = {"ae-aug": "AE-Aug", "ae-inve": "AE-InvE", "ae-inve-cd": "AE-InvE-CD", "inve": "InvE", "ours": "ours"}
+#: trained methods (no-closure: the calibration model, no closure variables)
+METHODS = ("ae-aug", "ae-inve", "ae-inve-cd", "inve", "ours", "no-closure")
+#: model-free calibration rows, taken from the reports of ``ours``
+MODEL_FREE = ("mean-curve", "mean-curve-unshifted", "constant")
+COLUMNS = METHODS + MODEL_FREE
+LABELS = {"ae-aug": "AE-Aug", "ae-inve": "AE-InvE", "ae-inve-cd": "AE-InvE-CD", "inve": "InvE", "ours": "ours",
+          "no-closure": "no closure", "mean-curve": "mean curve", "mean-curve-unshifted": "mean curve, unshifted",
+          "constant": "constant"}
 REGIMES = ("in-dst", "diff-init", "diff-N")
 
 #: SPEC §4 (the paper's table); None = N/A; diff-init is not in the paper's table
@@ -154,8 +166,12 @@ def train_all(scale: dict, out: Path, dirs: dict, systems, methods, seeds, devic
             for method in methods:
                 mdir = out / "models" / system / _tag(method, seed)
                 if (mdir / "model.pt").exists() and (mdir / "config.json").exists():
-                    models[(system, method, seed)] = mdir
-                    continue
+                    if "observable_range" in json.loads((mdir / "config.json").read_text()):
+                        models[(system, method, seed)] = mdir
+                        continue
+                    # trained before the whole-training-set range and encoder centring: redo
+                    log(f"retraining {mdir} (saved by an older version, other defaults)")
+                    shutil.rmtree(mdir)
                 cfg = TrainConfig(data=str(dirs[(system, "train")]), out=str(mdir), method=method, seed=seed,
                                   device=device, resume=(mdir / CHECKPOINT).exists(),
                                   progress=None if progress else False, **scale[system]["train_cfg"])
@@ -188,8 +204,10 @@ def evaluate_all(scale: dict, out: Path, dirs: dict, models: dict, systems, meth
                 old = json.loads(cached.read_text())
                 n_test = len(load(dirs[(system, f"test-{regime}")]))
                 if (old.get("model"), old.get("n_trajectories"), old.get("samples")) == (
-                        str(m), n_test, scale[system]["eval_samples"]):
+                        str(m), n_test, scale[system]["eval_samples"]) and "mean-curve-unshifted" in old.get(
+                        "calibration", {}):
                     rows.append({**old, "seed": seed})
+                    rows.extend(_model_free_rows(old, base))
                     continue
             try:
                 res = evaluate(m, dirs[(system, f"test-{regime}")], rdir,
@@ -199,7 +217,17 @@ def evaluate_all(scale: dict, out: Path, dirs: dict, models: dict, systems, meth
                 res = {**base, "status": "failed", "value": None, "reason": f"{type(exc).__name__}: {exc}"}
                 log(f"evaluation FAILED {system}/{method}/{regime} seed {seed}: {exc}")
             rows.append({**res, "seed": seed})
+            rows.extend(_model_free_rows(res, base))
     return rows
+
+
+def _model_free_rows(res: dict, base: dict) -> list:
+    """The model-free calibration rows of one ``ours`` report (same scale, same test set)."""
+    if base["method"] != "ours" or res.get("status") != "ok":
+        return []
+    return [{**base, "method": name, "status": "ok" if c.get("value") is not None else "n/a",
+             "value": c.get("value"), "reason": c.get("note", "")}
+            for name, c in res.get("calibration", {}).items() if name in MODEL_FREE]
 
 
 def mmd_floor(dirs: dict, system: str) -> dict:
@@ -249,14 +277,14 @@ def tables(rows: list, systems, floors: dict | None = None) -> str:
     """Markdown: our table (mean over seeds ± std; best mean per row in bold) and the paper's."""
     agg = aggregate(rows)
     n_seeds = len({r.get("seed", 0) for r in rows})
-    head = "| task, regime | " + " | ".join(LABELS[m] for m in METHODS) + " |"
-    sep = "|---" * (len(METHODS) + 1) + "|"
+    head = "| task, regime | " + " | ".join(LABELS[m] for m in COLUMNS) + " |"
+    sep = "|---" * (len(COLUMNS) + 1) + "|"
     ours = [head, sep]
     notes = []
     for system in systems:
         for regime in REGIMES:
             cells, vals = [], {}
-            for m in METHODS:
+            for m in COLUMNS:
                 a = agg.get((system, m, regime))
                 if a is None:
                     cells.append("—")
@@ -270,14 +298,19 @@ def tables(rows: list, systems, floors: dict | None = None) -> str:
                         notes.append(f"- {system}, {regime}, {LABELS[m]}: {a['status']}: {a['reason']}")
             if vals:
                 best = min(vals, key=vals.get)
-                cells[METHODS.index(best)] = f"**{cells[METHODS.index(best)]}**"
+                cells[COLUMNS.index(best)] = f"**{cells[COLUMNS.index(best)]}**"
             ours.append(f"| {ROW_NAMES[system]}, {regime} | " + " | ".join(cells) + " |")
     paper = [head, sep]
     for system in systems:
         for regime in ("in-dst", "diff-N"):
             p = PAPER[(system, regime)]
-            paper.append(f"| {ROW_NAMES[system]}, {regime} | " + " | ".join(_fmt(p[m]) for m in METHODS) + " |")
-    text = (f"### Ours (this run; mean ± std over {n_seeds} training seed(s))\n\n" + "\n".join(ours) + "\n")
+            paper.append(f"| {ROW_NAMES[system]}, {regime} | "
+                         + " | ".join(_fmt(p[m]) if m in p else "—" for m in COLUMNS) + " |")
+    text = (f"### Ours (this run; mean ± std over {n_seeds} training seed(s))\n\n" + "\n".join(ours) + "\n"
+            "\nCalibration columns: no closure = the same stage 2 on the observables alone (the column the "
+            "closure must beat); mean curve = the training set's mean curve shifted to each test trajectory's "
+            "first value; mean curve, unshifted = that curve itself; constant = the first value held (no model). The energy MRE is scaled by the whole "
+            "training set's range.\n")
     for system, f in (floors or {}).items():
         text += (f"\nFinite-ensemble floor of the {ROW_NAMES[system]}: two independent simulated in-dst "
                  f"ensembles ({f['sizes'][0]} vs {f['sizes'][1]} trajectories) score {_fmt(f['value'])}; "

@@ -5,11 +5,33 @@ extrapolates alone for the trajectory's length, and the predicted macroscopic
 observables are compared with the simulated ones:
 
 - particles2d (deterministic): MRE (SPEC §3A) on the observable scaled to [-1, 1] with
-  the model's *training* range;
+  the range of the model's *whole training set* (every replica, before the validation
+  split; ``config["observable_range"]``), as the paper scales it, so a training seed's
+  validation split cannot move the scale (models without that key fall back to the
+  state scaler's range of the training replicas, with a warning);
 - lj-mixing (stochastic): MMD² (SPEC §3B) between the predicted ensemble (``samples``
   rollouts from each test trajectory's first frame, pooled) and the simulated ensemble
   of (R_AB, R_BA) at each frame, averaged over time;
 - polymer: mean and standard deviation of the extension over time (SPEC §3C).
+
+Calibration rows (``metrics.json`` ``calibration``, and extra rows in ``metrics.md``), on
+the same trajectories and the same scale:
+
+- ``no-closure``: a model trained with ``--method no-closure`` (the same stage 2 on the
+  observables alone), when ``no_closure`` names one: the row a closure must beat;
+- ``mean-curve``: the training set's mean observable curve shifted to each test
+  trajectory's first value (no model);
+- ``mean-curve-unshifted``: the training set's mean curve itself, the same for every test
+  trajectory (no model; strong where every trajectory ends in the same state, e.g.
+  particles2d's clusters all reach the same final energy);
+- ``constant``: each test trajectory's first value held constant (no model).
+
+For the MMD the two model-free predictors are deterministic ensembles (one member per
+test trajectory).
+
+Diagnostic (``metrics.json`` ``closure_diagnostic``, a paragraph in ``metrics.md``):
+what ẑ explains (:mod:`openmm_closure.diagnostics`): R² against simple set statistics
+and the fraction of its variance that varies in time, with a one-line reading.
 
 A model that cannot encode the test data (AE-Aug on another particle number) is
 reported as ``"status": "n/a"`` with the reason instead of a number.
@@ -37,7 +59,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["evaluate", "metric_kind", "markdown_table", "configure", "run"]
+__all__ = ["evaluate", "metric_kind", "markdown_table", "metric_range", "calibration_predictions",
+           "configure", "run"]
 
 METRIC_NAMES = {"mre": "MRE", "mmd": "MMD", "extension": "ext. mean |Δ|"}
 
@@ -67,6 +90,120 @@ def markdown_table(rows: list[dict]) -> str:
             f"{r.get('n_trajectories', 0)} | {note} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def metric_range(model) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Min-max range of the observables that the MRE scales by.
+
+    Returns:
+        (lo (M,), hi (M,), whole): raw units; ``whole`` is True when the range is the
+        whole training set's (``config["observable_range"]``), False for the fallback of
+        older models (the state scaler's range, training replicas after the split).
+    """
+    r = model.config.get("observable_range")
+    if r and len(r.get("lo", [])) == model.macro_dim:
+        return np.asarray(r["lo"], dtype=np.float64), np.asarray(r["hi"], dtype=np.float64), True
+    lo = model.state_scaler.lo[: model.macro_dim].cpu().double().numpy()
+    hi = model.state_scaler.hi[: model.macro_dim].cpu().double().numpy()
+    return lo, hi, False
+
+
+def calibration_predictions(true, mean_curve) -> dict[str, np.ndarray]:
+    """Model-free predictors of the observables.
+
+    Arguments:
+        true: (R, T, M) simulated observables (raw units); only frame 0 is used.
+        mean_curve: (F, M) the training set's mean curve, or None. Held at its last
+            value past frame F - 1.
+
+    Returns:
+        {"mean-curve": (R, T, M) mean curve shifted to each trajectory's first value,
+        "mean-curve-unshifted": (R, T, M) the mean curve itself (both absent without a
+        mean curve), "constant": (R, T, M) first value held}.
+    """
+    true = np.asarray(true, dtype=np.float64)
+    t = true.shape[1]
+    out = {"constant": np.repeat(true[:, :1], t, axis=1)}
+    if mean_curve is not None:
+        mc = np.asarray(mean_curve, dtype=np.float64).reshape(-1, true.shape[-1])
+        if mc.shape[0] < t:
+            mc = np.concatenate([mc, np.repeat(mc[-1:], t - mc.shape[0], axis=0)])
+        mc = mc[:t]
+        out["mean-curve"] = true[:, :1] + (mc - mc[0])[None]
+        out["mean-curve-unshifted"] = np.repeat(mc[None], true.shape[0], axis=0)
+    return out
+
+
+def _score(kind: str, pred, true, lo, hi, k: int) -> tuple[float, np.ndarray]:
+    """(value, per-frame values) of predictions (R*K, T, M) against true (R, T, M)."""
+    from . import metrics
+
+    if kind == "mre":
+        pm = pred.reshape(true.shape[0], k, *pred.shape[1:]).mean(1)
+        return metrics.mre(pm, true, lo, hi), np.asarray(metrics.mre_over_time(pm, true, lo, hi))
+    if kind == "mmd":
+        over = np.asarray(metrics.mmd_over_time(pred, true))
+        return float(over.mean()), over
+    j = 0
+    over = np.abs(metrics.extension_stats(pred[..., j])[0] - metrics.extension_stats(true[..., j])[0])
+    return metrics.moment_errors(pred[..., j], true[..., j])["mean_abs_error_mean"], over
+
+
+def _rollout(model, ds, replicas, k: int, steps: int, dt: float, seed: int) -> np.ndarray:
+    """Observables (R*K, T, M) in raw units predicted from each replica's first frame."""
+    import torch
+
+    z0 = _states(model, ds, replicas)
+    traj = model.rollout(torch.as_tensor(np.repeat(z0, k, axis=0)), steps, dt=dt, seed=seed)
+    return model.unscale(traj).cpu().numpy()[..., : model.macro_dim]
+
+
+def _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt, seed, no_closure, device) -> dict:
+    """{row name: {"value", "note"?}} of the calibration rows (see the module docstring)."""
+    rows: dict[str, dict] = {}
+    if no_closure is not None:
+        from .model_io import load_model
+
+        nc = load_model(no_closure, device=device)
+        if list(nc.observables) != list(model.observables) or nc.config.get("system") != model.config.get("system"):
+            raise ValueError(f"no-closure model {no_closure} has other observables or another system")
+        kk = k if getattr(nc.dynamics, "stochastic", False) else 1
+        pred = _rollout(nc, ds, replicas, kk, steps, dt, seed)
+        if not np.isfinite(pred).all():
+            rows["no-closure"] = {"value": None, "note": "the rollout produced NaN or inf"}
+        else:
+            rows["no-closure"] = {"value": _score(kind, pred, true, lo, hi, kk)[0], "model": str(no_closure)}
+    mc = model.config.get("observable_mean_curve")
+    preds = calibration_predictions(true, mc if mc else None)
+    if "mean-curve" not in preds:
+        rows["mean-curve"] = {"value": None, "note": "the model predates observable_mean_curve"}
+    for name in ("mean-curve", "mean-curve-unshifted", "constant"):
+        if name in preds:
+            rows[name] = {"value": _score(kind, preds[name], true, lo, hi, 1)[0]}
+    return rows
+
+
+def _report_md(res: dict) -> str:
+    """metrics.md: the result row, its calibration rows, and the diagnostic's reading."""
+    rows = [res]
+    for name, c in res.get("calibration", {}).items():
+        rows.append({**res, "method": name, "value": c.get("value"),
+                     "status": "ok" if c.get("value") is not None else "n/a",
+                     "reason": c.get("note", "")})
+    text = markdown_table(rows)
+    diag = res.get("closure_diagnostic")
+    if diag:
+        text += "\nWhat ẑ explains (R² of a linear fit; within = share of variance that varies in time):\n\n"
+        stats = diag["statistics"]
+        text += "| component | " + " | ".join(stats) + " | joint | within |\n"
+        text += "|---" * (len(stats) + 3) + "|\n"
+        for j, (comp, row) in enumerate(diag["r2"].items()):
+            text += (f"| {comp} | " + " | ".join(f"{row[s_]:.2f}" for s_ in stats)
+                     + f" | {row['joint']:.2f} | {diag['within_fraction'][j]:.2f} |\n")
+        text += f"\nReading: {diag['reading']}.\n"
+    if res.get("scale_note"):
+        text += f"\nNote: {res['scale_note']}\n"
+    return text
 
 
 def _atomic_text(path: Path, text: str) -> None:
@@ -186,6 +323,8 @@ def evaluate(
     overwrite: bool = False,
     plots: bool = True,
     device: str = "cpu",
+    no_closure: Optional[str | os.PathLike] = None,
+    diagnostic: bool = True,
 ) -> dict:
     """Roll a model out from each test trajectory's first frame and score it.
 
@@ -200,6 +339,9 @@ def evaluate(
         overwrite: replace a report already in ``out_dir`` (default: refuse).
         plots: write the PNG plots.
         device: torch device of the model.
+        no_closure: a ``--method no-closure`` model directory for the calibration row
+            (None: that row is left out).
+        diagnostic: compute what ẑ explains (``closure_diagnostic``).
 
     Returns:
         The ``metrics.json`` dict: ``status`` ("ok" or "n/a"), ``reason`` (n/a only),
@@ -207,7 +349,10 @@ def evaluate(
         ``metric`` ("mre" | "mmd" | "extension"), ``value`` (the paper's number, None
         when n/a), ``over_time`` (per-frame values), ``extra`` (metric-specific
         numbers), ``n_trajectories``, ``samples``, ``permutation_spread`` (max |Δẑ|
-        over the particle orders), ``plots`` (paths).
+        over the particle orders), ``plots`` (paths), ``calibration`` ({row:
+        {"value"}}: ``no-closure``, ``mean-curve``, ``constant``), ``metric_scale``
+        ("whole training set" or the fallback), ``closure_diagnostic`` (see
+        :mod:`openmm_closure.diagnostics`; None without closure variables).
     """
     from . import metrics
     from .data import load
@@ -258,7 +403,7 @@ def evaluate(
 
     def write(res: dict) -> dict:
         _atomic_text(out / "metrics.json", json.dumps(res, indent=2, sort_keys=True) + "\n")
-        _atomic_text(out / "metrics.md", markdown_table([res]))
+        _atomic_text(out / "metrics.md", _report_md(res))
         return res
 
     try:
@@ -283,8 +428,14 @@ def evaluate(
     pred = raw[..., : model.macro_dim]  # (R*K, T, M)
     true = np.stack([np.asarray(ds.observables[n_], dtype=np.float64)[replicas] for n_ in names], -1)
 
-    lo = model.state_scaler.lo[: model.macro_dim].cpu().numpy()
-    hi = model.state_scaler.hi[: model.macro_dim].cpu().numpy()
+    lo, hi, whole = metric_range(model)
+    result["metric_scale"] = "whole training set" if whole else "training replicas after the validation split"
+    if not whole and kind == "mre":
+        import warnings
+
+        result["scale_note"] = ("this model predates observable_range: the MRE is scaled by the training "
+                                "replicas left after the validation split, not the whole training set")
+        warnings.warn(result["scale_note"], stacklevel=2)
     if kind == "mre":
         pm = pred.reshape(len(replicas), k, *pred.shape[1:]).mean(1)
         result["value"] = metrics.mre(pm, true, lo, hi)
@@ -305,9 +456,15 @@ def evaluate(
         result["extra"] = {**errs, "pred_mean": pm_.tolist(), "pred_std": ps_.tolist(),
                            "true_mean": tm_.tolist(), "true_std": ts_.tolist()}
     result["over_time"] = np.asarray(over).tolist()
+    result["calibration"] = _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt_data, seed,
+                                         no_closure, device)
+    if diagnostic:
+        from .diagnostics import diagnose
+
+        result["closure_diagnostic"] = diagnose(model, ds, replicas)
 
     perm_curves = None
-    if permutations and permutations > 1:
+    if permutations and permutations > 1 and model.latent_dim > 0:
         r0 = replicas[0]
         pos0 = np.asarray(ds.positions[r0, 0], dtype=np.float64)
         types0 = np.asarray(ds.types[r0])
@@ -335,6 +492,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--overwrite", action="store_true", help="replace a report already in --out")
     a("--no-plots", action="store_true", help="write metrics only")
     a("--device", default="cpu", help="torch device (cpu, cuda)")
+    a("--no-closure", default=None, metavar="MODEL",
+      help="a model trained with --method no-closure on the same data: adds its calibration row")
+    a("--no-diagnostic", action="store_true", help="skip the what-ẑ-explains diagnostic")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -342,8 +502,9 @@ def run(args: argparse.Namespace) -> int:
     res = evaluate(args.model, args.data, args.out, samples=args.samples, seed=args.seed,
                    permutations=args.permutations, max_trajectories=args.max_trajectories,
                    overwrite=args.overwrite,
-                   plots=not args.no_plots, device=args.device)
-    print(markdown_table([res]), end="")
+                   plots=not args.no_plots, device=args.device, no_closure=args.no_closure,
+                   diagnostic=not args.no_diagnostic)
+    print(_report_md(res), end="")
     for name, path in sorted(res.get("plots", {}).items()):
         print(f"{name}: {path}")
     print(f"metrics: {Path(args.out) / 'metrics.json'}")

@@ -23,7 +23,8 @@ format, :data:`EXPORT_FORMAT_VERSION`), ``model_format_version``, ``package_vers
 ``observable_params`` (their parameters, as in the model's config),
 ``names`` (names of the state components ``[z̄, ẑ]``), ``macro_dim``, ``dim``,
 ``epsilon``, ``dt`` (ps), ``coordinate_range`` (``lo``/``hi`` in nm mapped to [-1, 1]
-before the encoder), ``state_range`` (``lo``/``hi`` of ``[z̄, ẑ]`` in raw units mapped to
+before the encoder; ``centered_per_set``: each set's centroid is subtracted first, inside
+the exported module, so ẑ is translation invariant), ``state_range`` (``lo``/``hi`` of ``[z̄, ẑ]`` in raw units mapped to
 [-1, 1]), ``dynamics`` (the dynamics hyperparameters, ``kind`` "ode"/"sde"), ``units``,
 ``dtype`` of the weights, and for the collective variable ``component``,
 ``force_constant``, ``target``, ``n_particles`` and ``global_parameters`` (the defaults
@@ -337,7 +338,8 @@ def _common_metadata(model, model_dir: Path) -> dict:
         "dt": model.dt,
         "encoder": dict(c.get("encoder", {})),
         "dynamics": dict(c.get("dynamics", {})),
-        "coordinate_range": {"lo": enc_lo, "hi": enc_hi, "units": "nm", "maps_to": [-1.0, 1.0]},
+        "coordinate_range": {"lo": enc_lo, "hi": enc_hi, "units": "nm", "maps_to": [-1.0, 1.0],
+                             "centered_per_set": bool(getattr(model.encoder, "center", False))},
         "state_range": {
             "lo": model.state_scaler.lo.detach().cpu().double().tolist(),
             "hi": model.state_scaler.hi.detach().cpu().double().tolist(),

@@ -23,6 +23,12 @@ out-of-range guard, scaled units; see :mod:`openmm_closure.guard`), ``encoder`` 
 ``manifest`` (the training dataset's manifest), ``training`` (the training options) and
 ``sha256`` (``{"model.pt": hex digest}``, checked by :func:`load_model`: an edited or
 truncated ``model.pt`` is a ValueError).
+``encoder.center`` (bool; absent in older models = false): each set's centroid is
+subtracted before encoding. ``observable_range`` (``lo``/``hi`` of each observable over
+the whole training set, every replica: the metric's min-max scale) and
+``observable_mean_curve`` ((F, M) training-set mean of the observables per frame: the
+model-free calibration predictor); older models lack both. ``method = "no-closure"`` has
+``latent_dim = 0`` (``encoder.kind = "none"``, no decoder): dynamics on z̄ alone.
 
 State convention: ``z = [z̄, ẑ]`` of size ``dim = len(observables) + latent_dim``; the
 "scaled" state maps each component's training range to [-1, 1]
@@ -92,7 +98,9 @@ class ClosureModel(nn.Module):
         self.config = dict(config)
         c = self.config
         self.latent_dim = int(c["latent_dim"])
-        if self.latent_dim <= 0:
+        enc = dict(c.get("encoder", {}))
+        kind = enc.pop("kind", "deepset")
+        if self.latent_dim < 0 or (self.latent_dim == 0 and kind != "none"):
             raise ValueError(f"latent dimension must be >= 1, got {self.latent_dim}")
         self.in_features = int(c["in_features"])
         self.n_species = int(c["n_species"])
@@ -101,14 +109,14 @@ class ClosureModel(nn.Module):
         self.dim = self.macro_dim + self.latent_dim
         self.dt = float(c.get("dt", 1.0))
         self.epsilon = float(c.get("epsilon", 0.01))
-        enc = dict(c.get("encoder", {}))
-        kind = enc.pop("kind", "deepset")
         self.encoder = build_encoder(
             kind, latent_dim=self.latent_dim, in_features=self.in_features,
             n_species=self.n_species, **enc,
         )
         dec = dict(c.get("decoder", {}))
-        self.decoder = FlowDecoder(self.in_features, self.latent_dim, self.n_species, **dec)
+        #: the flow p(x | ẑ); None for the no-closure model (d = 0)
+        self.decoder = (FlowDecoder(self.in_features, self.latent_dim, self.n_species, **dec)
+                        if self.latent_dim > 0 else None)
         dyn = dict(c.get("dynamics", {"kind": "ode"}))
         dkind = dyn.pop("kind", "ode")
         self.dynamics = build_dynamics(dkind, self.dim, dt=self.dt, **dyn)
@@ -173,14 +181,14 @@ class ClosureModel(nn.Module):
             raise ValueError(f"types of shape {tuple(typ.shape)} do not match positions {tuple(pos.shape)}")
         self._check_types(typ)
         with torch.no_grad():
-            x = self.encoder.normalize(pos.reshape(b * n, -1))
+            index = torch.arange(b, device=self.device).repeat_interleave(n)
+            x = self.encoder.normalize(pos.reshape(b * n, -1), index, b)
             if x.numel() and float(x.abs().max()) > 3.0:
                 warnings.warn(
                     "positions lie far outside the training range of this model "
                     f"(normalised |x| up to {float(x.abs().max()):.1f}); ẑ is an extrapolation",
                     stacklevel=2,
                 )
-            index = torch.arange(b, device=self.device).repeat_interleave(n)
             z = self.encoder.forward_flat(x, typ.reshape(-1), index, b)
         if not batched:
             z = z[0]
@@ -272,11 +280,16 @@ class ClosureModel(nn.Module):
     def sample_positions(self, zhat, n: int, species: Optional[int] = None) -> Tensor:
         """Draw n positions (n, in_features) in nm from the decoded density p(x | ẑ, s).
 
+        With a centring encoder (``config["encoder"]["center"]``) the density is that of
+        the centred set: add the centre (e.g. the conserved centre of mass) yourself.
+
         Arguments:
             zhat: (d,) closure variables (unscaled, as returned by :meth:`encode`).
             n: number of points.
             species: species index (multi-species models).
         """
+        if self.decoder is None:
+            raise ValueError("this model has no closure variables and no decoder (method no-closure)")
         z = torch.as_tensor(zhat).to(device=self.device, dtype=self.dtype)
         sp = None if species is None else torch.tensor(int(species), device=self.device)
         x = self.decoder.sample(z, n, sp)

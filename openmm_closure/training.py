@@ -40,6 +40,7 @@ __all__ = [
     "TrainConfig",
     "SetBatch",
     "DensityObjective",
+    "NoClosure",
     "STAGE1_OBJECTIVES",
     "train",
     "configure",
@@ -70,6 +71,7 @@ class TrainConfig:
     drift: str = "mlp"
     sigma0_sq: float = 0.01
     encoder: str = "deepset"
+    center: Optional[bool] = None
     encoder_hidden: tuple = (64, 64)
     encoder_embed: int = 64
     flow_transforms: int = 8
@@ -94,6 +96,8 @@ class TrainConfig:
     def check(self) -> None:
         if self.latent_dim is not None and int(self.latent_dim) <= 0:
             raise ValueError(f"--latent-dim must be >= 1, got {self.latent_dim}")
+        if self.method == "no-closure" and self.latent_dim is not None:
+            raise ValueError("--method no-closure has no closure variables; drop --latent-dim")
         if not self.epsilon > 0:
             raise ValueError(f"--epsilon must be > 0, got {self.epsilon}")
         if int(self.samples) <= 0:
@@ -171,8 +175,25 @@ class DensityObjective:
                            self.samples, self.epsilon, generator)
 
 
+class NoClosure:
+    """``--method no-closure``: no closure variables and no stage 1.
+
+    The model's encoder outputs nothing (``encoder.kind = "none"``, d = 0) and stage 2
+    trains the same dynamics, with the same budget and the same best-validation
+    selection, on the observables z̄ alone. This is the calibration row a closure must
+    beat.
+    """
+
+    skips_stage1 = True
+
+    @staticmethod
+    def encoder_config(config, frames) -> dict:
+        return {"kind": "none"}
+
+
 #: ``--method`` name -> stage-1 objective class (the baselines: :mod:`.models.baselines`)
-STAGE1_OBJECTIVES: dict[str, Callable] = {"ours": DensityObjective, **BASELINE_OBJECTIVES}
+STAGE1_OBJECTIVES: dict[str, Callable] = {"ours": DensityObjective, **BASELINE_OBJECTIVES,
+                                          "no-closure": NoClosure}
 
 
 # ---------------------------------------------------------------------------- data
@@ -218,9 +239,12 @@ class _Frames:
         system = self.manifest.get("system", "custom")
         self.system = system
         self.in_features = int(self.manifest.get("spatial_dim", _IN_FEATURES.get(system, 0)))
-        # one pass over the training replicas: finiteness and coordinate ranges
+        # one pass over the training replicas: finiteness and coordinate ranges, raw and
+        # with each frame's centroid subtracted (for encoders with ``center``)
         lo = np.full(3, np.inf)
         hi = np.full(3, -np.inf)
+        lo_c = np.full(3, np.inf)
+        hi_c = np.full(3, -np.inf)
         for i in range(r):
             p = np.asarray(ds.positions[i], dtype=np.float64)
             if not np.isfinite(p).all():
@@ -229,7 +253,21 @@ class _Frames:
                 flat = p.reshape(-1, 3)
                 lo = np.minimum(lo, flat.min(0))
                 hi = np.maximum(hi, flat.max(0))
+                c = (p - p.mean(axis=-2, keepdims=True)).reshape(-1, 3)
+                lo_c = np.minimum(lo_c, c.min(0))
+                hi_c = np.maximum(hi_c, c.max(0))
         self.lo, self.hi = lo, hi
+        self.lo_centered, self.hi_centered = lo_c, hi_c
+        # the metric's scale and the model-free predictors come from the WHOLE training
+        # set (every replica, before the validation split), as the paper scales its MRE
+        if self.observables:
+            allobs = np.stack([self.obs[k] for k in self.observables], -1)  # (R, F, M)
+            self.obs_lo = allobs.min(axis=(0, 1))
+            self.obs_hi = allobs.max(axis=(0, 1))
+            self.obs_mean_curve = allobs.mean(axis=0)  # (F, M)
+        else:
+            self.obs_lo = self.obs_hi = np.zeros(0)
+            self.obs_mean_curve = np.zeros((self.n_frames, 0))
         if self.in_features == 0:  # unknown system: 2D when z never varies
             self.in_features = 2 if hi[2] - lo[2] == 0 else 3
 
@@ -253,10 +291,11 @@ class _Frames:
             idx.append(np.repeat(np.arange(k, k + len(fr)), n))
             k += len(fr)
         x = torch.from_numpy(np.concatenate(xs)).to(device)
+        index = torch.from_numpy(np.concatenate(idx)).to(device)
         return SetBatch(
-            x=model.encoder.normalize(x),
+            x=model.encoder.normalize(x, index, k),
             types=torch.from_numpy(np.concatenate(ts)).to(device),
-            index=torch.from_numpy(np.concatenate(idx)).to(device),
+            index=index,
             n_sets=k,
         )
 
@@ -279,10 +318,23 @@ def _frame_dt(manifest: dict) -> float:
     return float(dt)
 
 
+#: systems whose physics is translation invariant (encoder ``center`` on by default):
+#: particles2d (pair forces only) and the polymer (the flow is taken about the chain's
+#: centre); not lj-mixing, whose walls fix where the particles are
+_TRANSLATION_INVARIANT = {"particles2d", "polymer"}
+
+
+def _default_center(system: str) -> bool:
+    return system in _TRANSLATION_INVARIANT
+
+
 def _build_model(config: TrainConfig, frames: _Frames) -> ClosureModel:
     from .guard import DEFAULT_MARGIN as OOD_MARGIN
 
     latent = config.latent_dim or _default_latent(frames.system, frames.n_species)
+    if config.method == "no-closure":
+        latent = 0
+    center = _default_center(frames.system) if config.center is None else bool(config.center)
     kind = config.dynamics or _default_dynamics(frames.system)
     params = dict(frames.manifest.get("params", {}))
     from . import __version__
@@ -318,6 +370,10 @@ def _build_model(config: TrainConfig, frames: _Frames) -> ClosureModel:
             **({"sigma0_sq": float(config.sigma0_sq)} if kind == "sde" else {}),
         },
         "units": UNITS,
+        # whole training set (all replicas): the metric's min-max scale and the mean curve
+        # of the model-free calibration predictor, (F, M) raw units
+        "observable_range": {"lo": frames.obs_lo.tolist(), "hi": frames.obs_hi.tolist()},
+        "observable_mean_curve": frames.obs_mean_curve.tolist(),
         "manifest": json.loads(json.dumps(frames.manifest, default=str)),
         "training": config.to_dict(),
     }
@@ -325,10 +381,12 @@ def _build_model(config: TrainConfig, frames: _Frames) -> ClosureModel:
     encoder_hook = getattr(STAGE1_OBJECTIVES[config.method], "encoder_config", None)
     if encoder_hook is not None:
         model_config["encoder"] = encoder_hook(config, frames)
+    model_config["encoder"]["center"] = center
     torch.manual_seed(_seed_for(config.seed, 0, 1))
     model = ClosureModel(model_config)
-    model.encoder.coords.lo.copy_(torch.as_tensor(frames.lo[: frames.in_features]))
-    model.encoder.coords.hi.copy_(torch.as_tensor(frames.hi[: frames.in_features]))
+    lo, hi = (frames.lo_centered, frames.hi_centered) if center else (frames.lo, frames.hi)
+    model.encoder.coords.lo.copy_(torch.as_tensor(lo[: frames.in_features]))
+    model.encoder.coords.hi.copy_(torch.as_tensor(hi[: frames.in_features]))
     return model
 
 
@@ -540,6 +598,8 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
         return budget[0] <= 0
 
     # ------------------------------------------------------------- stage 1
+    if stage == 1 and getattr(STAGE1_OBJECTIVES[config.method], "skips_stage1", False):
+        stage, epoch = 2, 0  # no-closure: nothing to learn before the dynamics
     if stage == 1:
         objective = STAGE1_OBJECTIVES[config.method](model, config)
         if hasattr(objective, "bind"):  # objectives that need whole trajectories (InvE)
@@ -693,6 +753,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--drift", choices=["mlp", "onsager"], default=d.drift, help="drift structure")
     a("--sigma0-sq", type=float, default=d.sigma0_sq, help="SDE diffusion floor σ0²")
     a("--encoder", choices=["deepset", "settransformer"], default=d.encoder)
+    a("--center", action=argparse.BooleanOptionalAction, default=None,
+      help="subtract each set's centroid before encoding (translation-invariant ẑ); "
+           "default: on for particles2d and polymer, off for lj-mixing (walls)")
     a("--flow-transforms", type=int, default=d.flow_transforms)
     a("--flow-bins", type=int, default=d.flow_bins)
     a("--flow-hidden", type=_ints, default=d.flow_hidden, help="e.g. 128,128")

@@ -31,7 +31,7 @@ def _config(tmp_path, method, **kw):
 
 
 def test_all_methods_are_registered():
-    assert set(STAGE1_OBJECTIVES) == {"ours", "ae-aug", "ae-inve", "ae-inve-cd", "inve"}
+    assert set(STAGE1_OBJECTIVES) == {"ours", "ae-aug", "ae-inve", "ae-inve-cd", "inve", "no-closure"}
 
 
 @pytest.mark.parametrize("method", ["ae-aug", "ae-inve", "ae-inve-cd", "inve"])

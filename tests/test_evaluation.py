@@ -50,6 +50,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     train_on(_particles(10, 5, 0), _cfg(root / "ours", "ours"))
     train_on(_particles(10, 5, 0), _cfg(root / "aug", "ae-aug"))
+    train_on(_particles(10, 5, 0), _cfg(root / "none", "no-closure"))
     _particles(10, 3, 1).save(root / "test")
     _particles(14, 3, 2).save(root / "test-diffN")
     return root
@@ -77,7 +78,11 @@ def test_mre_is_recomputed_from_an_independent_rollout(setup, tmp_path):
     for r in range(len(ds)):
         z0 = model.state(np.asarray(ds.positions[r, 0]), ds.types[r])
         preds.append(model.unscale(model.rollout(z0, F - 1))[0, :, 0].numpy())
-    lo, hi = float(model.state_scaler.lo[0]), float(model.state_scaler.hi[0])
+    # the scale: the whole training set (every replica, before the validation split)
+    train_e = _particles(10, 5, 0).observables["energy"]
+    lo, hi = float(train_e.min()), float(train_e.max())
+    assert model.config["observable_range"] == {"lo": [pytest.approx(lo)], "hi": [pytest.approx(hi)]}
+    assert res["metric_scale"] == "whole training set"
     expected = metrics.mre(np.stack(preds), ds.observables["energy"], lo, hi)
     assert res["value"] == pytest.approx(expected, rel=1e-6)
 
@@ -129,3 +134,79 @@ def test_metric_kind_and_table():
     text = markdown_table([{"method": "ae-aug", "status": "n/a", "reason": "tied to n", "metric": "mre",
                             "value": None, "data_name": "t", "regime": "diff-N"}])
     assert "N/A" in text and "tied to n" in text
+
+
+def test_no_closure_model_and_calibration_rows(setup, tmp_path):
+    """no-closure: stage 2 only (same loop, best-validation selection) on z̄ alone; evaluate
+    reports the no-closure, mean-curve and constant rows, recomputed here independently."""
+    from openmm_closure import load_model
+    from openmm_closure.data import load
+
+    nc = load_model(setup / "none")
+    hist = json.loads((setup / "none" / "history.json").read_text())
+    assert nc.latent_dim == 0 and nc.dim == 1 and nc.decoder is None
+    ours_hist = json.loads((setup / "ours" / "history.json").read_text())
+    assert hist["stage1"] == [] and len(hist["stage2"]) == len(ours_hist["stage2"]) == 3
+    res = evaluate(setup / "ours", setup / "test", tmp_path / "rep", permutations=0, plots=False,
+                   no_closure=setup / "none")
+    cal = res["calibration"]
+    ds, train = load(setup / "test"), _particles(10, 5, 0)
+    true = ds.observables["energy"]
+    lo, hi = train.observables["energy"].min(), train.observables["energy"].max()
+    # no-closure: its own rollout from z̄(0)
+    preds = [nc.unscale(nc.rollout(nc.state(np.asarray(ds.positions[r, 0]), ds.types[r]), F - 1))[0, :, 0].numpy()
+             for r in range(len(ds))]
+    assert cal["no-closure"]["value"] == pytest.approx(metrics.mre(np.stack(preds), true, lo, hi), rel=1e-6)
+    mean_curve = train.observables["energy"].mean(0)
+    shifted = true[:, :1] + (mean_curve - mean_curve[0])[None]
+    assert cal["mean-curve"]["value"] == pytest.approx(metrics.mre(shifted, true, lo, hi), rel=1e-9)
+    flat = np.repeat(mean_curve[None], len(ds), axis=0)
+    assert cal["mean-curve-unshifted"]["value"] == pytest.approx(metrics.mre(flat, true, lo, hi), rel=1e-9)
+    const = np.repeat(true[:, :1], F, axis=1)
+    assert cal["constant"]["value"] == pytest.approx(metrics.mre(const, true, lo, hi), rel=1e-9)
+    md = (tmp_path / "rep" / "metrics.md").read_text()
+    for row in ("| no-closure |", "| mean-curve |", "| constant |", "Reading: ẑ"):
+        assert row in md, row
+    diag = res["closure_diagnostic"]
+    assert set(diag["r2"]) == {"zhat_0", "zhat_1"} and len(diag["within_fraction"]) == 2
+    # the no-closure model evaluates alone too (no diagnostic, no permutation overlay)
+    alone = evaluate(setup / "none", setup / "test", tmp_path / "nc", plots=False)
+    assert alone["status"] == "ok" and alone["closure_diagnostic"] is None
+    assert alone["value"] == pytest.approx(cal["no-closure"]["value"], rel=1e-6)
+
+
+def test_mixture_calibration_rows_are_mmd(tmp_path):
+    train_on(_mixture(5, 0), _cfg(tmp_path / "m", "ours", epochs_stage2=1))
+    _mixture(3, 1).save(tmp_path / "mt")
+    res = evaluate(tmp_path / "m", tmp_path / "mt", tmp_path / "rep", samples=2, permutations=0, plots=False)
+    ds = _mixture(3, 1)
+    true = np.stack([ds.observables["R_AB"], ds.observables["R_BA"]], -1)
+    const = np.repeat(true[:, :1], F, axis=1)
+    assert res["calibration"]["constant"]["value"] == pytest.approx(
+        float(np.mean(metrics.mmd_over_time(const, true))), rel=1e-9)
+    assert 0.0 <= res["calibration"]["mean-curve"]["value"] < 2.0
+    # every replica has the same species fractions here: a constant statistic is dropped
+    assert "fraction_0" not in res["closure_diagnostic"]["statistics"]
+
+
+def test_old_model_without_new_keys_falls_back_with_a_warning(setup, tmp_path):
+    """A model saved before centring and the whole-training-set range: loads uncentred, and
+    evaluate scales the MRE by the state scaler's range with a warning."""
+    import shutil
+
+    from openmm_closure import load_model
+
+    old = tmp_path / "old"
+    shutil.copytree(setup / "ours", old)
+    cfg = json.loads((old / "config.json").read_text())
+    for key in ("observable_range", "observable_mean_curve"):
+        cfg.pop(key)
+    cfg["encoder"].pop("center")
+    (old / "config.json").write_text(json.dumps(cfg))
+    model = load_model(old)
+    assert model.encoder.center is False
+    with pytest.warns(UserWarning, match="predates observable_range"):
+        res = evaluate(old, setup / "test", tmp_path / "rep", permutations=0, plots=False, diagnostic=False)
+    assert res["metric_scale"].startswith("training replicas after")
+    assert res["calibration"]["mean-curve"]["value"] is None and res["calibration"]["constant"]["value"] > 0
+    assert "predates observable_range" in (tmp_path / "rep" / "metrics.md").read_text()

@@ -361,3 +361,26 @@ def test_torchforce_global_parameters(models, tmp_path, platform):
     x = torch.tensor(pos)
     assert float(cv(x)) == pytest.approx(0.5 * k0 * (zc - t0) ** 2, rel=1e-5)
     assert float(cv(x, torch.tensor(2.0), torch.tensor(zc + 1.0))) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_centred_model_translation_invariant_eager_and_exported(models):
+    """particles2d models centre each set by default: model.encode, encoder.pt and
+    collective_variable.pt give the same ẑ (bias energy) for randomly translated sets;
+    lj-mixing models (walls) do not centre."""
+    model_dir, export_dir = models["particles2d"]
+    model = load_model(model_dir)
+    assert model.config["encoder"]["center"] is True
+    assert load_model(models["lj-mixing"][0]).config["encoder"]["center"] is False
+    assert read_metadata(export_dir / "encoder.pt")["coordinate_range"]["centered_per_set"] is True
+    enc = torch.jit.load(str(export_dir / "encoder.pt"))
+    cv = torch.jit.load(str(export_dir / "collective_variable.pt"))
+    pos, types = _config(30, model, 7)
+    ref = model.encode(pos, types)
+    ref_cv = float(cv(torch.tensor(pos)))
+    rng = np.random.default_rng(8)
+    for _ in range(10):
+        shifted = pos + np.r_[rng.uniform(-20, 20, 2), 0.0]
+        assert np.abs(model.encode(shifted, types) - ref).max() <= 1e-5
+        got = enc(torch.tensor(shifted), torch.tensor(types)).double().numpy()
+        assert np.abs(got - ref).max() <= 1e-5
+        assert abs(float(cv(torch.tensor(shifted))) - ref_cv) <= 1e-5 * max(1.0, abs(ref_cv))

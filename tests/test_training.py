@@ -123,3 +123,27 @@ def test_stage2_keeps_the_best_validation_epoch(tmp_path):
         assert torch.equal(saved["dynamics." + name], value)
     # the saved dynamics reproduce the best validation loss, not the last epoch's
     assert ck["best"]["val"] == pytest.approx(min(vals))
+
+
+def test_metric_range_is_the_whole_training_set_whatever_the_split(tmp_path):
+    """observable_range and the mean curve come from every replica (before the validation
+    split): the same for every seed, while the state scaler (training replicas only) moves."""
+    from conftest import contracting_clusters
+
+    from openmm_closure.training import TrainConfig, train_on
+
+    ds = contracting_clusters(8, 5, 4, seed=2)
+    e = ds.observables["energy"]
+    ranges, scaler_hi = [], []
+    for seed in range(4):
+        cfg = TrainConfig(data="", out=str(tmp_path / f"s{seed}"), seed=seed, val_fraction=0.2, epochs_stage1=0,
+                          epochs_stage2=1, samples=16, flow_transforms=1, flow_hidden=(8, 8),
+                          encoder_hidden=(8,), encoder_embed=8, dynamics_hidden=(8, 8), progress=False, device="cpu")
+        model = train_on(ds, cfg)
+        saved = json.loads((tmp_path / f"s{seed}" / "config.json").read_text())
+        ranges.append(saved["observable_range"])
+        scaler_hi.append(float(model.state_scaler.hi[0]))
+        assert np.allclose(saved["observable_mean_curve"], e.mean(0)[:, None])
+    assert all(r == ranges[0] for r in ranges)
+    assert ranges[0]["lo"] == [pytest.approx(e.min())] and ranges[0]["hi"] == [pytest.approx(e.max())]
+    assert len(set(scaler_hi)) > 1  # the split-dependent range the metric no longer uses

@@ -95,6 +95,7 @@ class FlatMLPEncoder(_SetEncoderBase):
         n_particles: the fixed number of particles n.
         hidden: hidden sizes of the encoder MLP.
         decoder_hidden: hidden sizes of the decoder MLP ẑ -> (n, D [+ S]).
+        center: subtract each set's centroid before normalising (as the method's encoder).
 
     Example:
         >>> enc = FlatMLPEncoder(2, in_features=2, n_particles=5, hidden=(8,), decoder_hidden=(8,))
@@ -110,8 +111,9 @@ class FlatMLPEncoder(_SetEncoderBase):
         n_particles: int = 1,
         hidden: Sequence[int] = (256, 256),
         decoder_hidden: Sequence[int] = (256, 256),
+        center: bool = False,
     ):
-        super().__init__(latent_dim, in_features, n_species)
+        super().__init__(latent_dim, in_features, n_species, center)
         if int(n_particles) <= 0:
             raise ValueError(f"n_particles must be >= 1, got {n_particles}")
         self.n_particles = int(n_particles)
@@ -138,7 +140,7 @@ class DeepSetMLPDecoderEncoder(DeepSetEncoder):
     """AE-InvE: the DeepSet encoder with an MLP decoder to an ordered list of n points.
 
     Arguments:
-        latent_dim, in_features, n_species, hidden, embed, rho_hidden, pool: as
+        latent_dim, in_features, n_species, hidden, embed, rho_hidden, pool, center: as
             :class:`~openmm_closure.models.encoder.DeepSetEncoder`.
         n_particles: length of the decoded list (training sets must have this n;
             encoding accepts any n).
@@ -169,7 +171,7 @@ class DeepSetSetDecoderEncoder(DeepSetEncoder):
     """AE-InvE-CD: the DeepSet encoder with an MLP decoder to m points per species.
 
     Arguments:
-        latent_dim, in_features, n_species, hidden, embed, rho_hidden, pool: as
+        latent_dim, in_features, n_species, hidden, embed, rho_hidden, pool, center: as
             :class:`~openmm_closure.models.encoder.DeepSetEncoder`.
         n_points: decoded points per species m.
         decoder_hidden: hidden sizes of the decoder MLP.

@@ -7,9 +7,17 @@ Both encoders share one interface:
   z), ``types`` (n,) int64 species indices in ``[0, n_species)``; returns (d,) in the
   encoder's dtype. This is the TorchScript entry point.
 - ``forward_flat(x, types, index, n_sets) -> z`` for a batch of sets stored as one flat
-  concatenation: ``x`` (N, in_features) *normalised* coordinates, ``types`` (N,),
-  ``index`` (N,) the set each element belongs to; returns (n_sets, d). Training uses this
-  path; sets may have different sizes.
+  concatenation: ``x`` (N, in_features) *normalised* coordinates (``normalize(positions,
+  index, n_sets)``), ``types`` (N,), ``index`` (N,) the set each element belongs to;
+  returns (n_sets, d). Training uses this path; sets may have different sizes.
+
+Translation invariance (``center=True``): :meth:`_SetEncoderBase.normalize` subtracts each
+set's centroid (over all its particles, every species) before the min-max map, so ẑ does
+not depend on where the set sits. The coordinate ranges are then fit on centred
+coordinates. It lives inside the encoder module, so every export that wraps the encoder
+(``encoder.pt``, ``collective_variable.pt``) and :meth:`ClosureModel.encode` honour it.
+Use it where the physics is translation invariant (particles2d, polymer); not with walls
+(lj-mixing), where the position relative to the box matters.
 
 Invariance is by construction: every element goes through the same per-element map
 and the only reduction over elements is a (masked, per-species) mean or an attention
@@ -17,14 +25,14 @@ pooling, both symmetric functions. The cost is O(n).
 """
 
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .normalization import MinMaxScaler
 
-__all__ = ["MLP", "DeepSetEncoder", "SetTransformerEncoder", "build_encoder"]
+__all__ = ["MLP", "DeepSetEncoder", "SetTransformerEncoder", "NullEncoder", "build_encoder", "center_sets"]
 
 
 class MLP(nn.Sequential):
@@ -57,8 +65,20 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
-def _check_args(latent_dim: int, in_features: int, n_species: int) -> None:
-    if int(latent_dim) <= 0:
+def center_sets(x: Tensor, index: Tensor, n_sets: int) -> Tensor:
+    """Subtract each set's centroid: x (N, D) any units, index (N,) set of each element.
+
+    Returns:
+        (N, D) coordinates relative to the mean of their set (same units and dtype).
+    """
+    sums = torch.zeros(n_sets, x.shape[1], dtype=x.dtype, device=x.device).index_add(0, index, x)
+    ones = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+    counts = torch.zeros(n_sets, dtype=x.dtype, device=x.device).index_add(0, index, ones)
+    return x - (sums / counts.clamp(min=1.0).unsqueeze(-1))[index]
+
+
+def _check_args(latent_dim: int, in_features: int, n_species: int, minimum: int = 1) -> None:
+    if int(latent_dim) < minimum:
         raise ValueError(f"latent dimension must be >= 1, got {latent_dim}")
     if int(in_features) <= 0 or int(in_features) > 3:
         raise ValueError(f"in_features must be 1, 2 or 3, got {in_features}")
@@ -71,12 +91,15 @@ class _SetEncoderBase(nn.Module):
 
     _probe: Tensor
 
-    def __init__(self, latent_dim: int, in_features: int, n_species: int):
+    def __init__(self, latent_dim: int, in_features: int, n_species: int, center: bool = False,
+                 _minimum_latent: int = 1):
         super().__init__()
-        _check_args(latent_dim, in_features, n_species)
+        _check_args(latent_dim, in_features, n_species, _minimum_latent)
         self.latent_dim = int(latent_dim)
         self.in_features = int(in_features)
         self.n_species = int(n_species)
+        #: subtract each set's centroid before normalising (translation invariance)
+        self.center = bool(center)
         #: coordinate ranges (nm) mapped to [-1, 1]; set by :meth:`fit_normalization`
         self.coords = MinMaxScaler(self.in_features)
         # empty buffer that follows .to(dtype/device): tells forward what to convert to
@@ -84,14 +107,32 @@ class _SetEncoderBase(nn.Module):
 
     @torch.jit.unused
     def fit_normalization(self, positions) -> None:
-        """Set the coordinate ranges from training positions (..., >= in_features) in nm."""
-        x = torch.as_tensor(positions, dtype=torch.float64)
-        self.coords.fit(x[..., : self.in_features])
+        """Set the coordinate ranges from training sets (S, n, >= in_features) in nm
+        (each set centred first when ``center``)."""
+        x = torch.as_tensor(positions, dtype=torch.float64)[..., : self.in_features]
+        if self.center:
+            x = x - x.mean(dim=-2, keepdim=True)
+        self.coords.fit(x)
 
-    def normalize(self, positions: Tensor) -> Tensor:
-        """Positions (..., >= in_features) in nm -> normalised (..., in_features)."""
-        x = positions[..., : self.in_features].to(dtype=self._probe.dtype, device=self._probe.device)
-        return self.coords(x)
+    def normalize(self, positions: Tensor, index: Optional[Tensor] = None, n_sets: int = 1) -> Tensor:
+        """Positions (N, >= in_features) in nm -> normalised (N, in_features).
+
+        Arguments:
+            positions: (N, >= in_features) nm, a flat concatenation of ``n_sets`` sets.
+            index: (N,) int64 set of each element (None: one set). Used only when
+                ``center``: each set's centroid is subtracted before the min-max map.
+            n_sets: number of sets.
+
+        Returns:
+            (N, in_features) normalised coordinates in the encoder's dtype.
+        """
+        x = positions[..., : self.in_features].to(device=self._probe.device)
+        if self.center and x.shape[0] > 0:  # in the input's precision, then the encoder's
+            if index is None:
+                x = x - x.mean(dim=0, keepdim=True)
+            else:
+                x = center_sets(x, index.to(device=x.device, dtype=torch.long), n_sets)
+        return self.coords(x.to(dtype=self._probe.dtype))
 
     def forward_flat(self, x: Tensor, types: Tensor, index: Tensor, n_sets: int) -> Tensor:
         raise NotImplementedError
@@ -126,7 +167,7 @@ class _SetEncoderBase(nn.Module):
                     + str(int(types.max()))
                     + "]"
                 )
-        x = self.normalize(positions)
+        x = self.normalize(positions)  # one set: centred over all its particles when ``center``
         index = torch.zeros_like(types)
         return self.forward_flat(x, types, index, 1)[0]
 
@@ -146,6 +187,7 @@ class DeepSetEncoder(_SetEncoderBase):
         embed: output size of ψ (per species pooled width).
         rho_hidden: hidden sizes of ρ.
         pool: ``"mean"`` (reference) or ``"sum"``.
+        center: subtract each set's centroid before normalising (translation invariance).
 
     Example:
         >>> enc = DeepSetEncoder(2, in_features=2, n_species=2)
@@ -162,8 +204,9 @@ class DeepSetEncoder(_SetEncoderBase):
         embed: int = 64,
         rho_hidden: Sequence[int] = (64, 64),
         pool: str = "mean",
+        center: bool = False,
     ):
-        super().__init__(latent_dim, in_features, n_species)
+        super().__init__(latent_dim, in_features, n_species, center)
         if pool not in ("mean", "sum"):
             raise ValueError(f"pool must be 'mean' or 'sum', got {pool!r}")
         self.pool = pool
@@ -221,6 +264,7 @@ class SetTransformerEncoder(_SetEncoderBase):
         inducing: number of inducing points m.
         blocks: number of ISAB blocks.
         rho_hidden: hidden sizes of ρ.
+        center: subtract each set's centroid before normalising (translation invariance).
 
     Example:
         >>> enc = SetTransformerEncoder(2, dim=16, heads=2, inducing=4)
@@ -238,8 +282,9 @@ class SetTransformerEncoder(_SetEncoderBase):
         inducing: int = 16,
         blocks: int = 2,
         rho_hidden: Sequence[int] = (64, 64),
+        center: bool = False,
     ):
-        super().__init__(latent_dim, in_features, n_species)
+        super().__init__(latent_dim, in_features, n_species, center)
         self.dim = int(dim)
         self.embed_net = MLP(self.in_features + self.n_species, self.dim, (self.dim,))
         self.inducing = nn.Parameter(torch.randn(int(blocks), int(inducing), self.dim) * 0.1)
@@ -290,8 +335,32 @@ class SetTransformerEncoder(_SetEncoderBase):
         return self.rho(pooled.reshape(n_sets, self.n_species * self.dim))
 
 
+class NullEncoder(_SetEncoderBase):
+    """The encoder of the no-closure model: ẑ has zero components.
+
+    Stage 2 then learns the dynamics of the observables z̄ alone; this is the row a
+    closure must beat.
+
+    Example:
+        >>> NullEncoder(in_features=2)(torch.rand(10, 3), torch.zeros(10, dtype=torch.long)).shape
+        torch.Size([0])
+    """
+
+    def __init__(self, latent_dim: int = 0, in_features: int = 2, n_species: int = 1, center: bool = False):
+        if int(latent_dim) != 0:
+            raise ValueError(f"the no-closure encoder has latent dimension 0, got {latent_dim}")
+        super().__init__(0, in_features, n_species, center, _minimum_latent=0)
+
+    def forward_flat(self, x: Tensor, types: Tensor, index: Tensor, n_sets: int) -> Tensor:
+        """(n_sets, 0): no closure variables."""
+        return torch.zeros(n_sets, 0, dtype=x.dtype, device=x.device)
+
+
 def build_encoder(kind: str, **kwargs) -> _SetEncoderBase:
-    """Encoder factory: ``kind`` is ``"deepset"`` or ``"settransformer"``."""
+    """Encoder factory: ``kind`` is ``"deepset"``, ``"settransformer"`` or ``"none"``
+    (no closure), or a baseline's encoder kind."""
+    if kind == "none":
+        return NullEncoder(**kwargs)
     if kind == "deepset":
         return DeepSetEncoder(**kwargs)
     if kind == "settransformer":
