@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .macro import _ObservableReporter
+from .macro import OBSERVABLE_PARAMS, _ObservableReporter
 
 __all__ = ["ClosureReporter", "load_encoder", "match_species"]
 
@@ -146,6 +146,7 @@ class ClosureReporter(_ObservableReporter):
         types: (n,) int species index per atom in the model's order; default: the
             topology's atom names matched to the model's species names.
         observables: names of z̄ to report (default: the model's observables; ``()`` for none).
+        overwrite: replace an existing ``file`` (default: refuse with FileExistsError).
 
     Raises:
         ValueError: bad interval or file name, or a path that is neither an exported
@@ -161,6 +162,7 @@ class ClosureReporter(_ObservableReporter):
         model: Any,
         types: Sequence[int] | np.ndarray | None = None,
         observables: Sequence[str] | None = None,
+        overwrite: bool = False,
     ) -> None:
         if hasattr(file, "write"):
             fmt = "csv"
@@ -171,7 +173,9 @@ class ClosureReporter(_ObservableReporter):
             fmt = "csv" if ext == ".csv" else "h5"
         self._module, self._meta = load_encoder(model, device="cpu")
         obs = list(self._meta.get("observables", [])) if observables is None else list(observables)
-        super().__init__(file, reportInterval, obs, types, dict(self._meta.get("observable_params") or {}))
+        # the model records its dataset's builder parameters; the observables take a few of them
+        params = {k: v for k, v in (self._meta.get("observable_params") or {}).items() if k in OBSERVABLE_PARAMS}
+        super().__init__(file, reportInterval, obs, types, params, overwrite=overwrite)
         self._format = fmt
         self._kind = self._meta.get("kind", "encoder")
         if self._kind == "collective_variable":
