@@ -79,22 +79,33 @@ def run_batch(tasks: Sequence[dict], write: Sequence[int] | None = None, method:
     spec0 = specs[0]
     batched = build_batch(specs, method)
     positions, times, platform = run_batch_frames(batched, spec0.report_interval, spec0.n_frames, tasks[0]["platform"])
-    metas = []
     wanted = None if write is None else set(write)
-    for task, spec, x in zip(tasks, specs, positions):
-        if wanted is not None and task["index"] not in wanted:
-            continue
+    jobs = [(task, spec, x) for task, spec, x in zip(tasks, specs, positions)
+            if wanted is None or task["index"] in wanted]
+
+    def observe(job) -> dict[str, np.ndarray]:
+        """Frame by frame, exactly as the reporter computes them."""
+        _, spec, x = job
+        obs_params = {k: spec.params[k] for k in _OBSERVABLE_PARAMS if k in spec.params}
+        values: dict[str, list[float]] = {k: [] for k in spec.observables}
+        for frame in x:
+            for k, v in compute(spec.observables, frame, spec.types, **obs_params).items():
+                values[k].append(float(v))
+        return {k: np.asarray(v) for k, v in values.items()}
+
+    # numpy and scipy release the GIL in their loops: use every core for the observables
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(len(jobs), os.cpu_count() or 1))) as pool:
+        all_values = list(pool.map(observe, jobs))
+    metas = []
+    for (task, spec, x), values in zip(jobs, all_values):
         final = Path(task["path"])
         tmp = final.with_name(partial_filename(task["index"]))
-        obs_params = {k: spec.params[k] for k in _OBSERVABLE_PARAMS if k in spec.params}
-        box = obs_params.get("box")
-        values: dict[str, list[float]] = {k: [] for k in spec.observables}
-        for frame in x:  # frame by frame, as the reporter computes them
-            for k, v in compute(spec.observables, frame, spec.types, **{**obs_params, "box": box}).items():
-                values[k].append(float(v))
+        box = spec.params.get("box")
         writer = ReplicaWriter(tmp, spec.types, _names_for_types(spec.types, spec.topology), spec.observables, box)
         try:
-            writer.append(x, times, {k: np.asarray(v) for k, v in values.items()})
+            writer.append(x, times, values)
         finally:
             writer.close()
         meta = _normalise({
