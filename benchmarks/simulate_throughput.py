@@ -36,9 +36,10 @@ CASES = {
 
 
 def timed_run(system: str, replicas: int, batch: int, workers: int, platform: str, root: Path,
-              steps: int | None = None) -> float:
+              steps: int | None = None, n_particles: int | None = None) -> float:
     """Seconds to simulate ``replicas`` replicas with ``batch`` per Context."""
     n, params = CASES[system]
+    n = n if n_particles is None else n_particles
     if steps is not None:
         params = dict(params, steps=steps)
     out = root / f"{system}_b{batch}"
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--platform", default="CPU")
     parser.add_argument("--rounds", type=int, default=1, help="interleaved repeats; the fastest is kept")
     parser.add_argument("--steps", type=int, default=None, help="override the steps of every system")
+    parser.add_argument("--n-particles", type=int, default=None, help="override the particles per replica")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="sim_throughput_"))
     print(f"platform {args.platform}, {args.replicas} replicas, {args.workers} worker(s)")
@@ -70,7 +72,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 for b in configs:
                     best[b] = min(best[b], timed_run(system, args.replicas, b, args.workers, args.platform,
-                                                     root, args.steps))
+                                                     root, args.steps, args.n_particles))
             for b in configs:
                 print(f"{system:12s} {b:6d} {best[b]:9.1f} {60 * args.replicas / best[b]:10.1f} "
                       f"{best[1] / best[b]:12.2f}", flush=True)
