@@ -13,6 +13,19 @@ distances grow with n (O(n^2) time and memory); sizes whose distance matrices wo
 exceed ``--cd-memory-gib`` are reported as skipped with the estimate.
 
     python benchmarks/training_cost.py [--batch 8] [--samples 600] [--repeats 5] [--threads 1]
+
+``--throughput`` prints frames per second instead, for particles2d-shaped sets (n = 300,
+2D, one species, d = 2): stage 1 (encoder + flow decoder forward, backward, Adam) at the
+paper's size (NSF 8 transforms, hidden (128, 128), M = 600, 64 sets a step) and at the
+small-scale flow of ``benchmarks/paper_table.py --scale small`` (4 transforms, hidden
+(64, 64), M = 256, 16 sets a step), each in fp32 and under bf16 autocast (``--amp``)
+with the relative change of the loss; stage 2 (ODE drift MLP (128, 128), 256 and 4,096
+frame pairs a step); the one-off encoding of every frame before stage 2. From these it
+estimates the epoch time over ``--trajectories`` trajectories with ``--frames`` frames
+per trajectory per epoch (``train --frames-per-trajectory``):
+``trajectories * frames / (stage-1 frames/s)``.
+
+    python benchmarks/training_cost.py --throughput --threads 2 [--trajectories 1000] [--frames 32]
 """
 
 import argparse
@@ -98,6 +111,97 @@ def chamfer_step_cost(n, batch, repeats, seed=0):
     return statistics.median(times), peak
 
 
+def _stage1_fps(transforms, hidden, samples, sets, n, repeats, amp, seed=0):
+    """(frames/s, loss) of stage-1 steps on ``sets`` particles2d-shaped sets of n particles."""
+    import contextlib
+
+    torch.manual_seed(seed)
+    enc = DeepSetEncoder(2, in_features=2, n_species=1)
+    dec = FlowDecoder(2, 2, n_species=1, transforms=transforms, bins=16, hidden=hidden)
+    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-4)
+    x = torch.rand(sets * n, 2, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    types = torch.zeros(sets * n, dtype=torch.long)
+    index = torch.arange(sets).repeat_interleave(n)
+
+    def loss_once():
+        gen = torch.Generator().manual_seed(1)
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+        with ctx:
+            z = enc.forward_flat(x, types, index, sets)
+            return density_nll(dec, z, x, types, index, samples, 0.01, gen).float()
+
+    with torch.no_grad():
+        first = float(loss_once())
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        loss = loss_once()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return sets / statistics.median(times[1:]), first
+
+
+def _stage2_fps(pairs, repeats, dim=3):
+    from openmm_closure.models.dynamics import ODEDynamics
+
+    torch.manual_seed(0)
+    dyn = ODEDynamics(dim, (128, 128), dt=0.02)
+    opt = torch.optim.Adam(dyn.parameters(), lr=1e-3)
+    z0, z1 = torch.rand(pairs, dim) * 2 - 1, torch.rand(pairs, dim) * 2 - 1
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        loss = dyn.loss(z0, z1, 0.02)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return pairs / statistics.median(times[1:])
+
+
+@torch.no_grad()
+def _encode_fps(n, repeats, chunk=64):
+    enc = DeepSetEncoder(2, in_features=2, n_species=1)
+    x = torch.rand(chunk * n, 2) * 2 - 1
+    types = torch.zeros(chunk * n, dtype=torch.long)
+    index = torch.arange(chunk).repeat_interleave(n)
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        enc.forward_flat(x, types, index, chunk)
+        times.append(time.perf_counter() - t0)
+    return chunk / statistics.median(times[1:])
+
+
+def throughput(a):
+    n, traj, frames = 300, a.trajectories, a.frames
+    print(f"frames per second, particles2d sets (n = {n}, 2D, d = 2); torch threads {torch.get_num_threads()}")
+    print(f"{'stage 1':34s} {'fp32 f/s':>9s} {'bf16 f/s':>9s} {'bf16/fp32':>9s} {'loss change':>11s}"
+          f" {'epoch min':>10s}")
+    fps_small = None
+    for label, (tr, hid, m, sets) in {"small (4 x (64,64), M 256, 16)": (4, (64, 64), 256, 16),
+                                      "paper (8 x (128,128), M 600, 64)": (8, (128, 128), 600, 64)}.items():
+        f32, l32 = _stage1_fps(tr, hid, m, sets, n, a.repeats, False)
+        print(f"{label:34s} {f32:9.1f}", flush=True)
+        f16, l16 = _stage1_fps(tr, hid, m, sets, n, a.repeats, True)
+        epoch = traj * frames / f32 / 60
+        print(f"{label:34s} {f32:9.1f} {f16:9.1f} {f16 / f32:9.2f} {abs(l16 - l32) / abs(l32):11.2e} {epoch:10.2f}")
+        fps_small = f32 if fps_small is None else fps_small
+    print(f"{'stage 2 (ODE drift (128,128))':34s} {'pairs/s':>9s}")
+    for pairs in (256, 4096):
+        f2 = _stage2_fps(pairs, a.repeats)
+        print(f"{f'  {pairs} pairs a step':34s} {f2:9.0f}   epoch over {traj} x {frames} pairs: "
+              f"{traj * frames / f2:.2f} s")
+    fe = _encode_fps(n, a.repeats)
+    print(f"encoding before stage 2 (once): {fe:.0f} frames/s; {traj} x 301 frames: {traj * 301 / fe / 60:.2f} min")
+    print(f"estimate: one stage-1 epoch over {traj} trajectories x {frames} frames (--frames-per-trajectory "
+          f"{frames}) at the small-scale flow = {traj} * {frames} / {fps_small:.1f} f/s = "
+          f"{traj * frames / fps_small / 60:.2f} min; the most frames per trajectory in 5 min: "
+          f"{int(300 * fps_small / traj)}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=8, help="sets per step")
@@ -106,11 +210,17 @@ def main():
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--cd-memory-gib", type=float, default=4.0,
                    help="skip Chamfer sizes whose distance matrices exceed this")
+    p.add_argument("--throughput", action="store_true", help="frames/s of stage 1 and 2 (see above)")
+    p.add_argument("--trajectories", type=int, default=1000, help="for the --throughput epoch estimate")
+    p.add_argument("--frames", type=int, default=32, help="frames per trajectory per epoch, for the estimate")
     p.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--one-cd", type=int, default=None, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
+    if a.throughput:
+        throughput(a)
+        return
     if a.one is not None:
         print(json.dumps(step_cost(a.one, a.batch, a.samples, a.repeats)))
         return

@@ -153,6 +153,7 @@ def _manifest(request: dict, metas: list[dict], replicas: int) -> dict:
         "seed": request["seed"],
         "replicas": replicas,
         "platforms": sorted({m["platform"] for m in metas}),
+        "batch_sizes": sorted({int((m.get("batch") or {}).get("size", 1)) for m in metas}),
         "versions": software_versions(),
         "request": request,
         "complete": True,
@@ -192,6 +193,7 @@ def simulate_ensemble(
     workers: int = 1,
     progress: bool = True,
     deterministic: bool = True,
+    batch: int = 1,
     **params: Any,
 ) -> Path:
     """Simulate ``replicas`` independent replicas of ``system`` into a dataset directory.
@@ -212,6 +214,10 @@ def simulate_ensemble(
         deterministic: bitwise-reproducible forces (``DeterministicForces`` on CPU and
             CUDA), so a rerun with the same seed on the same platform and machine gives
             the same files.
+        batch: replicas packed into one OpenMM Context (1: one Context each); see
+            :mod:`openmm_closure.simulate_batch`. Initial states never depend on it;
+            stochastic replicas of B > 1 share one noise stream per batch (equal to B = 1
+            in distribution, bitwise reproducible for the same seed and B).
         **params: builder parameters (e.g. ``steps``, ``report_interval``).
 
     Returns:
@@ -228,7 +234,9 @@ def simulate_ensemble(
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if n_particles is not None and (int(n_particles) != n_particles or n_particles < 1):
         raise ValueError(f"n_particles must be a positive integer, got {n_particles!r}")
-    replicas, workers = int(replicas), int(workers)
+    if isinstance(batch, bool) or int(batch) != batch or batch < 1:
+        raise ValueError(f"batch must be a positive integer (--batch 1 runs one Context per replica), got {batch!r}")
+    replicas, workers, batch = int(replicas), int(workers), int(batch)
     select_platform(platform)  # fail early on an unavailable platform
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -245,11 +253,18 @@ def simulate_ensemble(
         raise ValueError(f"unknown parameter(s) {unknown} for {system}; accepted: {sorted(accepted - {'n_particles', 'regime', 'seed'})}")
     _check_request(system, regime, n_particles, seed, params)
 
+    if batch > 1:  # fail before writing anything when the frame buffers cannot fit
+        from .simulate_batch import estimate_batch_bytes
+
+        estimate_batch_bytes({"system": system, "regime": regime, "n_particles": n_particles,
+                              "seed": replica_seed(seed, 0), "params": params},
+                             min(batch, replicas), min(workers, -(-replicas // batch)))
+
     # one run per directory: held until this function returns (the kernel drops it on kill)
     with DirectoryLock(out, "another simulate run"):
         _check_out_dir(out, request, replicas)  # again, now that nobody else can write
         return _simulate_locked(out, request, system, regime, n_particles, seed, platform,
-                                workers, progress, replicas, params, deterministic)
+                                workers, progress, replicas, params, deterministic, batch)
 
 
 def _check_request(system: str, regime: str, n_particles: int | None, seed: int, params: dict) -> None:
@@ -264,7 +279,7 @@ def _check_request(system: str, regime: str, n_particles: int | None, seed: int,
 
 def _simulate_locked(out: Path, request: dict, system: str, regime: str, n_particles: int | None,
                      seed: int, platform: str, workers: int, progress: bool, replicas: int,
-                     params: dict, deterministic: bool) -> Path:
+                     params: dict, deterministic: bool, batch: int) -> Path:
     if not (out / MANIFEST).exists():
         write_manifest(out, {"system": system, "regime": regime, "request": request, "replicas": replicas,
                              "seed": int(seed), "seeds": [replica_seed(seed, i) for i in range(replicas)],
@@ -289,7 +304,9 @@ def _simulate_locked(out: Path, request: dict, system: str, regime: str, n_parti
     bar = tqdm(total=replicas, initial=len(metas), unit="replica", desc=f"simulate {system}",
                disable=not progress)
     try:
-        if workers == 1 or len(todo) <= 1:
+        if batch > 1:
+            _run_batches(todo, batch, workers, metas, bar, seed, replicas)
+        elif workers == 1 or len(todo) <= 1:
             for task in todo:
                 metas[task["index"]] = _run_replica(task)
                 bar.update(1)
@@ -312,6 +329,44 @@ def _simulate_locked(out: Path, request: dict, system: str, regime: str, n_parti
     return out
 
 
+def _run_batches(todo: list[dict], batch: int, workers: int, metas: dict[int, dict], bar, seed: int,
+                 replicas: int) -> None:
+    """Run the replicas ``todo`` in fixed batches of indices ``[k B, (k + 1) B)``.
+
+    A batch is always the same set of replicas (the noise of stochastic systems depends
+    on it), so a batch with any replica missing is rerun whole and only its missing
+    replicas are written: the dataset depends on (seed, B) alone, never on interruptions.
+    """
+    from .simulate_batch import run_batch
+
+    missing = {t["index"] for t in todo}
+    template = todo[0]
+    groups = sorted({i // batch for i in missing})
+    jobs = []
+    for k in groups:
+        tasks = []
+        for i in range(k * batch, min((k + 1) * batch, replicas)):
+            task = dict(template, index=i, seed=replica_seed(seed, i),
+                        path=str(Path(template["path"]).with_name(replica_filename(i))))
+            tasks.append(task)
+        jobs.append((tasks, sorted(missing & {t["index"] for t in tasks})))
+    if workers == 1 or len(jobs) == 1:
+        for tasks, write in jobs:
+            for meta in run_batch(tasks, write=write):
+                metas[meta["index"]] = meta
+            bar.update(len(write))
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as pool:
+        for fut in as_completed([pool.submit(run_batch, tasks, write=write) for tasks, write in jobs]):
+            done = fut.result()
+            for meta in done:
+                metas[meta["index"]] = meta
+            bar.update(len(done))
+
+
 # --------------------------------------------------------------------------------------
 # command line
 
@@ -327,6 +382,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="base seed; replica i is seeded from (seed, i)")
     parser.add_argument("--platform", default="auto", help="auto | CUDA | OpenCL | CPU | Reference")
     parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="replicas packed into one OpenMM Context (default 1); the files do not depend "
+                             "on it for particles2d; stochastic systems agree in distribution")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="builder parameter, VALUE parsed as JSON if possible (repeatable), "
                              "e.g. --param steps=1000 --param report_interval=50")
@@ -356,7 +414,7 @@ def run(args: argparse.Namespace) -> int:
     out = simulate_ensemble(args.system, args.out, args.replicas, regime=args.regime,
                             n_particles=args.n_particles, seed=args.seed, platform=args.platform,
                             workers=args.workers, progress=not args.no_progress,
-                            deterministic=not args.no_deterministic, **params)
+                            deterministic=not args.no_deterministic, batch=args.batch, **params)
     m = read_manifest(out)
     print(f"{out}: {len(m['n_particles'])} replicas of {m['system']} ({m['regime']}), "
           f"{m['n_frames']} frames each, dt_frame {m['dt_frame']:g} ps")

@@ -85,6 +85,10 @@ class TrainConfig:
     lr: float = 1e-3
     lr_stage2: float = 1e-3
     frame_stride: int = 1
+    frames_per_trajectory: Optional[int] = None
+    frames_per_trajectory_stage2: Optional[int] = None
+    loader_workers: int = 0
+    amp: bool = False
     seed: int = 0
     val_fraction: float = 0.1
     device: str = "auto"
@@ -120,6 +124,13 @@ class TrainConfig:
                              f"{self.flow_transforms} and {self.flow_bins}")
         if self.threads is not None and int(self.threads) <= 0:
             raise ValueError(f"--threads must be >= 1, got {self.threads}")
+        for name in ("frames_per_trajectory", "frames_per_trajectory_stage2"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or int(v) != v or int(v) <= 0):
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        if isinstance(self.loader_workers, bool) or int(self.loader_workers) != self.loader_workers \
+                or int(self.loader_workers) < 0:
+            raise ValueError(f"--loader-workers must be >= 0, got {self.loader_workers!r}")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -130,7 +141,7 @@ class TrainConfig:
 
 
 # the options that may differ between a killed run and its resumption
-_RESUME_FREE = {"resume", "stop_after", "progress", "device", "threads", "data", "out"}
+_RESUME_FREE = {"resume", "stop_after", "progress", "device", "threads", "data", "out", "loader_workers"}
 
 
 @dataclass
@@ -280,6 +291,11 @@ class _Frames:
         return np.array([(r, f) for r in replicas for f in frames], dtype=np.int64).reshape(-1, 2)
 
     def batch(self, model: ClosureModel, items: np.ndarray, device) -> SetBatch:
+        return _to_device(model, self.host_batch(items), device)
+
+    def host_batch(self, items: np.ndarray) -> tuple:
+        """The arrays of a batch on the host: (x (N, 3) float32 nm, types (N,) int64,
+        index (N,) int64, n_sets) for the (replica, frame) pairs ``items`` (K, 2)."""
         xs, ts, idx = [], [], []
         k = 0
         for r in np.unique(items[:, 0]):
@@ -290,14 +306,72 @@ class _Frames:
             ts.append(np.tile(self.types[int(r)], len(fr)))
             idx.append(np.repeat(np.arange(k, k + len(fr)), n))
             k += len(fr)
-        x = torch.from_numpy(np.concatenate(xs)).to(device)
-        index = torch.from_numpy(np.concatenate(idx)).to(device)
-        return SetBatch(
-            x=model.encoder.normalize(x, index, k),
-            types=torch.from_numpy(np.concatenate(ts)).to(device),
-            index=index,
-            n_sets=k,
-        )
+        return (torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ts)),
+                torch.from_numpy(np.concatenate(idx)), k)
+
+    def epoch_items(self, items: np.ndarray, per_trajectory: Optional[int], seed: int) -> np.ndarray:
+        """Stage 1's (replica, frame) pairs of one epoch: all of ``items``, or
+        ``per_trajectory`` frames of each replica drawn without replacement by a
+        generator seeded with ``seed`` (so a resumed epoch draws the same frames)."""
+        if per_trajectory is None:
+            return items
+        rng = np.random.default_rng(seed)
+        out = []
+        for r in np.unique(items[:, 0]):
+            mine = items[items[:, 0] == r]
+            k = min(int(per_trajectory), len(mine))
+            out.append(mine[np.sort(rng.choice(len(mine), k, replace=False))])
+        return np.concatenate(out)
+
+
+def _to_device(model: ClosureModel, host: tuple, device) -> SetBatch:
+    x, types, index, k = host
+    nb = x.is_pinned()
+    index = index.to(device, non_blocking=nb)
+    return SetBatch(
+        x=model.encoder.normalize(x.to(device, non_blocking=nb), index, k),  # centring needs the set index
+        types=types.to(device, non_blocking=nb),
+        index=index,
+        n_sets=k,
+    )
+
+
+class _EpochBatches(torch.utils.data.Dataset):
+    """Batch ``s`` of an epoch, assembled on the host (in DataLoader workers when asked).
+
+    Its content depends only on (items, order, batch size), never on the worker count, so
+    ``--loader-workers`` changes speed, not results."""
+
+    def __init__(self, frames: "_Frames", items: np.ndarray, order: np.ndarray, batch_size: int):
+        self.frames, self.items, self.order, self.bs = frames, items, order, int(batch_size)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.order) / self.bs)
+
+    def __getitem__(self, s: int) -> tuple:
+        return self.frames.host_batch(self.items[self.order[s * self.bs:(s + 1) * self.bs]])
+
+
+def _epoch_loader(frames, items, order, config: TrainConfig, device):
+    """Iterator over the host batches of one epoch: in order, overlapped with compute by
+    ``config.loader_workers`` processes, pinned when the device is CUDA."""
+    data = _EpochBatches(frames, items, order, config.batch_size)
+    workers = int(config.loader_workers)
+    if workers == 0 and device.type != "cuda":
+        return (data[s] for s in range(len(data)))
+    return iter(torch.utils.data.DataLoader(
+        data, batch_size=None, shuffle=False, num_workers=workers,
+        pin_memory=device.type == "cuda", persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None))
+
+
+def _autocast(config: TrainConfig, device):
+    """bf16 autocast of stage 1's forward pass when ``--amp`` (a no-op context otherwise)."""
+    import contextlib
+
+    if not config.amp:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 # ---------------------------------------------------------------------------- model
@@ -607,7 +681,8 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
         opt = torch.optim.Adam(objective.parameters(), lr=config.lr)
         if opt_state is not None:
             opt.load_state_dict(opt_state)
-        items = frames.items(frames.train, config.frame_stride)
+        all_items = frames.items(frames.train, config.frame_stride)
+        items = frames.epoch_items(all_items, config.frames_per_trajectory, _seed_for(config.seed, 1, 0, 3))
         val_items = frames.items(frames.val, config.frame_stride)
         if len(val_items) > _VAL_MAX_SETS:
             pick = np.random.default_rng(_seed_for(config.seed, 1, 0, 7)).choice(
@@ -618,16 +693,21 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
         for e in range(epoch, config.epochs_stage1):
             t0 = time.time()
             model.train()
+            items = frames.epoch_items(all_items, config.frames_per_trajectory, _seed_for(config.seed, 1, e, 3))
             order = np.random.default_rng(_seed_for(config.seed, 1, e)).permutation(len(items))
             gen = torch.Generator().manual_seed(_seed_for(config.seed, 1, e, 1))
             run_loss = 0.0
             bar = _progress(range(steps_per_epoch), config.progress,
                             desc=f"stage 1 epoch {e + 1}/{config.epochs_stage1}")
+            loader = _epoch_loader(frames, items, order, config, device)
             for s in bar:
                 for g in opt.param_groups:
                     g["lr"] = _lr(config.lr, e * steps_per_epoch + s, total)
-                batch = frames.batch(model, items[order[s * config.batch_size:(s + 1) * config.batch_size]], device)
-                loss = objective.loss(batch, gen)
+                batch = _to_device(model, next(loader), device)
+                with _autocast(config, device):
+                    loss = objective.loss(batch, gen)
+                if config.amp:
+                    loss = loss.float()
                 if not torch.isfinite(loss):
                     raise RuntimeError(f"stage 1: loss became {loss.item()} at epoch {e + 1}, step {s + 1}")
                 opt.zero_grad(set_to_none=True)
@@ -659,13 +739,19 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
     if opt_state is not None:
         opt.load_state_dict(opt_state)
     n_pairs = train_pairs[0].shape[0]
+    if config.frames_per_trajectory_stage2 is not None:
+        n_pairs = len(frames.train) * min(int(config.frames_per_trajectory_stage2), frames.n_frames - 1)
     steps_per_epoch = math.ceil(n_pairs / config.batch_size_stage2)
     total = steps_per_epoch * config.epochs_stage2
     for e in range(epoch, config.epochs_stage2):
         t0 = time.time()
         model.dynamics.train()
         gen = torch.Generator().manual_seed(_seed_for(config.seed, 2, e))
-        order = torch.randperm(n_pairs, generator=gen).to(device)
+        order = torch.randperm(n_pairs, generator=gen)
+        if config.frames_per_trajectory_stage2 is not None:
+            pick = _stage2_pick(config, e, len(frames.train), frames.n_frames - 1)
+            order = order if pick is None else pick[order]
+        order = order.to(device)
         run_loss = 0.0
         bar = _progress(range(steps_per_epoch), config.progress,
                         desc=f"stage 2 epoch {e + 1}/{config.epochs_stage2}")
@@ -705,6 +791,18 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
     _save_checkpoint(out, 2, config.epochs_stage2, model, None, history, config, done=True, best=best,
                      fingerprint=fp)
     return model
+
+
+def _stage2_pick(config: TrainConfig, epoch: int, replicas: int, pairs: int) -> Optional[Tensor]:
+    """Stage 2's frame pairs of one epoch when ``frames_per_trajectory_stage2`` is set:
+    that many pairs per replica, drawn without replacement (seeded by seed and epoch),
+    as (K,) int64 indices into the replica-major pair list; None when it keeps all."""
+    k = int(config.frames_per_trajectory_stage2)
+    if k >= pairs:
+        return None
+    g = torch.Generator().manual_seed(_seed_for(config.seed, 2, epoch, 3))
+    chosen = torch.stack([torch.randperm(pairs, generator=g)[:k] for _ in range(replicas)])  # (R, k)
+    return (chosen + pairs * torch.arange(replicas)[:, None]).reshape(-1)
 
 
 @torch.no_grad()
@@ -768,6 +866,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--lr", type=float, default=d.lr, help="stage-1 learning rate (cosine decay)")
     a("--lr-stage2", type=float, default=d.lr_stage2, help="stage-2 learning rate (cosine decay)")
     a("--frame-stride", type=int, default=d.frame_stride, help="use every k-th frame in stage 1")
+    a("--frames-per-trajectory", type=int, default=None, metavar="K",
+      help="stage 1: K frames of each training trajectory per epoch, drawn anew each epoch "
+           "(seeded; default all frames)")
+    a("--frames-per-trajectory-stage2", type=int, default=None, metavar="K",
+      help="stage 2: K frame pairs of each training trajectory per epoch (default all)")
+    a("--loader-workers", type=int, default=d.loader_workers,
+      help="DataLoader processes assembling stage-1 batches while the model trains (0: in process); "
+           "results do not depend on it")
+    a("--amp", action="store_true",
+      help="bf16 autocast of stage 1's forward pass (see README: throughput for the measured effect)")
     a("--seed", type=int, default=d.seed)
     a("--val-fraction", type=float, default=d.val_fraction, help="fraction of replicas held out")
     a("--device", default=d.device, choices=["auto", "cpu", "cuda"])
