@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from .fileio import atomic_write_bytes, check_hashes, sha256_file
 from .models.decoder import FlowDecoder
 from .models.dynamics import build_dynamics
-from .models.encoder import build_encoder
+from .models.registry import build_encoder
 from .models.normalization import MinMaxScaler
 
 __all__ = ["FORMAT_VERSION", "ClosureModel", "save_model", "load_model", "check_model_dir", "atomic_write_bytes"]

@@ -26,19 +26,21 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .catalog import default_center, default_dynamics, default_latent_dim
+from .frames import SetBatch, TrainingFrames, seed_for, to_device
 from .model_io import FORMAT_VERSION, UNITS, ClosureModel, _atomic_torch, save_model
-from .models.baselines import OBJECTIVES as BASELINE_OBJECTIVES
-from .models.decoder import density_nll
+from .objectives import OBJECTIVES, DensityObjective, NoClosure, Stage1Objective
 
 __all__ = [
     "TrainConfig",
     "SetBatch",
+    "TrainingFrames",
     "DensityObjective",
     "NoClosure",
     "STAGE1_OBJECTIVES",
@@ -48,7 +50,6 @@ __all__ = [
 ]
 
 CHECKPOINT = "checkpoint.pt"
-_IN_FEATURES = {"particles2d": 2, "lj-mixing": 2, "polymer": 3}
 _VAL_MAX_SETS = 512
 _ENCODE_CHUNK = 64
 
@@ -140,200 +141,11 @@ class TrainConfig:
         return d
 
 
+#: ``--method`` name -> stage-1 objective class (:data:`openmm_closure.objectives.OBJECTIVES`)
+STAGE1_OBJECTIVES: dict[str, type] = OBJECTIVES
+
 # the options that may differ between a killed run and its resumption
 _RESUME_FREE = {"resume", "stop_after", "progress", "device", "threads", "data", "out", "loader_workers"}
-
-
-@dataclass
-class SetBatch:
-    """A batch of sets as one flat concatenation.
-
-    Attributes:
-        x: (N, D) normalised coordinates.
-        types: (N,) int64 species indices.
-        index: (N,) int64 set index of each element, in [0, n_sets).
-        n_sets: number of sets B.
-    """
-
-    x: Tensor
-    types: Tensor
-    index: Tensor
-    n_sets: int
-
-
-class DensityObjective:
-    """Stage-1 objective of the method ("ours"): KL(q_X || p(·|ẑ)) by M MC samples.
-
-    A stage-1 objective is any class with this interface, registered in
-    :data:`STAGE1_OBJECTIVES` under its ``--method`` name:
-
-    - ``__init__(model, config)``;
-    - ``parameters()`` -> the trainable parameters of stage 1;
-    - ``loss(batch, generator)`` -> () scalar for a :class:`SetBatch`.
-    """
-
-    def __init__(self, model: ClosureModel, config: TrainConfig):
-        self.model = model
-        self.epsilon = float(config.epsilon)
-        self.samples = int(config.samples)
-
-    def parameters(self):
-        return list(self.model.encoder.parameters()) + list(self.model.decoder.parameters())
-
-    def loss(self, batch: SetBatch, generator: torch.Generator) -> Tensor:
-        z = self.model.encoder.forward_flat(batch.x, batch.types, batch.index, batch.n_sets)
-        return density_nll(self.model.decoder, z, batch.x, batch.types, batch.index,
-                           self.samples, self.epsilon, generator)
-
-
-class NoClosure:
-    """``--method no-closure``: no closure variables and no stage 1.
-
-    The model's encoder outputs nothing (``encoder.kind = "none"``, d = 0) and stage 2
-    trains the same dynamics, with the same budget and the same best-validation
-    selection, on the observables z̄ alone. This is the calibration row a closure must
-    beat.
-    """
-
-    skips_stage1 = True
-
-    @staticmethod
-    def encoder_config(config, frames) -> dict:
-        return {"kind": "none"}
-
-
-#: ``--method`` name -> stage-1 objective class (the baselines: :mod:`.models.baselines`)
-STAGE1_OBJECTIVES: dict[str, Callable] = {"ours": DensityObjective, **BASELINE_OBJECTIVES,
-                                          "no-closure": NoClosure}
-
-
-# ---------------------------------------------------------------------------- data
-def _seed_for(seed: int, stage: int, epoch: int, salt: int = 0) -> int:
-    return int(np.random.SeedSequence([int(seed), stage, epoch, salt]).generate_state(1)[0])
-
-
-class _Frames:
-    """Access to the frames of a dataset, with checks and the replica split."""
-
-    def __init__(self, ds, config: TrainConfig):
-        self.ds = ds
-        r = len(ds)
-        if r == 0:
-            raise ValueError(f"dataset {config.data} is empty (no replicas)")
-        self.manifest = dict(ds.manifest)
-        self.n_frames = int(ds.n_frames)
-        if self.n_frames < 2:
-            raise ValueError(f"dataset {config.data} has {self.n_frames} frame(s); at least 2 are needed")
-        types = ds.types
-        self.types = [np.asarray(types[i], dtype=np.int64) for i in range(r)]
-        if any(t.size == 0 for t in self.types):
-            raise ValueError(f"dataset {config.data} has a replica with no particles")
-        self.observables = list(self.manifest.get("observables", []))
-        obs = ds.observables
-        missing = [k for k in self.observables if k not in obs]
-        if missing:
-            raise ValueError(f"dataset {config.data} lacks the observables {missing} listed in its manifest")
-        self.obs = {k: np.asarray(obs[k], dtype=np.float64) for k in self.observables}
-        for k, v in self.obs.items():
-            if not np.isfinite(v).all():
-                raise ValueError(f"dataset {config.data}: observable {k!r} contains NaN or inf")
-        rng = np.random.default_rng(_seed_for(config.seed, 0, 0))
-        order = rng.permutation(r)
-        n_val = int(round(config.val_fraction * r)) if r > 1 else 0
-        n_val = min(n_val, r - 1)
-        self.val = sorted(order[:n_val].tolist())
-        self.train = sorted(order[n_val:].tolist())
-        species = self.manifest.get("species")
-        max_type = max(int(t.max()) for t in self.types)
-        self.n_species = max(len(species) if species else 0, max_type + 1)
-        self.species = list(species) if species else [str(i) for i in range(self.n_species)]
-        system = self.manifest.get("system", "custom")
-        self.system = system
-        self.in_features = int(self.manifest.get("spatial_dim", _IN_FEATURES.get(system, 0)))
-        # one pass over the training replicas: finiteness and coordinate ranges, raw and
-        # with each frame's centroid subtracted (for encoders with ``center``)
-        lo = np.full(3, np.inf)
-        hi = np.full(3, -np.inf)
-        lo_c = np.full(3, np.inf)
-        hi_c = np.full(3, -np.inf)
-        for i in range(r):
-            p = np.asarray(ds.positions[i], dtype=np.float64)
-            if not np.isfinite(p).all():
-                raise ValueError(f"dataset {config.data}: replica {i} positions contain NaN or inf")
-            if i in self.train:
-                flat = p.reshape(-1, 3)
-                lo = np.minimum(lo, flat.min(0))
-                hi = np.maximum(hi, flat.max(0))
-                c = (p - p.mean(axis=-2, keepdims=True)).reshape(-1, 3)
-                lo_c = np.minimum(lo_c, c.min(0))
-                hi_c = np.maximum(hi_c, c.max(0))
-        self.lo, self.hi = lo, hi
-        self.lo_centered, self.hi_centered = lo_c, hi_c
-        # the metric's scale and the model-free predictors come from the WHOLE training
-        # set (every replica, before the validation split), as the paper scales its MRE
-        if self.observables:
-            allobs = np.stack([self.obs[k] for k in self.observables], -1)  # (R, F, M)
-            self.obs_lo = allobs.min(axis=(0, 1))
-            self.obs_hi = allobs.max(axis=(0, 1))
-            self.obs_mean_curve = allobs.mean(axis=0)  # (F, M)
-        else:
-            self.obs_lo = self.obs_hi = np.zeros(0)
-            self.obs_mean_curve = np.zeros((self.n_frames, 0))
-        if self.in_features == 0:  # unknown system: 2D when z never varies
-            self.in_features = 2 if hi[2] - lo[2] == 0 else 3
-
-    def positions(self, replica: int, frames) -> np.ndarray:
-        return np.asarray(self.ds.positions[replica, frames], dtype=np.float32)
-
-    def items(self, replicas, stride: int = 1) -> np.ndarray:
-        """(K, 2) array of (replica, frame) pairs."""
-        frames = np.arange(0, self.n_frames, stride)
-        return np.array([(r, f) for r in replicas for f in frames], dtype=np.int64).reshape(-1, 2)
-
-    def batch(self, model: ClosureModel, items: np.ndarray, device) -> SetBatch:
-        return _to_device(model, self.host_batch(items), device)
-
-    def host_batch(self, items: np.ndarray) -> tuple:
-        """The arrays of a batch on the host: (x (N, 3) float32 nm, types (N,) int64,
-        index (N,) int64, n_sets) for the (replica, frame) pairs ``items`` (K, 2)."""
-        xs, ts, idx = [], [], []
-        k = 0
-        for r in np.unique(items[:, 0]):
-            fr = items[items[:, 0] == r, 1]
-            pos = self.positions(int(r), fr)  # (f, n, 3)
-            n = pos.shape[1]
-            xs.append(pos.reshape(-1, 3))
-            ts.append(np.tile(self.types[int(r)], len(fr)))
-            idx.append(np.repeat(np.arange(k, k + len(fr)), n))
-            k += len(fr)
-        return (torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ts)),
-                torch.from_numpy(np.concatenate(idx)), k)
-
-    def epoch_items(self, items: np.ndarray, per_trajectory: Optional[int], seed: int) -> np.ndarray:
-        """Stage 1's (replica, frame) pairs of one epoch: all of ``items``, or
-        ``per_trajectory`` frames of each replica drawn without replacement by a
-        generator seeded with ``seed`` (so a resumed epoch draws the same frames)."""
-        if per_trajectory is None:
-            return items
-        rng = np.random.default_rng(seed)
-        out = []
-        for r in np.unique(items[:, 0]):
-            mine = items[items[:, 0] == r]
-            k = min(int(per_trajectory), len(mine))
-            out.append(mine[np.sort(rng.choice(len(mine), k, replace=False))])
-        return np.concatenate(out)
-
-
-def _to_device(model: ClosureModel, host: tuple, device) -> SetBatch:
-    x, types, index, k = host
-    nb = x.is_pinned()
-    index = index.to(device, non_blocking=nb)
-    return SetBatch(
-        x=model.encoder.normalize(x.to(device, non_blocking=nb), index, k),  # centring needs the set index
-        types=types.to(device, non_blocking=nb),
-        index=index,
-        n_sets=k,
-    )
 
 
 class _EpochBatches(torch.utils.data.Dataset):
@@ -342,7 +154,7 @@ class _EpochBatches(torch.utils.data.Dataset):
     Its content depends only on (items, order, batch size), never on the worker count, so
     ``--loader-workers`` changes speed, not results."""
 
-    def __init__(self, frames: "_Frames", items: np.ndarray, order: np.ndarray, batch_size: int):
+    def __init__(self, frames: "TrainingFrames", items: np.ndarray, order: np.ndarray, batch_size: int):
         self.frames, self.items, self.order, self.bs = frames, items, order, int(batch_size)
 
     def __len__(self) -> int:
@@ -375,14 +187,6 @@ def _autocast(config: TrainConfig, device):
 
 
 # ---------------------------------------------------------------------------- model
-def _default_latent(system: str, n_species: int) -> int:
-    return n_species if system == "lj-mixing" else 2
-
-
-def _default_dynamics(system: str) -> str:
-    return "ode" if system == "particles2d" else "sde"
-
-
 def _frame_dt(manifest: dict) -> float:
     """The frame spacing in ps; a dataset without a positive one is refused (no default)."""
     dt = manifest.get("dt_frame")
@@ -392,24 +196,14 @@ def _frame_dt(manifest: dict) -> float:
     return float(dt)
 
 
-#: systems whose physics is translation invariant (encoder ``center`` on by default):
-#: particles2d (pair forces only) and the polymer (the flow is taken about the chain's
-#: centre); not lj-mixing, whose walls fix where the particles are
-_TRANSLATION_INVARIANT = {"particles2d", "polymer"}
-
-
-def _default_center(system: str) -> bool:
-    return system in _TRANSLATION_INVARIANT
-
-
-def _build_model(config: TrainConfig, frames: _Frames) -> ClosureModel:
+def _build_model(config: TrainConfig, frames: TrainingFrames) -> ClosureModel:
     from .guard import DEFAULT_MARGIN as OOD_MARGIN
 
-    latent = config.latent_dim or _default_latent(frames.system, frames.n_species)
+    latent = config.latent_dim or default_latent_dim(frames.system, frames.n_species)
     if config.method == "no-closure":
         latent = 0
-    center = _default_center(frames.system) if config.center is None else bool(config.center)
-    kind = config.dynamics or _default_dynamics(frames.system)
+    center = default_center(frames.system) if config.center is None else bool(config.center)
+    kind = config.dynamics or default_dynamics(frames.system)
     params = dict(frames.manifest.get("params", {}))
     from . import __version__
 
@@ -451,12 +245,12 @@ def _build_model(config: TrainConfig, frames: _Frames) -> ClosureModel:
         "manifest": json.loads(json.dumps(frames.manifest, default=str)),
         "training": config.to_dict(),
     }
-    # a baseline may bring its own encoder (optional ``encoder_config`` hook of the objective)
-    encoder_hook = getattr(STAGE1_OBJECTIVES[config.method], "encoder_config", None)
-    if encoder_hook is not None:
-        model_config["encoder"] = encoder_hook(config, frames)
+    # a baseline may bring its own encoder (the objective's ``encoder_config`` hook)
+    own_encoder = STAGE1_OBJECTIVES[config.method].encoder_config(config, frames)
+    if own_encoder is not None:
+        model_config["encoder"] = own_encoder
     model_config["encoder"]["center"] = center
-    torch.manual_seed(_seed_for(config.seed, 0, 1))
+    torch.manual_seed(seed_for(config.seed, 0, 1))
     model = ClosureModel(model_config)
     lo, hi = (frames.lo_centered, frames.hi_centered) if center else (frames.lo, frames.hi)
     model.encoder.coords.lo.copy_(torch.as_tensor(lo[: frames.in_features]))
@@ -530,7 +324,7 @@ def _progress(it, enabled, **kw):
 
 # ---------------------------------------------------------------------------- stage 2 data
 @torch.no_grad()
-def _encode_all(model: ClosureModel, frames: _Frames, replicas, device) -> dict:
+def _encode_all(model: ClosureModel, frames: TrainingFrames, replicas, device) -> dict:
     """ẑ of every frame of the given replicas: replica -> (F, d) float64 numpy."""
     out = {}
     model.eval()
@@ -544,7 +338,7 @@ def _encode_all(model: ClosureModel, frames: _Frames, replicas, device) -> dict:
     return out
 
 
-def _states(model: ClosureModel, frames: _Frames, zhat: dict, replicas) -> dict:
+def _states(model: ClosureModel, frames: TrainingFrames, zhat: dict, replicas) -> dict:
     out = {}
     for r in replicas:
         zbar = np.stack([frames.obs[k][r] for k in frames.observables], axis=-1) if frames.observables \
@@ -644,7 +438,7 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
     fp = data_fingerprint(ds)
     if checkpoint is not None:
         _check_resume(checkpoint, config, fp)
-    frames = _Frames(ds, config)
+    frames = TrainingFrames(ds, config)
     if not frames.train:
         raise ValueError("no training replicas after the validation split")
     model = _build_model(config, frames).to(device)
@@ -672,20 +466,19 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
         return budget[0] <= 0
 
     # ------------------------------------------------------------- stage 1
-    if stage == 1 and getattr(STAGE1_OBJECTIVES[config.method], "skips_stage1", False):
+    if stage == 1 and STAGE1_OBJECTIVES[config.method].skips_stage1:
         stage, epoch = 2, 0  # no-closure: nothing to learn before the dynamics
     if stage == 1:
-        objective = STAGE1_OBJECTIVES[config.method](model, config)
-        if hasattr(objective, "bind"):  # objectives that need whole trajectories (InvE)
-            objective.bind(frames, device)
+        objective: Stage1Objective = STAGE1_OBJECTIVES[config.method](model, config)
+        objective.bind(frames, device)  # objectives that need whole trajectories (InvE)
         opt = torch.optim.Adam(objective.parameters(), lr=config.lr)
         if opt_state is not None:
             opt.load_state_dict(opt_state)
         all_items = frames.items(frames.train, config.frame_stride)
-        items = frames.epoch_items(all_items, config.frames_per_trajectory, _seed_for(config.seed, 1, 0, 3))
+        items = frames.epoch_items(all_items, config.frames_per_trajectory, seed_for(config.seed, 1, 0, 3))
         val_items = frames.items(frames.val, config.frame_stride)
         if len(val_items) > _VAL_MAX_SETS:
-            pick = np.random.default_rng(_seed_for(config.seed, 1, 0, 7)).choice(
+            pick = np.random.default_rng(seed_for(config.seed, 1, 0, 7)).choice(
                 len(val_items), _VAL_MAX_SETS, replace=False)
             val_items = val_items[np.sort(pick)]
         steps_per_epoch = math.ceil(len(items) / config.batch_size)
@@ -693,9 +486,9 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
         for e in range(epoch, config.epochs_stage1):
             t0 = time.time()
             model.train()
-            items = frames.epoch_items(all_items, config.frames_per_trajectory, _seed_for(config.seed, 1, e, 3))
-            order = np.random.default_rng(_seed_for(config.seed, 1, e)).permutation(len(items))
-            gen = torch.Generator().manual_seed(_seed_for(config.seed, 1, e, 1))
+            items = frames.epoch_items(all_items, config.frames_per_trajectory, seed_for(config.seed, 1, e, 3))
+            order = np.random.default_rng(seed_for(config.seed, 1, e)).permutation(len(items))
+            gen = torch.Generator().manual_seed(seed_for(config.seed, 1, e, 1))
             run_loss = 0.0
             bar = _progress(range(steps_per_epoch), config.progress,
                             desc=f"stage 1 epoch {e + 1}/{config.epochs_stage1}")
@@ -703,7 +496,7 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
             for s in bar:
                 for g in opt.param_groups:
                     g["lr"] = _lr(config.lr, e * steps_per_epoch + s, total)
-                batch = _to_device(model, next(loader), device)
+                batch = to_device(model, next(loader), device)
                 with _autocast(config, device):
                     loss = objective.loss(batch, gen)
                 if config.amp:
@@ -746,7 +539,7 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
     for e in range(epoch, config.epochs_stage2):
         t0 = time.time()
         model.dynamics.train()
-        gen = torch.Generator().manual_seed(_seed_for(config.seed, 2, e))
+        gen = torch.Generator().manual_seed(seed_for(config.seed, 2, e))
         order = torch.randperm(n_pairs, generator=gen)
         if config.frames_per_trajectory_stage2 is not None:
             pick = _stage2_pick(config, e, len(frames.train), frames.n_frames - 1)
@@ -800,7 +593,7 @@ def _stage2_pick(config: TrainConfig, epoch: int, replicas: int, pairs: int) -> 
     k = int(config.frames_per_trajectory_stage2)
     if k >= pairs:
         return None
-    g = torch.Generator().manual_seed(_seed_for(config.seed, 2, epoch, 3))
+    g = torch.Generator().manual_seed(seed_for(config.seed, 2, epoch, 3))
     chosen = torch.stack([torch.randperm(pairs, generator=g)[:k] for _ in range(replicas)])  # (R, k)
     return (chosen + pairs * torch.arange(replicas)[:, None]).reshape(-1)
 
@@ -810,7 +603,7 @@ def _stage1_val(objective, model, frames, val_items, config, device) -> Optional
     if len(val_items) == 0:
         return None
     model.eval()
-    gen = torch.Generator().manual_seed(_seed_for(config.seed, 1, 0, 2))  # same draws every epoch
+    gen = torch.Generator().manual_seed(seed_for(config.seed, 1, 0, 2))  # same draws every epoch
     total, count = 0.0, 0
     for s in range(0, len(val_items), config.batch_size):
         chunk = val_items[s:s + config.batch_size]
