@@ -162,7 +162,7 @@ def _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt, seed, no
     """{row name: {"value", "note"?}} of the calibration rows (see the module docstring)."""
     rows: dict[str, dict] = {}
     if no_closure is not None:
-        from .model_io import load_model
+        from .model import load_model
 
         nc = load_model(no_closure, device=device)
         if list(nc.observables) != list(model.observables) or nc.config.get("system") != model.config.get("system"):
@@ -207,7 +207,7 @@ def _report_md(res: dict) -> str:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    from .model_io import atomic_write_bytes
+    from .fileio import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode())
 
@@ -356,7 +356,7 @@ def evaluate(
     """
     from . import metrics
     from .data import load
-    from .model_io import load_model
+    from .model import load_model
 
     model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out_dir)
     if samples is not None and (isinstance(samples, bool) or int(samples) != samples or samples < 1):

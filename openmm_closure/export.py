@@ -311,33 +311,33 @@ class ClosureBias(nn.Module):
 # ---------------------------------------------------------------------------- writing
 def _common_metadata(model, model_dir: Path) -> dict:
     from . import __version__
-    from .model_io import FORMAT_VERSION, UNITS
+    from .model_config import FORMAT_VERSION, UNITS
 
-    c = model.config
+    c = model.spec  # the typed config.json: one fallback per key
     latent = [f"zhat_{i}" for i in range(model.latent_dim)]
     enc_lo = model.encoder.coords.lo.detach().cpu().double().tolist()
     enc_hi = model.encoder.coords.hi.detach().cpu().double().tolist()
     return {
         "format_version": EXPORT_FORMAT_VERSION,
-        "model_format_version": int(c.get("format_version", FORMAT_VERSION)),
+        "model_format_version": int(FORMAT_VERSION if c.format_version is None else c.format_version),
         "package_version": __version__,
-        "model_package_version": c.get("package_version"),
+        "model_package_version": c.package_version,
         "source_model": model_dir.name,
-        "method": c.get("method", "ours"),
-        "system": c.get("system"),
-        "species": list(c.get("species") or []),
+        "method": c.method,
+        "system": c.system,
+        "species": list(c.species),
         "n_species": model.n_species,
         "in_features": model.in_features,
         "latent_dim": model.latent_dim,
         "observables": list(model.observables),
-        "observable_params": dict(c.get("observable_params") or {}),
+        "observable_params": dict(c.observable_params),
         "names": list(model.observables) + latent,
         "macro_dim": model.macro_dim,
         "dim": model.dim,
         "epsilon": model.epsilon,
         "dt": model.dt,
-        "encoder": dict(c.get("encoder", {})),
-        "dynamics": dict(c.get("dynamics", {})),
+        "encoder": dict(c.encoder),
+        "dynamics": dict(c.dynamics),
         "coordinate_range": {"lo": enc_lo, "hi": enc_hi, "units": "nm", "maps_to": [-1.0, 1.0],
                              "centered_per_set": bool(getattr(model.encoder, "center", False))},
         "state_range": {
@@ -352,7 +352,7 @@ def _common_metadata(model, model_dir: Path) -> dict:
 
 def _save_script(module: nn.Module, path: Path, metadata: dict) -> None:
     """Script ``module``, check the save/load round trip, write .pt and .json atomically."""
-    from .model_io import atomic_write_bytes
+    from .fileio import atomic_write_bytes
 
     text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
     module = module.eval()
@@ -374,7 +374,7 @@ def _save_script(module: nn.Module, path: Path, metadata: dict) -> None:
 
 
 def _load_model_checked(model_dir: Path):
-    from .model_io import load_model
+    from .model import load_model
 
     if not model_dir.exists():
         raise ValueError(f"model directory {model_dir} does not exist")

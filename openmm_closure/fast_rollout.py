@@ -77,7 +77,7 @@ def compiled_rollout(model: Any, z0: Any, steps: int, samples: int = 1, dt: Opti
     """Extrapolate scaled states with the compiled dynamics.
 
     Arguments:
-        model: a :class:`~openmm_closure.model_io.ClosureModel`.
+        model: a :class:`~openmm_closure.model.ClosureModel`.
         z0: (D,) scaled initial state, copied to ``samples`` members, or (K, D).
         steps: number of steps (>= 0), each ``dt`` ps (default ``model.dt``).
         samples: ensemble size K when z0 is (D,).

@@ -34,7 +34,7 @@ class ClosureSimulation:
 
     Arguments:
         simulation: an ``openmm.app.Simulation`` of the system the model was trained on.
-        model: a :class:`~openmm_closure.model_io.ClosureModel` or a model directory
+        model: a :class:`~openmm_closure.model.ClosureModel` or a model directory
             (loaded on CUDA when the simulation runs on the CUDA platform).
         file: timeline CSV path (or a writable text file object); None writes none
             (``timeline`` still holds the rows).
@@ -57,7 +57,7 @@ class ClosureSimulation:
         from .surrogate import SurrogateIntegrator
 
         if isinstance(model, (str, os.PathLike)):
-            from .model_io import load_model
+            from .model import load_model
 
             path = Path(model)
             if not (path / "config.json").is_file():

@@ -100,7 +100,7 @@ class SurrogateResult:
 
         An existing ``path`` is replaced only with ``overwrite=True`` (else FileExistsError).
         """
-        from .model_io import atomic_write_bytes
+        from .fileio import atomic_write_bytes
 
         path = Path(path)
         kind = _out_kind(path)
@@ -155,7 +155,7 @@ class SurrogateIntegrator:
     """Extrapolate the macroscopic state of a configuration with a trained model.
 
     Arguments:
-        model: a :class:`openmm_closure.model_io.ClosureModel` or a model directory.
+        model: a :class:`openmm_closure.model.ClosureModel` or a model directory.
         dt: time step in ps (default: the model's training frame spacing).
         device: torch device when ``model`` is a directory.
 
@@ -168,7 +168,7 @@ class SurrogateIntegrator:
 
     def __init__(self, model: Any, dt: Optional[float] = None, device: str = "cpu"):
         if isinstance(model, (str, Path)):
-            from .model_io import load_model
+            from .model import load_model
 
             if not Path(model).is_dir():
                 raise FileNotFoundError(f"model directory {model} does not exist")

@@ -34,7 +34,8 @@ from torch import Tensor
 
 from .catalog import default_center, default_dynamics, default_latent_dim
 from .frames import SetBatch, TrainingFrames, seed_for, to_device
-from .model_io import FORMAT_VERSION, UNITS, ClosureModel, _atomic_torch, save_model
+from .model import ClosureModel, save_model, save_torch_atomic
+from .model_config import FORMAT_VERSION, UNITS, ModelConfig
 from .objectives import OBJECTIVES, DensityObjective, NoClosure, Stage1Objective
 
 __all__ = [
@@ -207,51 +208,49 @@ def _build_model(config: TrainConfig, frames: TrainingFrames) -> ClosureModel:
     params = dict(frames.manifest.get("params", {}))
     from . import __version__
 
-    model_config = {
-        "format_version": FORMAT_VERSION,
-        "package_version": __version__,
-        "method": config.method,
-        "system": frames.system,
-        "in_features": frames.in_features,
-        "n_species": frames.n_species,
-        "species": frames.species,
-        "latent_dim": int(latent),
-        "epsilon": float(config.epsilon),
-        "samples": int(config.samples),
-        "observables": frames.observables,
-        "observable_params": params,
-        "ood_margin": OOD_MARGIN,  # the surrogate's out-of-range guard, scaled units
-        "dt": _frame_dt(frames.manifest),
-        "encoder": (
-            {"kind": "deepset", "hidden": list(config.encoder_hidden), "embed": int(config.encoder_embed)}
-            if config.encoder == "deepset" else {"kind": config.encoder}
-        ),
-        "decoder": {
+    # a baseline may bring its own encoder (the objective's ``encoder_config`` hook)
+    encoder = STAGE1_OBJECTIVES[config.method].encoder_config(config, frames)
+    if encoder is None:
+        encoder = ({"kind": "deepset", "hidden": list(config.encoder_hidden), "embed": int(config.encoder_embed)}
+                   if config.encoder == "deepset" else {"kind": config.encoder})
+    encoder["center"] = center
+    spec = ModelConfig(
+        format_version=FORMAT_VERSION,
+        package_version=__version__,
+        method=config.method,
+        system=frames.system,
+        in_features=frames.in_features,
+        n_species=frames.n_species,
+        species=frames.species,
+        latent_dim=int(latent),
+        epsilon=float(config.epsilon),
+        samples=int(config.samples),
+        observables=frames.observables,
+        observable_params=params,
+        ood_margin=OOD_MARGIN,  # the surrogate's out-of-range guard, scaled units
+        dt=_frame_dt(frames.manifest),
+        encoder=encoder,
+        decoder={
             "transforms": int(config.flow_transforms),
             "bins": int(config.flow_bins),
             "hidden": list(config.flow_hidden),
         },
-        "dynamics": {
+        dynamics={
             "kind": kind,
             "drift": config.drift,
             "hidden": list(config.dynamics_hidden),
             **({"sigma0_sq": float(config.sigma0_sq)} if kind == "sde" else {}),
         },
-        "units": UNITS,
+        units=UNITS,
         # whole training set (all replicas): the metric's min-max scale and the mean curve
         # of the model-free calibration predictor, (F, M) raw units
-        "observable_range": {"lo": frames.obs_lo.tolist(), "hi": frames.obs_hi.tolist()},
-        "observable_mean_curve": frames.obs_mean_curve.tolist(),
-        "manifest": json.loads(json.dumps(frames.manifest, default=str)),
-        "training": config.to_dict(),
-    }
-    # a baseline may bring its own encoder (the objective's ``encoder_config`` hook)
-    own_encoder = STAGE1_OBJECTIVES[config.method].encoder_config(config, frames)
-    if own_encoder is not None:
-        model_config["encoder"] = own_encoder
-    model_config["encoder"]["center"] = center
+        observable_range={"lo": frames.obs_lo.tolist(), "hi": frames.obs_hi.tolist()},
+        observable_mean_curve=frames.obs_mean_curve.tolist(),
+        manifest=json.loads(json.dumps(frames.manifest, default=str)),
+        training=config.to_dict(),
+    )
     torch.manual_seed(seed_for(config.seed, 0, 1))
-    model = ClosureModel(model_config)
+    model = ClosureModel(spec)
     lo, hi = (frames.lo_centered, frames.hi_centered) if center else (frames.lo, frames.hi)
     model.encoder.coords.lo.copy_(torch.as_tensor(lo[: frames.in_features]))
     model.encoder.coords.hi.copy_(torch.as_tensor(hi[: frames.in_features]))
@@ -358,7 +357,7 @@ def _pairs(model: ClosureModel, states: dict, replicas, device):
 # ---------------------------------------------------------------------------- training
 def _save_checkpoint(out: Path, stage: int, epoch: int, model, optimizer, history, config, done=False, best=None,
                      fingerprint=None):
-    _atomic_torch(out / CHECKPOINT, {
+    save_torch_atomic(out / CHECKPOINT, {
         "data_fingerprint": fingerprint,
         "stage": stage,
         "epoch": epoch,

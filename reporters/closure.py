@@ -32,7 +32,7 @@ def load_encoder(model: Any, device: str = "cpu") -> tuple[Any, dict]:
     Arguments:
         model: path of an exported ``encoder.pt`` (or ``collective_variable.pt``), a
             model directory (``openmm-closure train``; exported in memory), or a
-            :class:`~openmm_closure.model_io.ClosureModel`.
+            :class:`~openmm_closure.model.ClosureModel`.
         device: torch device of the returned module.
 
     Returns:
@@ -46,7 +46,7 @@ def load_encoder(model: Any, device: str = "cpu") -> tuple[Any, dict]:
     """
     import torch
 
-    from openmm_closure.model_io import ClosureModel, load_model
+    from openmm_closure.model import ClosureModel, load_model
 
     if isinstance(model, ClosureModel):
         return _script_encoder(model, Path(str(model.config.get("system", "model"))), device)
