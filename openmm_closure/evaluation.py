@@ -66,10 +66,15 @@ METRIC_NAMES = {"mre": "MRE", "mmd": "MMD", "extension": "ext. mean |Δ|"}
 
 
 def metric_kind(system: str, observables: list) -> str:
-    """The paper's metric for a system: ``"mre"``, ``"mmd"`` or ``"extension"``."""
-    if system == "lj-mixing" or {"R_AB", "R_BA"} & set(observables):
+    """The paper's metric for a system: ``"mre"``, ``"mmd"`` or ``"extension"`` (the
+    catalogue's for a built-in system; else from the observables: mixing ratios -> MMD,
+    the polymer extension -> extension, anything else -> MRE)."""
+    from .catalog import CATALOG
+
+    listed = CATALOG[system].metric if system in CATALOG else "mre"
+    if listed == "mmd" or {"R_AB", "R_BA"} & set(observables):
         return "mmd"
-    if system == "polymer" or "extension" in observables:
+    if listed == "extension" or "extension" in observables:
         return "extension"
     return "mre"
 

@@ -73,6 +73,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .species import check_species, state_names
+
 __all__ = [
     "EXPORT_FORMAT_VERSION",
     "ExportedEncoder",
@@ -261,11 +263,12 @@ class ClosureBias(nn.Module):
             self.n_particles = -1
             t = torch.zeros(0, dtype=torch.long)
         else:
-            t = torch.as_tensor(np.asarray(types), dtype=torch.long).reshape(-1)
-            if t.numel() == 0 or int(t.min()) < 0 or int(t.max()) >= int(encoder.n_species):
+            t = np.asarray(types).reshape(-1)
+            if t.size == 0:
                 raise ValueError(
                     f"types must be species indices in [0, {encoder.n_species}) for every particle"
                 )
+            t = torch.from_numpy(check_species(t, int(encoder.n_species)))
             self.n_particles = int(t.numel())
         self.register_buffer("types", t)
 
@@ -314,7 +317,6 @@ def _common_metadata(model, model_dir: Path) -> dict:
     from .model_config import FORMAT_VERSION, UNITS
 
     c = model.spec  # the typed config.json: one fallback per key
-    latent = [f"zhat_{i}" for i in range(model.latent_dim)]
     enc_lo = model.encoder.coords.lo.detach().cpu().double().tolist()
     enc_hi = model.encoder.coords.hi.detach().cpu().double().tolist()
     return {
@@ -331,7 +333,7 @@ def _common_metadata(model, model_dir: Path) -> dict:
         "latent_dim": model.latent_dim,
         "observables": list(model.observables),
         "observable_params": dict(c.observable_params),
-        "names": list(model.observables) + latent,
+        "names": state_names(model.observables, model.latent_dim),
         "macro_dim": model.macro_dim,
         "dim": model.dim,
         "epsilon": model.epsilon,

@@ -23,6 +23,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from .species import state_names
+
 __all__ = ["scripted_dynamics", "rollout_noise", "compiled_rollout"]
 
 _CACHE_ATTR = "_compiled_dynamics"
@@ -44,7 +46,7 @@ def scripted_dynamics(model: Any) -> torch.jit.ScriptModule:
 
     from .export import ExportedDynamics
 
-    names = list(model.observables) + [f"zhat_{i}" for i in range(model.latent_dim)]
+    names = state_names(model.observables, model.latent_dim)
     module = ExportedDynamics(model.dynamics, model.state_scaler, names, model.macro_dim, model.dt).eval()
     for p in module.parameters():
         p.requires_grad_(False)

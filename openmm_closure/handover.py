@@ -26,6 +26,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .species import check_species
+
 __all__ = ["ClosureSimulation"]
 
 
@@ -78,8 +80,7 @@ class ClosureSimulation:
         types = np.asarray(types, dtype=np.int64)
         if types.shape != (n,):
             raise ValueError(f"types has shape {types.shape}, the topology has {n} atoms")
-        if n and (types.min() < 0 or types.max() >= model.n_species):
-            raise ValueError(f"types must be species indices in [0, {model.n_species}) of this model")
+        types = check_species(types, model.n_species, model.spec.species, model.spec.system)
         self.types = types
         self._step_ps = float(simulation.integrator.getStepSize().value_in_unit(unit.picosecond))
         if reportInterval is None:

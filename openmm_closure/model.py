@@ -53,6 +53,7 @@ from .models.decoder import FlowDecoder
 from .models.dynamics import build_dynamics
 from .models.normalization import MinMaxScaler
 from .models.registry import build_encoder
+from .species import check_species
 
 __all__ = ["FORMAT_VERSION", "UNITS", "ModelConfig", "ClosureModel", "save_model", "load_model",
            "check_model_dir", "save_torch_atomic"]
@@ -132,19 +133,6 @@ class ClosureModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.encoder._probe.dtype
 
-    def _check_types(self, types: Tensor) -> None:
-        if types.numel() == 0:
-            return
-        lo, hi = int(types.min()), int(types.max())
-        if lo < 0 or hi >= self.n_species:
-            names = self.config.get("species") or list(range(self.n_species))
-            raise ValueError(
-                f"species index out of range: this model was trained on "
-                f"{self.config.get('system', '?')!r} with {self.n_species} species {names} "
-                f"(types 0..{self.n_species - 1}), got types in [{lo}, {hi}]; "
-                f"is this a configuration of a different system?"
-            )
-
     # ------------------------------------------------------------------ encoding
     def encode(self, positions, types) -> Any:
         """Closure variables ẑ of one frame or a stack of frames.
@@ -163,7 +151,9 @@ class ClosureModel(nn.Module):
         pos = torch.as_tensor(np.asarray(positions) if as_numpy else positions)
         if not torch.is_floating_point(pos):
             pos = pos.to(torch.float64)
-        typ = _integer_types(types).to(device=self.device)
+        typ = types.detach().cpu().numpy() if isinstance(types, Tensor) else types
+        typ = torch.from_numpy(check_species(typ, self.n_species, self.spec.species, self.spec.system))
+        typ = typ.to(device=self.device)
         pos = pos.to(self.device)
         if pos.dim() not in (2, 3) or not self.in_features <= pos.shape[-1] <= 3:
             raise ValueError(
@@ -179,7 +169,6 @@ class ClosureModel(nn.Module):
             typ = typ.unsqueeze(0).expand(b, -1)
         if typ.shape != (b, n):
             raise ValueError(f"types of shape {tuple(typ.shape)} do not match positions {tuple(pos.shape)}")
-        self._check_types(typ)
         with torch.no_grad():
             index = torch.arange(b, device=self.device).repeat_interleave(n)
             x = self.encoder.normalize(pos.reshape(b * n, -1), index, b)
@@ -308,18 +297,6 @@ def save_model(model: ClosureModel, directory, history: Optional[dict] = None) -
         _atomic_json(d / HISTORY, history)
     _atomic_json(d / CONFIG, cfg)
     return d
-
-
-def _integer_types(types) -> Tensor:
-    """Species indices as int64; floats are accepted only when they hold whole numbers."""
-    t = torch.as_tensor(np.asarray(types) if not isinstance(types, Tensor) else types)
-    if t.dtype == torch.bool or t.is_complex():
-        raise ValueError(f"types must be integer species indices, got dtype {t.dtype}")
-    if torch.is_floating_point(t):
-        if not bool(torch.isfinite(t).all()) or not bool((t == t.round()).all()):
-            raise ValueError("types must be integer species indices; got non-integer values "
-                             "(e.g. 0.9): pass an int array")
-    return t.to(torch.long)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -74,6 +74,8 @@ class ModelConfig:
     manifest: Optional[dict] = None
     training: Optional[dict] = None
     extra: dict = field(default_factory=dict)
+    #: fields that took their fallback in :meth:`from_dict` (left out again by :meth:`to_dict`)
+    defaulted: frozenset = field(default=frozenset(), compare=False, repr=False)
 
     # ------------------------------------------------------------------ conversion
     @classmethod
@@ -89,7 +91,7 @@ class ModelConfig:
         missing = [k for k in _REQUIRED if k not in d]
         if missing:
             raise KeyError(", ".join(missing))
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra", "defaulted"}
         known = {k: copy.deepcopy(v) for k, v in d.items() if k in names and v is not None}
         extra = {k: copy.deepcopy(v) for k, v in d.items() if k not in names}
         for k in _REQUIRED:
@@ -105,13 +107,14 @@ class ModelConfig:
         for k in ("epsilon", "dt"):
             if k in known:
                 known[k] = float(known[k])
-        return cls(**known, extra=extra)
+        return cls(**known, extra=extra, defaulted=frozenset(names - set(known)))
 
     def to_dict(self) -> dict:
-        """The ``config.json`` dict: every field that is set, and the unknown keys."""
+        """The ``config.json`` dict: every field that is set (a file read by :meth:`from_dict`
+        gets back exactly its keys), and the unknown keys."""
         out = {}
         for f in dataclasses.fields(self):
-            if f.name == "extra":
+            if f.name in ("extra", "defaulted") or f.name in self.defaulted:
                 continue
             v = getattr(self, f.name)
             if v is not None:
@@ -154,5 +157,5 @@ class ModelConfig:
         """Dict-style read of a field or an unknown key (for code written against the dict)."""
         if key in self.extra:
             return self.extra[key]
-        v = getattr(self, key, None) if key != "extra" else None
+        v = getattr(self, key, None) if key not in ("extra", "defaulted") else None
         return default if v is None else v

@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -384,11 +384,35 @@ def _check_resume(ck: dict, config: TrainConfig, fingerprint: Optional[str] = No
         raise ValueError(f"--resume with options that differ from the checkpoint's: {', '.join(diff)}")
 
 
+def _open_run(config: TrainConfig, missing_ok: bool) -> Optional[dict]:
+    """The one place a run is opened: the checkpoint in ``config.out`` to resume from, or
+    None for a fresh run.
+
+    Raises:
+        FileExistsError: ``config.out`` holds a run and ``resume`` is off.
+        FileNotFoundError: ``resume`` is on, ``config.out`` is not empty and has no
+            checkpoint (unless ``missing_ok``).
+        ValueError: the checkpoint is not plain data, or its options differ.
+    """
+    out = Path(config.out)
+    path = out / CHECKPOINT
+    if path.exists():
+        if not config.resume:
+            raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
+        ck = load_checkpoint(path)
+        _check_resume(ck, config)
+        return ck
+    if not missing_ok and config.resume and out.exists() and any(out.iterdir()):
+        raise FileNotFoundError(f"--resume: no {CHECKPOINT} in {out}")
+    return None
+
+
 def train(config: TrainConfig) -> Optional[ClosureModel]:
     """Run (or resume) both training stages; write the model directory ``config.out``.
 
-    Defaults chosen from the dataset when options are None: latent dim = number of
-    species for lj-mixing, else 2; dynamics = ODE for particles2d, else SDE.
+    Defaults chosen from the dataset when options are None (see
+    :mod:`openmm_closure.catalog`): latent dim = number of species for lj-mixing, else 2;
+    dynamics = ODE for particles2d, else SDE.
 
     Returns:
         The trained :class:`ClosureModel`, or None when ``stop_after`` ended the run early.
@@ -396,16 +420,7 @@ def train(config: TrainConfig) -> Optional[ClosureModel]:
     from . import data as data_mod
 
     config.check()
-    out = Path(config.out)
-    ck_path = out / CHECKPOINT
-    ck = None
-    if ck_path.exists():
-        if not config.resume:
-            raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
-        ck = load_checkpoint(ck_path)
-        _check_resume(ck, config)
-    elif config.resume and out.exists() and any(out.iterdir()):
-        raise FileNotFoundError(f"--resume: no {CHECKPOINT} in {out}")
+    ck = _open_run(config, missing_ok=False)
     if not Path(config.data).exists():
         raise FileNotFoundError(f"dataset directory {config.data} does not exist")
     try:
@@ -415,6 +430,72 @@ def train(config: TrainConfig) -> Optional[ClosureModel]:
     except Exception as exc:  # unreadable dataset: one clear line
         raise ValueError(f"cannot read dataset {config.data}: {exc}") from exc
     return train_on(ds, config, checkpoint=ck)
+
+
+class _Budget:
+    """``--stop-after``: counts finished epochs over both stages."""
+
+    def __init__(self, epochs: Optional[int]):
+        self.left = epochs
+
+    def tick(self) -> bool:
+        """Count one finished epoch; True when the budget says stop now."""
+        if self.left is None:
+            return False
+        self.left -= 1
+        return self.left <= 0
+
+
+def _run_stage(n: int, epochs: int, start: int, lr: float, opt, steps_per_epoch: int,
+               epoch_steps: Callable[[int], Callable[[int], Tensor]],
+               validate: Callable[[], Optional[float]], save: Callable[[int], None],
+               config: TrainConfig, history: dict, budget: _Budget, digits: int,
+               stop_on_last: bool, after_epoch: Optional[Callable[[int, Optional[float]], None]] = None) -> bool:
+    """The epoch loop both stages share: cosine learning rate, finite-loss check, one
+    optimiser step per batch, validation, history, a checkpoint after every epoch.
+
+    Arguments:
+        n: stage number (1 or 2); ``epochs`` its epoch count; ``start`` the first epoch
+            to run (resume); ``lr`` the base learning rate.
+        epoch_steps: ``epoch_steps(e)`` prepares epoch ``e`` (modes, seeded order) and
+            returns ``loss_of_step(s) -> ()`` tensor.
+        validate: the validation loss after an epoch (None without validation data).
+        save: writes the checkpoint after epoch ``e + 1`` (argument: epochs done).
+        after_epoch: called with (e, val) before the checkpoint (stage 2 keeps the best).
+        stop_on_last: when the budget runs out at this stage's last epoch, still stop
+            (stage 1) rather than finish the stage (stage 2).
+
+    Returns:
+        True when the stage ran to its end, False when ``--stop-after`` stopped it.
+    """
+    total = steps_per_epoch * epochs
+    for e in range(start, epochs):
+        t0 = time.time()
+        loss_of_step = epoch_steps(e)
+        run_loss = 0.0
+        bar = _progress(range(steps_per_epoch), config.progress, desc=f"stage {n} epoch {e + 1}/{epochs}")
+        for s in bar:
+            for g in opt.param_groups:
+                g["lr"] = _lr(lr, e * steps_per_epoch + s, total)
+            loss = loss_of_step(s)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"stage {n}: loss became {loss.item()} at epoch {e + 1}, step {s + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            run_loss += (loss.item() - run_loss) / (s + 1)
+            bar.set_postfix(loss=f"{run_loss:.{digits}f}")
+        val = validate()
+        history[f"stage{n}"].append({"epoch": e + 1, "train": run_loss, "val": val,
+                                     "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0})
+        _report(config, f"stage {n} epoch {e + 1}/{epochs}: train {run_loss:.{digits}f}"
+                + (f"  val {val:.{digits}f}" if val is not None else ""))
+        if after_epoch is not None:
+            after_epoch(e, val)
+        save(e + 1)
+        if budget.tick() and (stop_on_last or e + 1 < epochs):
+            return False
+    return True
 
 
 def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Optional[ClosureModel]:
@@ -427,11 +508,8 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
         torch.set_num_threads(int(config.threads))
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    if checkpoint is None and (out / CHECKPOINT).exists():
-        if not config.resume:
-            raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
-        checkpoint = load_checkpoint(out / CHECKPOINT)
-        _check_resume(checkpoint, config)
+    if checkpoint is None:
+        checkpoint = _open_run(config, missing_ok=True)
     from .data import fingerprint as data_fingerprint
 
     fp = data_fingerprint(ds)
@@ -455,20 +533,14 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
         if checkpoint.get("done"):
             save_model(model, out, history)
             return model.eval()
-    budget = [config.stop_after]
-
-    def tick() -> bool:
-        """Count one finished epoch; True when --stop-after says stop now."""
-        if budget[0] is None:
-            return False
-        budget[0] -= 1
-        return budget[0] <= 0
+    budget = _Budget(config.stop_after)
+    objective_cls = STAGE1_OBJECTIVES[config.method]
 
     # ------------------------------------------------------------- stage 1
-    if stage == 1 and STAGE1_OBJECTIVES[config.method].skips_stage1:
+    if stage == 1 and objective_cls.skips_stage1:
         stage, epoch = 2, 0  # no-closure: nothing to learn before the dynamics
     if stage == 1:
-        objective: Stage1Objective = STAGE1_OBJECTIVES[config.method](model, config)
+        objective: Stage1Objective = objective_cls(model, config)
         objective.bind(frames, device)  # objectives that need whole trajectories (InvE)
         opt = torch.optim.Adam(objective.parameters(), lr=config.lr)
         if opt_state is not None:
@@ -480,41 +552,29 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
             pick = np.random.default_rng(seed_for(config.seed, 1, 0, 7)).choice(
                 len(val_items), _VAL_MAX_SETS, replace=False)
             val_items = val_items[np.sort(pick)]
-        steps_per_epoch = math.ceil(len(items) / config.batch_size)
-        total = steps_per_epoch * config.epochs_stage1
-        for e in range(epoch, config.epochs_stage1):
-            t0 = time.time()
+
+        def stage1_epoch(e: int) -> Callable[[int], Tensor]:
             model.train()
             items = frames.epoch_items(all_items, config.frames_per_trajectory, seed_for(config.seed, 1, e, 3))
             order = np.random.default_rng(seed_for(config.seed, 1, e)).permutation(len(items))
             gen = torch.Generator().manual_seed(seed_for(config.seed, 1, e, 1))
-            run_loss = 0.0
-            bar = _progress(range(steps_per_epoch), config.progress,
-                            desc=f"stage 1 epoch {e + 1}/{config.epochs_stage1}")
             loader = _epoch_loader(frames, items, order, config, device)
-            for s in bar:
-                for g in opt.param_groups:
-                    g["lr"] = _lr(config.lr, e * steps_per_epoch + s, total)
+
+            def step(s: int) -> Tensor:
                 batch = to_device(model, next(loader), device)
                 with _autocast(config, device):
                     loss = objective.loss(batch, gen)
-                if config.amp:
-                    loss = loss.float()
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"stage 1: loss became {loss.item()} at epoch {e + 1}, step {s + 1}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                run_loss += (loss.item() - run_loss) / (s + 1)
-                bar.set_postfix(loss=f"{run_loss:.4f}")
-            val = _stage1_val(objective, model, frames, val_items, config, device)
-            history["stage1"].append({"epoch": e + 1, "train": run_loss, "val": val,
-                                      "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0})
-            _report(config, f"stage 1 epoch {e + 1}/{config.epochs_stage1}: train {run_loss:.4f}"
-                    + (f"  val {val:.4f}" if val is not None else ""))
-            _save_checkpoint(out, 1, e + 1, model, opt, history, config, fingerprint=fp)
-            if tick():
-                return None
+                return loss.float() if config.amp else loss
+
+            return step
+
+        done = _run_stage(
+            1, config.epochs_stage1, epoch, config.lr, opt, math.ceil(len(items) / config.batch_size),
+            stage1_epoch, lambda: _stage1_val(objective, model, frames, val_items, config, device),
+            lambda e: _save_checkpoint(out, 1, e, model, opt, history, config, fingerprint=fp),
+            config, history, budget, digits=4, stop_on_last=True)
+        if not done:
+            return None
         stage, epoch, opt_state = 2, 0, None
 
     # ------------------------------------------------------------- stage 2
@@ -533,10 +593,8 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
     n_pairs = train_pairs[0].shape[0]
     if config.frames_per_trajectory_stage2 is not None:
         n_pairs = len(frames.train) * min(int(config.frames_per_trajectory_stage2), frames.n_frames - 1)
-    steps_per_epoch = math.ceil(n_pairs / config.batch_size_stage2)
-    total = steps_per_epoch * config.epochs_stage2
-    for e in range(epoch, config.epochs_stage2):
-        t0 = time.time()
+
+    def stage2_epoch(e: int) -> Callable[[int], Tensor]:
         model.dynamics.train()
         gen = torch.Generator().manual_seed(seed_for(config.seed, 2, e))
         order = torch.randperm(n_pairs, generator=gen)
@@ -544,36 +602,34 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
             pick = _stage2_pick(config, e, len(frames.train), frames.n_frames - 1)
             order = order if pick is None else pick[order]
         order = order.to(device)
-        run_loss = 0.0
-        bar = _progress(range(steps_per_epoch), config.progress,
-                        desc=f"stage 2 epoch {e + 1}/{config.epochs_stage2}")
-        for s in bar:
-            for g in opt.param_groups:
-                g["lr"] = _lr(config.lr_stage2, e * steps_per_epoch + s, total)
-            idx = order[s * config.batch_size_stage2:(s + 1) * config.batch_size_stage2]
-            loss = model.dynamics.loss(train_pairs[0][idx], train_pairs[1][idx], dt)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"stage 2: loss became {loss.item()} at epoch {e + 1}, step {s + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            run_loss += (loss.item() - run_loss) / (s + 1)
-            bar.set_postfix(loss=f"{run_loss:.5f}")
-        val = None
-        if val_pairs is not None:
-            model.dynamics.eval()
-            with torch.no_grad():
-                val = float(model.dynamics.loss(val_pairs[0], val_pairs[1], dt))
-        history["stage2"].append({"epoch": e + 1, "train": run_loss, "val": val,
-                                  "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0})
-        _report(config, f"stage 2 epoch {e + 1}/{config.epochs_stage2}: train {run_loss:.5f}"
-                + (f"  val {val:.5f}" if val is not None else ""))
+        bs = config.batch_size_stage2
+
+        def step(s: int) -> Tensor:
+            idx = order[s * bs:(s + 1) * bs]
+            return model.dynamics.loss(train_pairs[0][idx], train_pairs[1][idx], dt)
+
+        return step
+
+    def stage2_val() -> Optional[float]:
+        if val_pairs is None:
+            return None
+        model.dynamics.eval()
+        with torch.no_grad():
+            return float(model.dynamics.loss(val_pairs[0], val_pairs[1], dt))
+
+    def keep_best(e: int, val: Optional[float]) -> None:
+        nonlocal best
         if val is not None and math.isfinite(val) and (best is None or val < best["val"]):
             best = {"epoch": e + 1, "val": val,
                     "dynamics": {k: v.detach().cpu().clone() for k, v in model.dynamics.state_dict().items()}}
-        _save_checkpoint(out, 2, e + 1, model, opt, history, config, best=best, fingerprint=fp)
-        if tick() and e + 1 < config.epochs_stage2:
-            return None
+
+    done = _run_stage(
+        2, config.epochs_stage2, epoch, config.lr_stage2, opt, math.ceil(n_pairs / config.batch_size_stage2),
+        stage2_epoch, stage2_val,
+        lambda e: _save_checkpoint(out, 2, e, model, opt, history, config, best=best, fingerprint=fp),
+        config, history, budget, digits=5, stop_on_last=False, after_epoch=keep_best)
+    if not done:
+        return None
     if best is not None:
         # keep the dynamics of the epoch with the lowest validation loss (all methods alike)
         model.dynamics.load_state_dict(best["dynamics"])
