@@ -1,7 +1,11 @@
 """Two-stage training of the closure model, and the ``openmm-closure train`` command.
 
 Stage 1 trains the encoder φ̂ and the flow decoder p(x | ẑ) with a swappable objective
-(:data:`STAGE1_OBJECTIVES`; "ours" is the Gaussian-mixture density objective of SPEC §2).
+(:mod:`openmm_closure.objectives`; "ours" is the Gaussian-mixture density objective of
+SPEC §2). Both stages run through one epoch loop (``_run_stage``) and a run is opened or
+resumed in one place (``_open_run``); the model's configuration is a
+:class:`~openmm_closure.model_config.ModelConfig` built from the dataset's facts
+(:mod:`openmm_closure.catalog`) and the options.
 Stage 2 freezes the encoder, encodes every frame once, fits the state scaler on
 z = [z̄, ẑ] of the training replicas, and trains the ODE/SDE dynamics on consecutive
 frame pairs.
