@@ -105,7 +105,7 @@ def metric_range(model) -> tuple[np.ndarray, np.ndarray, bool]:
         whole training set's (``config["observable_range"]``), False for the fallback of
         older models (the state scaler's range, training replicas after the split).
     """
-    r = model.config.get("observable_range")
+    r = model.spec.observable_range
     if r and len(r.get("lo", [])) == model.macro_dim:
         return np.asarray(r["lo"], dtype=np.float64), np.asarray(r["hi"], dtype=np.float64), True
     lo = model.state_scaler.lo[: model.macro_dim].cpu().double().numpy()
@@ -170,7 +170,7 @@ def _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt, seed, no
         from .model import load_model
 
         nc = load_model(no_closure, device=device)
-        if list(nc.observables) != list(model.observables) or nc.config.get("system") != model.config.get("system"):
+        if list(nc.observables) != list(model.observables) or nc.spec.system != model.spec.system:
             raise ValueError(f"no-closure model {no_closure} has other observables or another system")
         kk = k if getattr(nc.dynamics, "stochastic", False) else 1
         pred = _rollout(nc, ds, replicas, kk, steps, dt, seed)
@@ -178,7 +178,7 @@ def _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt, seed, no
             rows["no-closure"] = {"value": None, "note": "the rollout produced NaN or inf"}
         else:
             rows["no-closure"] = {"value": _score(kind, pred, true, lo, hi, kk)[0], "model": str(no_closure)}
-    mc = model.config.get("observable_mean_curve")
+    mc = model.spec.observable_mean_curve
     preds = calibration_predictions(true, mc if mc else None)
     if "mean-curve" not in preds:
         rows["mean-curve"] = {"value": None, "note": "the model predates observable_mean_curve"}
@@ -378,8 +378,8 @@ def evaluate(
         raise FileNotFoundError(f"test dataset {data_dir} does not exist")
     model = load_model(model_dir, device=device)
     ds = load(data_dir)
-    cfg = model.config
-    system = cfg.get("system", "custom")
+    spec = model.spec
+    system = spec.system or "custom"
     names = list(model.observables)
     if ds.manifest.get("system") != system:
         raise ValueError(f"model {model_dir} was trained on {system!r}, test data {data_dir} is "
@@ -389,7 +389,7 @@ def evaluate(
         raise ValueError(f"test data {data_dir} lacks the observables {missing}")
     if int(ds.n_frames) < 2:
         raise ValueError(f"test data {data_dir} has fewer than 2 frames")
-    if _is_pixels(cfg.get("manifest", {})) != _is_pixels(ds.manifest):
+    if _is_pixels(spec.manifest or {}) != _is_pixels(ds.manifest):
         raise ValueError(f"model {model_dir} and test data {data_dir} differ in representation (pixel sets vs "
                          "positions); render the test data with `openmm-closure render DATA --pixels`")
     out.mkdir(parents=True, exist_ok=True)
@@ -400,7 +400,7 @@ def evaluate(
         raise ValueError(f"samples must be >= 1, got {samples}")
     replicas = list(range(len(ds)))[: max_trajectories]
     result: dict[str, Any] = {
-        "status": "ok", "method": cfg.get("method", "ours"), "system": system,
+        "status": "ok", "method": spec.method, "system": system,
         "regime": ds.manifest.get("regime", "?"), "data": str(data_dir), "data_name": data_dir.name,
         "model": str(model_dir), "metric": kind, "value": None, "n_trajectories": len(replicas),
         "samples": k, "observables": names, "n_particles": sorted(set(int(n) for n in ds.n_particles)),

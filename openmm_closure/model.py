@@ -38,7 +38,6 @@ in the scaled space.
 
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Optional
@@ -100,8 +99,6 @@ class ClosureModel(nn.Module):
             spec, self.config = config, config.to_dict()
         else:
             spec, self.config = ModelConfig.from_dict(config), dict(config)
-        #: the typed configuration (one fallback per key, see :class:`ModelConfig`)
-        self.spec = spec
         self.latent_dim = spec.latent_dim
         kind = spec.encoder_kind
         if self.latent_dim < 0 or (self.latent_dim == 0 and kind != "none"):
@@ -125,6 +122,12 @@ class ClosureModel(nn.Module):
         self.state_scaler = MinMaxScaler(self.dim)
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def spec(self) -> ModelConfig:
+        """The configuration as a typed :class:`ModelConfig` (one fallback per key), read
+        from :attr:`config` on each access, so edits of the dict show."""
+        return ModelConfig.from_dict(self.config)
+
     @property
     def device(self) -> torch.device:
         return self.encoder._probe.device
