@@ -11,15 +11,15 @@ __all__ = ["__version__", "load_model"]
 
 
 def load_model(path, device="cpu"):
-    """Load a trained closure model directory (see :mod:`openmm_closure.model_io`).
+    """Load a trained closure model directory (see :mod:`openmm_closure.model`).
 
     Arguments:
         path: a model directory written by ``openmm-closure train``.
         device: torch device to place the model on.
 
     Returns:
-        A :class:`openmm_closure.model_io.ClosureModel`.
+        A :class:`openmm_closure.model.ClosureModel`.
     """
-    from .model_io import load_model as _load
+    from .model import load_model as _load
 
     return _load(path, device=device)

@@ -66,10 +66,15 @@ METRIC_NAMES = {"mre": "MRE", "mmd": "MMD", "extension": "ext. mean |Δ|"}
 
 
 def metric_kind(system: str, observables: list) -> str:
-    """The paper's metric for a system: ``"mre"``, ``"mmd"`` or ``"extension"``."""
-    if system == "lj-mixing" or {"R_AB", "R_BA"} & set(observables):
+    """The paper's metric for a system: ``"mre"``, ``"mmd"`` or ``"extension"`` (the
+    catalogue's for a built-in system; else from the observables: mixing ratios -> MMD,
+    the polymer extension -> extension, anything else -> MRE)."""
+    from .catalog import CATALOG
+
+    listed = CATALOG[system].metric if system in CATALOG else "mre"
+    if listed == "mmd" or {"R_AB", "R_BA"} & set(observables):
         return "mmd"
-    if system == "polymer" or "extension" in observables:
+    if listed == "extension" or "extension" in observables:
         return "extension"
     return "mre"
 
@@ -100,7 +105,7 @@ def metric_range(model) -> tuple[np.ndarray, np.ndarray, bool]:
         whole training set's (``config["observable_range"]``), False for the fallback of
         older models (the state scaler's range, training replicas after the split).
     """
-    r = model.config.get("observable_range")
+    r = model.spec.observable_range
     if r and len(r.get("lo", [])) == model.macro_dim:
         return np.asarray(r["lo"], dtype=np.float64), np.asarray(r["hi"], dtype=np.float64), True
     lo = model.state_scaler.lo[: model.macro_dim].cpu().double().numpy()
@@ -162,10 +167,10 @@ def _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt, seed, no
     """{row name: {"value", "note"?}} of the calibration rows (see the module docstring)."""
     rows: dict[str, dict] = {}
     if no_closure is not None:
-        from .model_io import load_model
+        from .model import load_model
 
         nc = load_model(no_closure, device=device)
-        if list(nc.observables) != list(model.observables) or nc.config.get("system") != model.config.get("system"):
+        if list(nc.observables) != list(model.observables) or nc.spec.system != model.spec.system:
             raise ValueError(f"no-closure model {no_closure} has other observables or another system")
         kk = k if getattr(nc.dynamics, "stochastic", False) else 1
         pred = _rollout(nc, ds, replicas, kk, steps, dt, seed)
@@ -173,7 +178,7 @@ def _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt, seed, no
             rows["no-closure"] = {"value": None, "note": "the rollout produced NaN or inf"}
         else:
             rows["no-closure"] = {"value": _score(kind, pred, true, lo, hi, kk)[0], "model": str(no_closure)}
-    mc = model.config.get("observable_mean_curve")
+    mc = model.spec.observable_mean_curve
     preds = calibration_predictions(true, mc if mc else None)
     if "mean-curve" not in preds:
         rows["mean-curve"] = {"value": None, "note": "the model predates observable_mean_curve"}
@@ -207,7 +212,7 @@ def _report_md(res: dict) -> str:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    from .model_io import atomic_write_bytes
+    from .fileio import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode())
 
@@ -356,7 +361,7 @@ def evaluate(
     """
     from . import metrics
     from .data import load
-    from .model_io import load_model
+    from .model import load_model
 
     model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out_dir)
     if samples is not None and (isinstance(samples, bool) or int(samples) != samples or samples < 1):
@@ -373,8 +378,8 @@ def evaluate(
         raise FileNotFoundError(f"test dataset {data_dir} does not exist")
     model = load_model(model_dir, device=device)
     ds = load(data_dir)
-    cfg = model.config
-    system = cfg.get("system", "custom")
+    spec = model.spec
+    system = spec.system or "custom"
     names = list(model.observables)
     if ds.manifest.get("system") != system:
         raise ValueError(f"model {model_dir} was trained on {system!r}, test data {data_dir} is "
@@ -384,7 +389,7 @@ def evaluate(
         raise ValueError(f"test data {data_dir} lacks the observables {missing}")
     if int(ds.n_frames) < 2:
         raise ValueError(f"test data {data_dir} has fewer than 2 frames")
-    if _is_pixels(cfg.get("manifest", {})) != _is_pixels(ds.manifest):
+    if _is_pixels(spec.manifest or {}) != _is_pixels(ds.manifest):
         raise ValueError(f"model {model_dir} and test data {data_dir} differ in representation (pixel sets vs "
                          "positions); render the test data with `openmm-closure render DATA --pixels`")
     out.mkdir(parents=True, exist_ok=True)
@@ -395,7 +400,7 @@ def evaluate(
         raise ValueError(f"samples must be >= 1, got {samples}")
     replicas = list(range(len(ds)))[: max_trajectories]
     result: dict[str, Any] = {
-        "status": "ok", "method": cfg.get("method", "ours"), "system": system,
+        "status": "ok", "method": spec.method, "system": system,
         "regime": ds.manifest.get("regime", "?"), "data": str(data_dir), "data_name": data_dir.name,
         "model": str(model_dir), "metric": kind, "value": None, "n_trajectories": len(replicas),
         "samples": k, "observables": names, "n_particles": sorted(set(int(n) for n in ds.n_particles)),

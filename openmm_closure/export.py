@@ -73,6 +73,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .species import check_species, state_names
+
 __all__ = [
     "EXPORT_FORMAT_VERSION",
     "ExportedEncoder",
@@ -261,11 +263,12 @@ class ClosureBias(nn.Module):
             self.n_particles = -1
             t = torch.zeros(0, dtype=torch.long)
         else:
-            t = torch.as_tensor(np.asarray(types), dtype=torch.long).reshape(-1)
-            if t.numel() == 0 or int(t.min()) < 0 or int(t.max()) >= int(encoder.n_species):
+            t = np.asarray(types).reshape(-1)
+            if t.size == 0:
                 raise ValueError(
                     f"types must be species indices in [0, {encoder.n_species}) for every particle"
                 )
+            t = torch.from_numpy(check_species(t, int(encoder.n_species)))
             self.n_particles = int(t.numel())
         self.register_buffer("types", t)
 
@@ -311,33 +314,32 @@ class ClosureBias(nn.Module):
 # ---------------------------------------------------------------------------- writing
 def _common_metadata(model, model_dir: Path) -> dict:
     from . import __version__
-    from .model_io import FORMAT_VERSION, UNITS
+    from .model_config import FORMAT_VERSION, UNITS
 
-    c = model.config
-    latent = [f"zhat_{i}" for i in range(model.latent_dim)]
+    c = model.spec  # the typed config.json: one fallback per key
     enc_lo = model.encoder.coords.lo.detach().cpu().double().tolist()
     enc_hi = model.encoder.coords.hi.detach().cpu().double().tolist()
     return {
         "format_version": EXPORT_FORMAT_VERSION,
-        "model_format_version": int(c.get("format_version", FORMAT_VERSION)),
+        "model_format_version": int(FORMAT_VERSION if c.format_version is None else c.format_version),
         "package_version": __version__,
-        "model_package_version": c.get("package_version"),
+        "model_package_version": c.package_version,
         "source_model": model_dir.name,
-        "method": c.get("method", "ours"),
-        "system": c.get("system"),
-        "species": list(c.get("species") or []),
+        "method": c.method,
+        "system": c.system,
+        "species": list(c.species),
         "n_species": model.n_species,
         "in_features": model.in_features,
         "latent_dim": model.latent_dim,
         "observables": list(model.observables),
-        "observable_params": dict(c.get("observable_params") or {}),
-        "names": list(model.observables) + latent,
+        "observable_params": dict(c.observable_params),
+        "names": state_names(model.observables, model.latent_dim),
         "macro_dim": model.macro_dim,
         "dim": model.dim,
         "epsilon": model.epsilon,
         "dt": model.dt,
-        "encoder": dict(c.get("encoder", {})),
-        "dynamics": dict(c.get("dynamics", {})),
+        "encoder": dict(c.encoder),
+        "dynamics": dict(c.dynamics),
         "coordinate_range": {"lo": enc_lo, "hi": enc_hi, "units": "nm", "maps_to": [-1.0, 1.0],
                              "centered_per_set": bool(getattr(model.encoder, "center", False))},
         "state_range": {
@@ -352,7 +354,7 @@ def _common_metadata(model, model_dir: Path) -> dict:
 
 def _save_script(module: nn.Module, path: Path, metadata: dict) -> None:
     """Script ``module``, check the save/load round trip, write .pt and .json atomically."""
-    from .model_io import atomic_write_bytes
+    from .fileio import atomic_write_bytes
 
     text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
     module = module.eval()
@@ -374,7 +376,7 @@ def _save_script(module: nn.Module, path: Path, metadata: dict) -> None:
 
 
 def _load_model_checked(model_dir: Path):
-    from .model_io import load_model
+    from .model import load_model
 
     if not model_dir.exists():
         raise ValueError(f"model directory {model_dir} does not exist")

@@ -23,6 +23,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from .species import state_names
+
 __all__ = ["scripted_dynamics", "rollout_noise", "compiled_rollout"]
 
 _CACHE_ATTR = "_compiled_dynamics"
@@ -44,7 +46,7 @@ def scripted_dynamics(model: Any) -> torch.jit.ScriptModule:
 
     from .export import ExportedDynamics
 
-    names = list(model.observables) + [f"zhat_{i}" for i in range(model.latent_dim)]
+    names = state_names(model.observables, model.latent_dim)
     module = ExportedDynamics(model.dynamics, model.state_scaler, names, model.macro_dim, model.dt).eval()
     for p in module.parameters():
         p.requires_grad_(False)
@@ -77,7 +79,7 @@ def compiled_rollout(model: Any, z0: Any, steps: int, samples: int = 1, dt: Opti
     """Extrapolate scaled states with the compiled dynamics.
 
     Arguments:
-        model: a :class:`~openmm_closure.model_io.ClosureModel`.
+        model: a :class:`~openmm_closure.model.ClosureModel`.
         z0: (D,) scaled initial state, copied to ``samples`` members, or (K, D).
         steps: number of steps (>= 0), each ``dt`` ps (default ``model.dt``).
         samples: ensemble size K when z0 is (D,).

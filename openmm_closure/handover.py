@@ -26,6 +26,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .species import check_species
+
 __all__ = ["ClosureSimulation"]
 
 
@@ -34,7 +36,7 @@ class ClosureSimulation:
 
     Arguments:
         simulation: an ``openmm.app.Simulation`` of the system the model was trained on.
-        model: a :class:`~openmm_closure.model_io.ClosureModel` or a model directory
+        model: a :class:`~openmm_closure.model.ClosureModel` or a model directory
             (loaded on CUDA when the simulation runs on the CUDA platform).
         file: timeline CSV path (or a writable text file object); None writes none
             (``timeline`` still holds the rows).
@@ -57,7 +59,7 @@ class ClosureSimulation:
         from .surrogate import SurrogateIntegrator
 
         if isinstance(model, (str, os.PathLike)):
-            from .model_io import load_model
+            from .model import load_model
 
             path = Path(model)
             if not (path / "config.json").is_file():
@@ -78,8 +80,7 @@ class ClosureSimulation:
         types = np.asarray(types, dtype=np.int64)
         if types.shape != (n,):
             raise ValueError(f"types has shape {types.shape}, the topology has {n} atoms")
-        if n and (types.min() < 0 or types.max() >= model.n_species):
-            raise ValueError(f"types must be species indices in [0, {model.n_species}) of this model")
+        types = check_species(types, model.n_species, model.spec.species, model.spec.system)
         self.types = types
         self._step_ps = float(simulation.integrator.getStepSize().value_in_unit(unit.picosecond))
         if reportInterval is None:

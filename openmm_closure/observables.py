@@ -23,6 +23,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .catalog import CATALOG
+
 __all__ = [
     "pair_potential",
     "mean_pair_energy",
@@ -36,11 +38,7 @@ __all__ = [
 ]
 
 #: default macroscopic observables of each built-in system
-DEFAULT_OBSERVABLES: dict[str, tuple[str, ...]] = {
-    "particles2d": ("energy",),
-    "lj-mixing": ("R_AB", "R_BA"),
-    "polymer": ("extension",),
-}
+DEFAULT_OBSERVABLES: dict[str, tuple[str, ...]] = {k: f.observables for k, f in CATALOG.items()}
 
 
 def _log_cosh(u: np.ndarray) -> np.ndarray:

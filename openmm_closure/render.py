@@ -99,7 +99,7 @@ def predicted_extension(model_dir: str | os.PathLike, positions0: np.ndarray, st
     Returns:
         (S, steps + 1) predicted extension in nm.
     """
-    from .model_io import load_model
+    from .model import load_model
 
     model = load_model(model_dir)
     manifest = model.config.get("manifest", {})

@@ -40,6 +40,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .species import check_species, state_names
+
 __all__ = [
     "SurrogateResult",
     "SurrogateIntegrator",
@@ -100,7 +102,7 @@ class SurrogateResult:
 
         An existing ``path`` is replaced only with ``overwrite=True`` (else FileExistsError).
         """
-        from .model_io import atomic_write_bytes
+        from .fileio import atomic_write_bytes
 
         path = Path(path)
         kind = _out_kind(path)
@@ -155,7 +157,7 @@ class SurrogateIntegrator:
     """Extrapolate the macroscopic state of a configuration with a trained model.
 
     Arguments:
-        model: a :class:`openmm_closure.model_io.ClosureModel` or a model directory.
+        model: a :class:`openmm_closure.model.ClosureModel` or a model directory.
         dt: time step in ps (default: the model's training frame spacing).
         device: torch device when ``model`` is a directory.
 
@@ -168,7 +170,7 @@ class SurrogateIntegrator:
 
     def __init__(self, model: Any, dt: Optional[float] = None, device: str = "cpu"):
         if isinstance(model, (str, Path)):
-            from .model_io import load_model
+            from .model import load_model
 
             if not Path(model).is_dir():
                 raise FileNotFoundError(f"model directory {model} does not exist")
@@ -181,7 +183,7 @@ class SurrogateIntegrator:
     @property
     def names(self) -> list:
         """Names of the state components ``[z̄, ẑ]``."""
-        return list(self.model.observables) + [f"zhat_{i}" for i in range(self.model.latent_dim)]
+        return state_names(self.model.observables, self.model.latent_dim)
 
     def check(self, positions: Any, types: Any) -> tuple:
         """Validate one configuration; returns (positions (n, 3) float64 nm, types (n,) int64)."""
@@ -195,14 +197,7 @@ class SurrogateIntegrator:
             raise ValueError(f"types of shape {typ.shape} do not match {pos.shape[0]} particles")
         if typ.size and not np.issubdtype(typ.dtype, np.integer):
             raise ValueError(f"types must be integer species indices, got {typ.dtype}")
-        k = int(self.model.n_species)
-        if typ.size and (typ.min() < 0 or typ.max() >= k):
-            species = list(self.model.config.get("species") or range(k))
-            raise ValueError(
-                f"species index out of range: the model was trained on "
-                f"{self.model.config.get('system', '?')!r} with {k} species {species} (types 0..{k - 1}), "
-                f"got types in [{int(typ.min())}, {int(typ.max())}]"
-            )
+        typ = check_species(typ, self.model.n_species, self.model.spec.species, self.model.spec.system)
         return pos, typ.astype(np.int64)
 
     def initial_state(self, positions: Any, types: Any):

@@ -1,7 +1,11 @@
 """Two-stage training of the closure model, and the ``openmm-closure train`` command.
 
 Stage 1 trains the encoder φ̂ and the flow decoder p(x | ẑ) with a swappable objective
-(:data:`STAGE1_OBJECTIVES`; "ours" is the Gaussian-mixture density objective of SPEC §2).
+(:mod:`openmm_closure.objectives`; "ours" is the Gaussian-mixture density objective of
+SPEC §2). Both stages run through one epoch loop (``_run_stage``) and a run is opened or
+resumed in one place (``_open_run``); the model's configuration is a
+:class:`~openmm_closure.model_config.ModelConfig` built from the dataset's facts
+(:mod:`openmm_closure.catalog`) and the options.
 Stage 2 freezes the encoder, encodes every frame once, fits the state scaler on
 z = [z̄, ẑ] of the training replicas, and trains the ODE/SDE dynamics on consecutive
 frame pairs.
@@ -32,13 +36,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .model_io import FORMAT_VERSION, UNITS, ClosureModel, _atomic_torch, save_model
-from .models.baselines import OBJECTIVES as BASELINE_OBJECTIVES
-from .models.decoder import density_nll
+from .catalog import default_center, default_dynamics, default_latent_dim
+from .frames import SetBatch, TrainingFrames, seed_for, to_device
+from .model import ClosureModel, save_model, save_torch_atomic
+from .model_config import FORMAT_VERSION, UNITS, ModelConfig
+from .objectives import OBJECTIVES, DensityObjective, NoClosure, Stage1Objective
 
 __all__ = [
     "TrainConfig",
     "SetBatch",
+    "TrainingFrames",
     "DensityObjective",
     "NoClosure",
     "STAGE1_OBJECTIVES",
@@ -48,7 +55,6 @@ __all__ = [
 ]
 
 CHECKPOINT = "checkpoint.pt"
-_IN_FEATURES = {"particles2d": 2, "lj-mixing": 2, "polymer": 3}
 _VAL_MAX_SETS = 512
 _ENCODE_CHUNK = 64
 
@@ -140,200 +146,11 @@ class TrainConfig:
         return d
 
 
+#: ``--method`` name -> stage-1 objective class (:data:`openmm_closure.objectives.OBJECTIVES`)
+STAGE1_OBJECTIVES: dict[str, type] = OBJECTIVES
+
 # the options that may differ between a killed run and its resumption
 _RESUME_FREE = {"resume", "stop_after", "progress", "device", "threads", "data", "out", "loader_workers"}
-
-
-@dataclass
-class SetBatch:
-    """A batch of sets as one flat concatenation.
-
-    Attributes:
-        x: (N, D) normalised coordinates.
-        types: (N,) int64 species indices.
-        index: (N,) int64 set index of each element, in [0, n_sets).
-        n_sets: number of sets B.
-    """
-
-    x: Tensor
-    types: Tensor
-    index: Tensor
-    n_sets: int
-
-
-class DensityObjective:
-    """Stage-1 objective of the method ("ours"): KL(q_X || p(·|ẑ)) by M MC samples.
-
-    A stage-1 objective is any class with this interface, registered in
-    :data:`STAGE1_OBJECTIVES` under its ``--method`` name:
-
-    - ``__init__(model, config)``;
-    - ``parameters()`` -> the trainable parameters of stage 1;
-    - ``loss(batch, generator)`` -> () scalar for a :class:`SetBatch`.
-    """
-
-    def __init__(self, model: ClosureModel, config: TrainConfig):
-        self.model = model
-        self.epsilon = float(config.epsilon)
-        self.samples = int(config.samples)
-
-    def parameters(self):
-        return list(self.model.encoder.parameters()) + list(self.model.decoder.parameters())
-
-    def loss(self, batch: SetBatch, generator: torch.Generator) -> Tensor:
-        z = self.model.encoder.forward_flat(batch.x, batch.types, batch.index, batch.n_sets)
-        return density_nll(self.model.decoder, z, batch.x, batch.types, batch.index,
-                           self.samples, self.epsilon, generator)
-
-
-class NoClosure:
-    """``--method no-closure``: no closure variables and no stage 1.
-
-    The model's encoder outputs nothing (``encoder.kind = "none"``, d = 0) and stage 2
-    trains the same dynamics, with the same budget and the same best-validation
-    selection, on the observables z̄ alone. This is the calibration row a closure must
-    beat.
-    """
-
-    skips_stage1 = True
-
-    @staticmethod
-    def encoder_config(config, frames) -> dict:
-        return {"kind": "none"}
-
-
-#: ``--method`` name -> stage-1 objective class (the baselines: :mod:`.models.baselines`)
-STAGE1_OBJECTIVES: dict[str, Callable] = {"ours": DensityObjective, **BASELINE_OBJECTIVES,
-                                          "no-closure": NoClosure}
-
-
-# ---------------------------------------------------------------------------- data
-def _seed_for(seed: int, stage: int, epoch: int, salt: int = 0) -> int:
-    return int(np.random.SeedSequence([int(seed), stage, epoch, salt]).generate_state(1)[0])
-
-
-class _Frames:
-    """Access to the frames of a dataset, with checks and the replica split."""
-
-    def __init__(self, ds, config: TrainConfig):
-        self.ds = ds
-        r = len(ds)
-        if r == 0:
-            raise ValueError(f"dataset {config.data} is empty (no replicas)")
-        self.manifest = dict(ds.manifest)
-        self.n_frames = int(ds.n_frames)
-        if self.n_frames < 2:
-            raise ValueError(f"dataset {config.data} has {self.n_frames} frame(s); at least 2 are needed")
-        types = ds.types
-        self.types = [np.asarray(types[i], dtype=np.int64) for i in range(r)]
-        if any(t.size == 0 for t in self.types):
-            raise ValueError(f"dataset {config.data} has a replica with no particles")
-        self.observables = list(self.manifest.get("observables", []))
-        obs = ds.observables
-        missing = [k for k in self.observables if k not in obs]
-        if missing:
-            raise ValueError(f"dataset {config.data} lacks the observables {missing} listed in its manifest")
-        self.obs = {k: np.asarray(obs[k], dtype=np.float64) for k in self.observables}
-        for k, v in self.obs.items():
-            if not np.isfinite(v).all():
-                raise ValueError(f"dataset {config.data}: observable {k!r} contains NaN or inf")
-        rng = np.random.default_rng(_seed_for(config.seed, 0, 0))
-        order = rng.permutation(r)
-        n_val = int(round(config.val_fraction * r)) if r > 1 else 0
-        n_val = min(n_val, r - 1)
-        self.val = sorted(order[:n_val].tolist())
-        self.train = sorted(order[n_val:].tolist())
-        species = self.manifest.get("species")
-        max_type = max(int(t.max()) for t in self.types)
-        self.n_species = max(len(species) if species else 0, max_type + 1)
-        self.species = list(species) if species else [str(i) for i in range(self.n_species)]
-        system = self.manifest.get("system", "custom")
-        self.system = system
-        self.in_features = int(self.manifest.get("spatial_dim", _IN_FEATURES.get(system, 0)))
-        # one pass over the training replicas: finiteness and coordinate ranges, raw and
-        # with each frame's centroid subtracted (for encoders with ``center``)
-        lo = np.full(3, np.inf)
-        hi = np.full(3, -np.inf)
-        lo_c = np.full(3, np.inf)
-        hi_c = np.full(3, -np.inf)
-        for i in range(r):
-            p = np.asarray(ds.positions[i], dtype=np.float64)
-            if not np.isfinite(p).all():
-                raise ValueError(f"dataset {config.data}: replica {i} positions contain NaN or inf")
-            if i in self.train:
-                flat = p.reshape(-1, 3)
-                lo = np.minimum(lo, flat.min(0))
-                hi = np.maximum(hi, flat.max(0))
-                c = (p - p.mean(axis=-2, keepdims=True)).reshape(-1, 3)
-                lo_c = np.minimum(lo_c, c.min(0))
-                hi_c = np.maximum(hi_c, c.max(0))
-        self.lo, self.hi = lo, hi
-        self.lo_centered, self.hi_centered = lo_c, hi_c
-        # the metric's scale and the model-free predictors come from the WHOLE training
-        # set (every replica, before the validation split), as the paper scales its MRE
-        if self.observables:
-            allobs = np.stack([self.obs[k] for k in self.observables], -1)  # (R, F, M)
-            self.obs_lo = allobs.min(axis=(0, 1))
-            self.obs_hi = allobs.max(axis=(0, 1))
-            self.obs_mean_curve = allobs.mean(axis=0)  # (F, M)
-        else:
-            self.obs_lo = self.obs_hi = np.zeros(0)
-            self.obs_mean_curve = np.zeros((self.n_frames, 0))
-        if self.in_features == 0:  # unknown system: 2D when z never varies
-            self.in_features = 2 if hi[2] - lo[2] == 0 else 3
-
-    def positions(self, replica: int, frames) -> np.ndarray:
-        return np.asarray(self.ds.positions[replica, frames], dtype=np.float32)
-
-    def items(self, replicas, stride: int = 1) -> np.ndarray:
-        """(K, 2) array of (replica, frame) pairs."""
-        frames = np.arange(0, self.n_frames, stride)
-        return np.array([(r, f) for r in replicas for f in frames], dtype=np.int64).reshape(-1, 2)
-
-    def batch(self, model: ClosureModel, items: np.ndarray, device) -> SetBatch:
-        return _to_device(model, self.host_batch(items), device)
-
-    def host_batch(self, items: np.ndarray) -> tuple:
-        """The arrays of a batch on the host: (x (N, 3) float32 nm, types (N,) int64,
-        index (N,) int64, n_sets) for the (replica, frame) pairs ``items`` (K, 2)."""
-        xs, ts, idx = [], [], []
-        k = 0
-        for r in np.unique(items[:, 0]):
-            fr = items[items[:, 0] == r, 1]
-            pos = self.positions(int(r), fr)  # (f, n, 3)
-            n = pos.shape[1]
-            xs.append(pos.reshape(-1, 3))
-            ts.append(np.tile(self.types[int(r)], len(fr)))
-            idx.append(np.repeat(np.arange(k, k + len(fr)), n))
-            k += len(fr)
-        return (torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ts)),
-                torch.from_numpy(np.concatenate(idx)), k)
-
-    def epoch_items(self, items: np.ndarray, per_trajectory: Optional[int], seed: int) -> np.ndarray:
-        """Stage 1's (replica, frame) pairs of one epoch: all of ``items``, or
-        ``per_trajectory`` frames of each replica drawn without replacement by a
-        generator seeded with ``seed`` (so a resumed epoch draws the same frames)."""
-        if per_trajectory is None:
-            return items
-        rng = np.random.default_rng(seed)
-        out = []
-        for r in np.unique(items[:, 0]):
-            mine = items[items[:, 0] == r]
-            k = min(int(per_trajectory), len(mine))
-            out.append(mine[np.sort(rng.choice(len(mine), k, replace=False))])
-        return np.concatenate(out)
-
-
-def _to_device(model: ClosureModel, host: tuple, device) -> SetBatch:
-    x, types, index, k = host
-    nb = x.is_pinned()
-    index = index.to(device, non_blocking=nb)
-    return SetBatch(
-        x=model.encoder.normalize(x.to(device, non_blocking=nb), index, k),  # centring needs the set index
-        types=types.to(device, non_blocking=nb),
-        index=index,
-        n_sets=k,
-    )
 
 
 class _EpochBatches(torch.utils.data.Dataset):
@@ -342,7 +159,7 @@ class _EpochBatches(torch.utils.data.Dataset):
     Its content depends only on (items, order, batch size), never on the worker count, so
     ``--loader-workers`` changes speed, not results."""
 
-    def __init__(self, frames: "_Frames", items: np.ndarray, order: np.ndarray, batch_size: int):
+    def __init__(self, frames: "TrainingFrames", items: np.ndarray, order: np.ndarray, batch_size: int):
         self.frames, self.items, self.order, self.bs = frames, items, order, int(batch_size)
 
     def __len__(self) -> int:
@@ -375,14 +192,6 @@ def _autocast(config: TrainConfig, device):
 
 
 # ---------------------------------------------------------------------------- model
-def _default_latent(system: str, n_species: int) -> int:
-    return n_species if system == "lj-mixing" else 2
-
-
-def _default_dynamics(system: str) -> str:
-    return "ode" if system == "particles2d" else "sde"
-
-
 def _frame_dt(manifest: dict) -> float:
     """The frame spacing in ps; a dataset without a positive one is refused (no default)."""
     dt = manifest.get("dt_frame")
@@ -392,72 +201,60 @@ def _frame_dt(manifest: dict) -> float:
     return float(dt)
 
 
-#: systems whose physics is translation invariant (encoder ``center`` on by default):
-#: particles2d (pair forces only) and the polymer (the flow is taken about the chain's
-#: centre); not lj-mixing, whose walls fix where the particles are
-_TRANSLATION_INVARIANT = {"particles2d", "polymer"}
-
-
-def _default_center(system: str) -> bool:
-    return system in _TRANSLATION_INVARIANT
-
-
-def _build_model(config: TrainConfig, frames: _Frames) -> ClosureModel:
+def _build_model(config: TrainConfig, frames: TrainingFrames) -> ClosureModel:
     from .guard import DEFAULT_MARGIN as OOD_MARGIN
 
-    latent = config.latent_dim or _default_latent(frames.system, frames.n_species)
+    latent = config.latent_dim or default_latent_dim(frames.system, frames.n_species)
     if config.method == "no-closure":
         latent = 0
-    center = _default_center(frames.system) if config.center is None else bool(config.center)
-    kind = config.dynamics or _default_dynamics(frames.system)
+    center = default_center(frames.system) if config.center is None else bool(config.center)
+    kind = config.dynamics or default_dynamics(frames.system)
     params = dict(frames.manifest.get("params", {}))
     from . import __version__
 
-    model_config = {
-        "format_version": FORMAT_VERSION,
-        "package_version": __version__,
-        "method": config.method,
-        "system": frames.system,
-        "in_features": frames.in_features,
-        "n_species": frames.n_species,
-        "species": frames.species,
-        "latent_dim": int(latent),
-        "epsilon": float(config.epsilon),
-        "samples": int(config.samples),
-        "observables": frames.observables,
-        "observable_params": params,
-        "ood_margin": OOD_MARGIN,  # the surrogate's out-of-range guard, scaled units
-        "dt": _frame_dt(frames.manifest),
-        "encoder": (
-            {"kind": "deepset", "hidden": list(config.encoder_hidden), "embed": int(config.encoder_embed)}
-            if config.encoder == "deepset" else {"kind": config.encoder}
-        ),
-        "decoder": {
+    # a baseline may bring its own encoder (the objective's ``encoder_config`` hook)
+    encoder = STAGE1_OBJECTIVES[config.method].encoder_config(config, frames)
+    if encoder is None:
+        encoder = ({"kind": "deepset", "hidden": list(config.encoder_hidden), "embed": int(config.encoder_embed)}
+                   if config.encoder == "deepset" else {"kind": config.encoder})
+    encoder["center"] = center
+    spec = ModelConfig(
+        format_version=FORMAT_VERSION,
+        package_version=__version__,
+        method=config.method,
+        system=frames.system,
+        in_features=frames.in_features,
+        n_species=frames.n_species,
+        species=frames.species,
+        latent_dim=int(latent),
+        epsilon=float(config.epsilon),
+        samples=int(config.samples),
+        observables=frames.observables,
+        observable_params=params,
+        ood_margin=OOD_MARGIN,  # the surrogate's out-of-range guard, scaled units
+        dt=_frame_dt(frames.manifest),
+        encoder=encoder,
+        decoder={
             "transforms": int(config.flow_transforms),
             "bins": int(config.flow_bins),
             "hidden": list(config.flow_hidden),
         },
-        "dynamics": {
+        dynamics={
             "kind": kind,
             "drift": config.drift,
             "hidden": list(config.dynamics_hidden),
             **({"sigma0_sq": float(config.sigma0_sq)} if kind == "sde" else {}),
         },
-        "units": UNITS,
+        units=UNITS,
         # whole training set (all replicas): the metric's min-max scale and the mean curve
         # of the model-free calibration predictor, (F, M) raw units
-        "observable_range": {"lo": frames.obs_lo.tolist(), "hi": frames.obs_hi.tolist()},
-        "observable_mean_curve": frames.obs_mean_curve.tolist(),
-        "manifest": json.loads(json.dumps(frames.manifest, default=str)),
-        "training": config.to_dict(),
-    }
-    # a baseline may bring its own encoder (optional ``encoder_config`` hook of the objective)
-    encoder_hook = getattr(STAGE1_OBJECTIVES[config.method], "encoder_config", None)
-    if encoder_hook is not None:
-        model_config["encoder"] = encoder_hook(config, frames)
-    model_config["encoder"]["center"] = center
-    torch.manual_seed(_seed_for(config.seed, 0, 1))
-    model = ClosureModel(model_config)
+        observable_range={"lo": frames.obs_lo.tolist(), "hi": frames.obs_hi.tolist()},
+        observable_mean_curve=frames.obs_mean_curve.tolist(),
+        manifest=json.loads(json.dumps(frames.manifest, default=str)),
+        training=config.to_dict(),
+    )
+    torch.manual_seed(seed_for(config.seed, 0, 1))
+    model = ClosureModel(spec)
     lo, hi = (frames.lo_centered, frames.hi_centered) if center else (frames.lo, frames.hi)
     model.encoder.coords.lo.copy_(torch.as_tensor(lo[: frames.in_features]))
     model.encoder.coords.hi.copy_(torch.as_tensor(hi[: frames.in_features]))
@@ -530,7 +327,7 @@ def _progress(it, enabled, **kw):
 
 # ---------------------------------------------------------------------------- stage 2 data
 @torch.no_grad()
-def _encode_all(model: ClosureModel, frames: _Frames, replicas, device) -> dict:
+def _encode_all(model: ClosureModel, frames: TrainingFrames, replicas, device) -> dict:
     """ẑ of every frame of the given replicas: replica -> (F, d) float64 numpy."""
     out = {}
     model.eval()
@@ -544,7 +341,7 @@ def _encode_all(model: ClosureModel, frames: _Frames, replicas, device) -> dict:
     return out
 
 
-def _states(model: ClosureModel, frames: _Frames, zhat: dict, replicas) -> dict:
+def _states(model: ClosureModel, frames: TrainingFrames, zhat: dict, replicas) -> dict:
     out = {}
     for r in replicas:
         zbar = np.stack([frames.obs[k][r] for k in frames.observables], axis=-1) if frames.observables \
@@ -564,7 +361,7 @@ def _pairs(model: ClosureModel, states: dict, replicas, device):
 # ---------------------------------------------------------------------------- training
 def _save_checkpoint(out: Path, stage: int, epoch: int, model, optimizer, history, config, done=False, best=None,
                      fingerprint=None):
-    _atomic_torch(out / CHECKPOINT, {
+    save_torch_atomic(out / CHECKPOINT, {
         "data_fingerprint": fingerprint,
         "stage": stage,
         "epoch": epoch,
@@ -591,11 +388,35 @@ def _check_resume(ck: dict, config: TrainConfig, fingerprint: Optional[str] = No
         raise ValueError(f"--resume with options that differ from the checkpoint's: {', '.join(diff)}")
 
 
+def _open_run(config: TrainConfig, missing_ok: bool) -> Optional[dict]:
+    """The one place a run is opened: the checkpoint in ``config.out`` to resume from, or
+    None for a fresh run.
+
+    Raises:
+        FileExistsError: ``config.out`` holds a run and ``resume`` is off.
+        FileNotFoundError: ``resume`` is on, ``config.out`` is not empty and has no
+            checkpoint (unless ``missing_ok``).
+        ValueError: the checkpoint is not plain data, or its options differ.
+    """
+    out = Path(config.out)
+    path = out / CHECKPOINT
+    if path.exists():
+        if not config.resume:
+            raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
+        ck = load_checkpoint(path)
+        _check_resume(ck, config)
+        return ck
+    if not missing_ok and config.resume and out.exists() and any(out.iterdir()):
+        raise FileNotFoundError(f"--resume: no {CHECKPOINT} in {out}")
+    return None
+
+
 def train(config: TrainConfig) -> Optional[ClosureModel]:
     """Run (or resume) both training stages; write the model directory ``config.out``.
 
-    Defaults chosen from the dataset when options are None: latent dim = number of
-    species for lj-mixing, else 2; dynamics = ODE for particles2d, else SDE.
+    Defaults chosen from the dataset when options are None (see
+    :mod:`openmm_closure.catalog`): latent dim = number of species for lj-mixing, else 2;
+    dynamics = ODE for particles2d, else SDE.
 
     Returns:
         The trained :class:`ClosureModel`, or None when ``stop_after`` ended the run early.
@@ -603,16 +424,7 @@ def train(config: TrainConfig) -> Optional[ClosureModel]:
     from . import data as data_mod
 
     config.check()
-    out = Path(config.out)
-    ck_path = out / CHECKPOINT
-    ck = None
-    if ck_path.exists():
-        if not config.resume:
-            raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
-        ck = load_checkpoint(ck_path)
-        _check_resume(ck, config)
-    elif config.resume and out.exists() and any(out.iterdir()):
-        raise FileNotFoundError(f"--resume: no {CHECKPOINT} in {out}")
+    ck = _open_run(config, missing_ok=False)
     if not Path(config.data).exists():
         raise FileNotFoundError(f"dataset directory {config.data} does not exist")
     try:
@@ -622,6 +434,72 @@ def train(config: TrainConfig) -> Optional[ClosureModel]:
     except Exception as exc:  # unreadable dataset: one clear line
         raise ValueError(f"cannot read dataset {config.data}: {exc}") from exc
     return train_on(ds, config, checkpoint=ck)
+
+
+class _Budget:
+    """``--stop-after``: counts finished epochs over both stages."""
+
+    def __init__(self, epochs: Optional[int]):
+        self.left = epochs
+
+    def tick(self) -> bool:
+        """Count one finished epoch; True when the budget says stop now."""
+        if self.left is None:
+            return False
+        self.left -= 1
+        return self.left <= 0
+
+
+def _run_stage(n: int, epochs: int, start: int, lr: float, opt, steps_per_epoch: int,
+               epoch_steps: Callable[[int], Callable[[int], Tensor]],
+               validate: Callable[[], Optional[float]], save: Callable[[int], None],
+               config: TrainConfig, history: dict, budget: _Budget, digits: int,
+               stop_on_last: bool, after_epoch: Optional[Callable[[int, Optional[float]], None]] = None) -> bool:
+    """The epoch loop both stages share: cosine learning rate, finite-loss check, one
+    optimiser step per batch, validation, history, a checkpoint after every epoch.
+
+    Arguments:
+        n: stage number (1 or 2); ``epochs`` its epoch count; ``start`` the first epoch
+            to run (resume); ``lr`` the base learning rate.
+        epoch_steps: ``epoch_steps(e)`` prepares epoch ``e`` (modes, seeded order) and
+            returns ``loss_of_step(s) -> ()`` tensor.
+        validate: the validation loss after an epoch (None without validation data).
+        save: writes the checkpoint after epoch ``e + 1`` (argument: epochs done).
+        after_epoch: called with (e, val) before the checkpoint (stage 2 keeps the best).
+        stop_on_last: when the budget runs out at this stage's last epoch, still stop
+            (stage 1) rather than finish the stage (stage 2).
+
+    Returns:
+        True when the stage ran to its end, False when ``--stop-after`` stopped it.
+    """
+    total = steps_per_epoch * epochs
+    for e in range(start, epochs):
+        t0 = time.time()
+        loss_of_step = epoch_steps(e)
+        run_loss = 0.0
+        bar = _progress(range(steps_per_epoch), config.progress, desc=f"stage {n} epoch {e + 1}/{epochs}")
+        for s in bar:
+            for g in opt.param_groups:
+                g["lr"] = _lr(lr, e * steps_per_epoch + s, total)
+            loss = loss_of_step(s)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"stage {n}: loss became {loss.item()} at epoch {e + 1}, step {s + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            run_loss += (loss.item() - run_loss) / (s + 1)
+            bar.set_postfix(loss=f"{run_loss:.{digits}f}")
+        val = validate()
+        history[f"stage{n}"].append({"epoch": e + 1, "train": run_loss, "val": val,
+                                     "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0})
+        _report(config, f"stage {n} epoch {e + 1}/{epochs}: train {run_loss:.{digits}f}"
+                + (f"  val {val:.{digits}f}" if val is not None else ""))
+        if after_epoch is not None:
+            after_epoch(e, val)
+        save(e + 1)
+        if budget.tick() and (stop_on_last or e + 1 < epochs):
+            return False
+    return True
 
 
 def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Optional[ClosureModel]:
@@ -634,17 +512,14 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
         torch.set_num_threads(int(config.threads))
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    if checkpoint is None and (out / CHECKPOINT).exists():
-        if not config.resume:
-            raise FileExistsError(f"{out} already holds a training run; pass --resume or choose another --out")
-        checkpoint = load_checkpoint(out / CHECKPOINT)
-        _check_resume(checkpoint, config)
+    if checkpoint is None:
+        checkpoint = _open_run(config, missing_ok=True)
     from .data import fingerprint as data_fingerprint
 
     fp = data_fingerprint(ds)
     if checkpoint is not None:
         _check_resume(checkpoint, config, fp)
-    frames = _Frames(ds, config)
+    frames = TrainingFrames(ds, config)
     if not frames.train:
         raise ValueError("no training replicas after the validation split")
     model = _build_model(config, frames).to(device)
@@ -662,67 +537,48 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
         if checkpoint.get("done"):
             save_model(model, out, history)
             return model.eval()
-    budget = [config.stop_after]
-
-    def tick() -> bool:
-        """Count one finished epoch; True when --stop-after says stop now."""
-        if budget[0] is None:
-            return False
-        budget[0] -= 1
-        return budget[0] <= 0
+    budget = _Budget(config.stop_after)
+    objective_cls = STAGE1_OBJECTIVES[config.method]
 
     # ------------------------------------------------------------- stage 1
-    if stage == 1 and getattr(STAGE1_OBJECTIVES[config.method], "skips_stage1", False):
+    if stage == 1 and objective_cls.skips_stage1:
         stage, epoch = 2, 0  # no-closure: nothing to learn before the dynamics
     if stage == 1:
-        objective = STAGE1_OBJECTIVES[config.method](model, config)
-        if hasattr(objective, "bind"):  # objectives that need whole trajectories (InvE)
-            objective.bind(frames, device)
+        objective: Stage1Objective = objective_cls(model, config)
+        objective.bind(frames, device)  # objectives that need whole trajectories (InvE)
         opt = torch.optim.Adam(objective.parameters(), lr=config.lr)
         if opt_state is not None:
             opt.load_state_dict(opt_state)
         all_items = frames.items(frames.train, config.frame_stride)
-        items = frames.epoch_items(all_items, config.frames_per_trajectory, _seed_for(config.seed, 1, 0, 3))
+        items = frames.epoch_items(all_items, config.frames_per_trajectory, seed_for(config.seed, 1, 0, 3))
         val_items = frames.items(frames.val, config.frame_stride)
         if len(val_items) > _VAL_MAX_SETS:
-            pick = np.random.default_rng(_seed_for(config.seed, 1, 0, 7)).choice(
+            pick = np.random.default_rng(seed_for(config.seed, 1, 0, 7)).choice(
                 len(val_items), _VAL_MAX_SETS, replace=False)
             val_items = val_items[np.sort(pick)]
-        steps_per_epoch = math.ceil(len(items) / config.batch_size)
-        total = steps_per_epoch * config.epochs_stage1
-        for e in range(epoch, config.epochs_stage1):
-            t0 = time.time()
+
+        def stage1_epoch(e: int) -> Callable[[int], Tensor]:
             model.train()
-            items = frames.epoch_items(all_items, config.frames_per_trajectory, _seed_for(config.seed, 1, e, 3))
-            order = np.random.default_rng(_seed_for(config.seed, 1, e)).permutation(len(items))
-            gen = torch.Generator().manual_seed(_seed_for(config.seed, 1, e, 1))
-            run_loss = 0.0
-            bar = _progress(range(steps_per_epoch), config.progress,
-                            desc=f"stage 1 epoch {e + 1}/{config.epochs_stage1}")
+            items = frames.epoch_items(all_items, config.frames_per_trajectory, seed_for(config.seed, 1, e, 3))
+            order = np.random.default_rng(seed_for(config.seed, 1, e)).permutation(len(items))
+            gen = torch.Generator().manual_seed(seed_for(config.seed, 1, e, 1))
             loader = _epoch_loader(frames, items, order, config, device)
-            for s in bar:
-                for g in opt.param_groups:
-                    g["lr"] = _lr(config.lr, e * steps_per_epoch + s, total)
-                batch = _to_device(model, next(loader), device)
+
+            def step(s: int) -> Tensor:
+                batch = to_device(model, next(loader), device)
                 with _autocast(config, device):
                     loss = objective.loss(batch, gen)
-                if config.amp:
-                    loss = loss.float()
-                if not torch.isfinite(loss):
-                    raise RuntimeError(f"stage 1: loss became {loss.item()} at epoch {e + 1}, step {s + 1}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                run_loss += (loss.item() - run_loss) / (s + 1)
-                bar.set_postfix(loss=f"{run_loss:.4f}")
-            val = _stage1_val(objective, model, frames, val_items, config, device)
-            history["stage1"].append({"epoch": e + 1, "train": run_loss, "val": val,
-                                      "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0})
-            _report(config, f"stage 1 epoch {e + 1}/{config.epochs_stage1}: train {run_loss:.4f}"
-                    + (f"  val {val:.4f}" if val is not None else ""))
-            _save_checkpoint(out, 1, e + 1, model, opt, history, config, fingerprint=fp)
-            if tick():
-                return None
+                return loss.float() if config.amp else loss
+
+            return step
+
+        done = _run_stage(
+            1, config.epochs_stage1, epoch, config.lr, opt, math.ceil(len(items) / config.batch_size),
+            stage1_epoch, lambda: _stage1_val(objective, model, frames, val_items, config, device),
+            lambda e: _save_checkpoint(out, 1, e, model, opt, history, config, fingerprint=fp),
+            config, history, budget, digits=4, stop_on_last=True)
+        if not done:
+            return None
         stage, epoch, opt_state = 2, 0, None
 
     # ------------------------------------------------------------- stage 2
@@ -741,47 +597,43 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
     n_pairs = train_pairs[0].shape[0]
     if config.frames_per_trajectory_stage2 is not None:
         n_pairs = len(frames.train) * min(int(config.frames_per_trajectory_stage2), frames.n_frames - 1)
-    steps_per_epoch = math.ceil(n_pairs / config.batch_size_stage2)
-    total = steps_per_epoch * config.epochs_stage2
-    for e in range(epoch, config.epochs_stage2):
-        t0 = time.time()
+
+    def stage2_epoch(e: int) -> Callable[[int], Tensor]:
         model.dynamics.train()
-        gen = torch.Generator().manual_seed(_seed_for(config.seed, 2, e))
+        gen = torch.Generator().manual_seed(seed_for(config.seed, 2, e))
         order = torch.randperm(n_pairs, generator=gen)
         if config.frames_per_trajectory_stage2 is not None:
             pick = _stage2_pick(config, e, len(frames.train), frames.n_frames - 1)
             order = order if pick is None else pick[order]
         order = order.to(device)
-        run_loss = 0.0
-        bar = _progress(range(steps_per_epoch), config.progress,
-                        desc=f"stage 2 epoch {e + 1}/{config.epochs_stage2}")
-        for s in bar:
-            for g in opt.param_groups:
-                g["lr"] = _lr(config.lr_stage2, e * steps_per_epoch + s, total)
-            idx = order[s * config.batch_size_stage2:(s + 1) * config.batch_size_stage2]
-            loss = model.dynamics.loss(train_pairs[0][idx], train_pairs[1][idx], dt)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"stage 2: loss became {loss.item()} at epoch {e + 1}, step {s + 1}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            run_loss += (loss.item() - run_loss) / (s + 1)
-            bar.set_postfix(loss=f"{run_loss:.5f}")
-        val = None
-        if val_pairs is not None:
-            model.dynamics.eval()
-            with torch.no_grad():
-                val = float(model.dynamics.loss(val_pairs[0], val_pairs[1], dt))
-        history["stage2"].append({"epoch": e + 1, "train": run_loss, "val": val,
-                                  "lr": opt.param_groups[0]["lr"], "seconds": time.time() - t0})
-        _report(config, f"stage 2 epoch {e + 1}/{config.epochs_stage2}: train {run_loss:.5f}"
-                + (f"  val {val:.5f}" if val is not None else ""))
+        bs = config.batch_size_stage2
+
+        def step(s: int) -> Tensor:
+            idx = order[s * bs:(s + 1) * bs]
+            return model.dynamics.loss(train_pairs[0][idx], train_pairs[1][idx], dt)
+
+        return step
+
+    def stage2_val() -> Optional[float]:
+        if val_pairs is None:
+            return None
+        model.dynamics.eval()
+        with torch.no_grad():
+            return float(model.dynamics.loss(val_pairs[0], val_pairs[1], dt))
+
+    def keep_best(e: int, val: Optional[float]) -> None:
+        nonlocal best
         if val is not None and math.isfinite(val) and (best is None or val < best["val"]):
             best = {"epoch": e + 1, "val": val,
                     "dynamics": {k: v.detach().cpu().clone() for k, v in model.dynamics.state_dict().items()}}
-        _save_checkpoint(out, 2, e + 1, model, opt, history, config, best=best, fingerprint=fp)
-        if tick() and e + 1 < config.epochs_stage2:
-            return None
+
+    done = _run_stage(
+        2, config.epochs_stage2, epoch, config.lr_stage2, opt, math.ceil(n_pairs / config.batch_size_stage2),
+        stage2_epoch, stage2_val,
+        lambda e: _save_checkpoint(out, 2, e, model, opt, history, config, best=best, fingerprint=fp),
+        config, history, budget, digits=5, stop_on_last=False, after_epoch=keep_best)
+    if not done:
+        return None
     if best is not None:
         # keep the dynamics of the epoch with the lowest validation loss (all methods alike)
         model.dynamics.load_state_dict(best["dynamics"])
@@ -800,7 +652,7 @@ def _stage2_pick(config: TrainConfig, epoch: int, replicas: int, pairs: int) -> 
     k = int(config.frames_per_trajectory_stage2)
     if k >= pairs:
         return None
-    g = torch.Generator().manual_seed(_seed_for(config.seed, 2, epoch, 3))
+    g = torch.Generator().manual_seed(seed_for(config.seed, 2, epoch, 3))
     chosen = torch.stack([torch.randperm(pairs, generator=g)[:k] for _ in range(replicas)])  # (R, k)
     return (chosen + pairs * torch.arange(replicas)[:, None]).reshape(-1)
 
@@ -810,7 +662,7 @@ def _stage1_val(objective, model, frames, val_items, config, device) -> Optional
     if len(val_items) == 0:
         return None
     model.eval()
-    gen = torch.Generator().manual_seed(_seed_for(config.seed, 1, 0, 2))  # same draws every epoch
+    gen = torch.Generator().manual_seed(seed_for(config.seed, 1, 0, 2))  # same draws every epoch
     total, count = 0.0, 0
     for s in range(0, len(val_items), config.batch_size):
         chunk = val_items[s:s + config.batch_size]

@@ -21,6 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from openmm_closure.species import check_species, latent_names
+
 from .macro import OBSERVABLE_PARAMS, _ObservableReporter
 
 __all__ = ["ClosureReporter", "load_encoder", "match_species"]
@@ -32,7 +34,7 @@ def load_encoder(model: Any, device: str = "cpu") -> tuple[Any, dict]:
     Arguments:
         model: path of an exported ``encoder.pt`` (or ``collective_variable.pt``), a
             model directory (``openmm-closure train``; exported in memory), or a
-            :class:`~openmm_closure.model_io.ClosureModel`.
+            :class:`~openmm_closure.model.ClosureModel`.
         device: torch device of the returned module.
 
     Returns:
@@ -46,7 +48,7 @@ def load_encoder(model: Any, device: str = "cpu") -> tuple[Any, dict]:
     """
     import torch
 
-    from openmm_closure.model_io import ClosureModel, load_model
+    from openmm_closure.model import ClosureModel, load_model
 
     if isinstance(model, ClosureModel):
         return _script_encoder(model, Path(str(model.config.get("system", "model"))), device)
@@ -181,7 +183,7 @@ class ClosureReporter(_ObservableReporter):
         if self._kind == "collective_variable":
             self._zhat_names = [f"zhat_{int(self._meta.get('component', 0))}"]
         else:
-            self._zhat_names = [f"zhat_{i}" for i in range(int(self._meta["latent_dim"]))]
+            self._zhat_names = latent_names(int(self._meta["latent_dim"]))
         self._device = "cpu"
         self._out = None
         self._own = False
@@ -204,9 +206,8 @@ class ClosureReporter(_ObservableReporter):
             self._types = match_species([a.name for a in simulation.topology.atoms()], self._meta.get("species") or [])
         elif len(self._types) != n:
             raise ValueError(f"types has {len(self._types)} entries but the topology has {n} atoms")
-        k = int(self._meta.get("n_species", 1))
-        if len(self._types) and int(self._types.max()) >= k:
-            raise ValueError(f"types must be species indices in [0, {k}) of this model, got {int(self._types.max())}")
+        self._types = check_species(self._types, int(self._meta.get("n_species", 1)),
+                                    self._meta.get("species"), self._meta.get("system"))
         baked = self._meta.get("n_particles")
         if self._kind == "collective_variable" and baked is not None and int(baked) != n:
             raise ValueError(

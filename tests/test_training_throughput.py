@@ -6,7 +6,7 @@ import torch
 
 from openmm_closure.cli import main
 from openmm_closure.data import ArrayDataset
-from openmm_closure.training import TrainConfig, _Frames, _stage2_pick
+from openmm_closure.training import TrainConfig, TrainingFrames, _stage2_pick
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -54,7 +54,7 @@ def test_frames_per_trajectory_draws(tmp_path):
     from openmm_closure.data import load
 
     cfg = TrainConfig(data=str(tmp_path / "ds"), out=str(tmp_path / "m"), val_fraction=0.0)
-    frames = _Frames(load(tmp_path / "ds"), cfg)
+    frames = TrainingFrames(load(tmp_path / "ds"), cfg)
     items = frames.items(frames.train)
     a = frames.epoch_items(items, 3, seed=1)
     assert len(a) == 15
@@ -93,7 +93,7 @@ def test_amp_stage1_loss_within_tolerance(tmp_path):
     _dataset(tmp_path / "ds")
     cfg = TrainConfig(data=str(tmp_path / "ds"), out=str(tmp_path / "m"), samples=64, flow_transforms=2,
                       flow_hidden=(16, 16))
-    frames = _Frames(load(tmp_path / "ds"), cfg)
+    frames = TrainingFrames(load(tmp_path / "ds"), cfg)
     model = _build_model(cfg, frames)
     objective = STAGE1_OBJECTIVES["ours"](model, cfg)
     batch = frames.batch(model, frames.items(frames.train)[:8], torch.device("cpu"))

@@ -1,4 +1,4 @@
-r"""The paper's ablation baselines (SPEC §2): encoders and stage-1 objectives.
+r"""The paper's ablation baselines (SPEC §2): their encoders (networks only).
 
 Each baseline replaces stage 1 of the method; stage 2 (frozen encoder, dynamics on
 :math:`z = [\bar z, \hat z]`) is the same for all, with the same data and budget knobs.
@@ -25,11 +25,9 @@ model directory, checkpoints and ``--resume`` work unchanged and
 decoder of such a model is untrained and unused). Only AE-Aug depends on the particle
 order and is tied to one n: encoding a set of another size raises ``ValueError``.
 
-Objectives follow the interface of :class:`openmm_closure.training.DensityObjective`
-(``__init__(model, config)``, ``parameters()``, ``loss(batch, generator)``) plus two
-optional hooks the trainer calls: ``encoder_config(config, frames) -> dict | None``
-(static; the encoder entry of the model configuration) and ``bind(frames, device)``.
-This module never imports the trainer (no import cycle).
+This module holds the networks only; their training objectives are in
+:mod:`openmm_closure.objectives` and the kinds are registered in
+:mod:`openmm_closure.models.registry`.
 
 Example:
     $ openmm-closure train --data runs/p2d --out models/p2d-aug --method ae-aug
@@ -39,38 +37,30 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .encoder import MLP, DeepSetEncoder, _SetEncoderBase
+from .encoder import DeepSetEncoder
+from .nn import MLP, SetEncoder
 
 __all__ = [
     "FlatMLPEncoder",
     "DeepSetMLPDecoderEncoder",
     "DeepSetSetDecoderEncoder",
     "chamfer_distance",
-    "AEAugObjective",
-    "AEInvEObjective",
-    "AEInvECDObjective",
-    "InvEObjective",
-    "ENCODERS",
-    "OBJECTIVES",
-    "METHODS",
+    "particle_features",
+    "ordered_gather",
 ]
 
-#: all ``--method`` names, the method first
-METHODS = ("ours", "ae-aug", "ae-inve", "ae-inve-cd", "inve")
 
-
-def _features(x: Tensor, types: Tensor, n_species: int) -> Tensor:
+def particle_features(x: Tensor, types: Tensor, n_species: int) -> Tensor:
     """Per-particle feature (N, D [+ S]): normalised coordinates [+ one-hot species]."""
     if n_species == 1:
         return x
     return torch.cat([x, nn.functional.one_hot(types, n_species).to(x.dtype)], dim=-1)
 
 
-def _ordered(index: Tensor, n_sets: int, n: int) -> Tensor:
+def ordered_gather(index: Tensor, n_sets: int, n: int) -> Tensor:
     """Indices that gather a flat batch into (n_sets, n) keeping each set's element order."""
     counts = torch.bincount(index, minlength=n_sets)
     if counts.numel() and bool((counts != n).any()):
@@ -82,7 +72,7 @@ def _ordered(index: Tensor, n_sets: int, n: int) -> Tensor:
     return torch.sort(index, stable=True)[1].reshape(n_sets, n)
 
 
-class FlatMLPEncoder(_SetEncoderBase):
+class FlatMLPEncoder(SetEncoder):
     """AE-Aug encoder: an MLP on the flattened ordered particle vector, and its decoder.
 
     Not permutation invariant: it sees particles in the order given. Tied to
@@ -123,8 +113,8 @@ class FlatMLPEncoder(_SetEncoderBase):
 
     def flat_input(self, x: Tensor, types: Tensor, index: Tensor, n_sets: int) -> Tensor:
         """The ordered particle vectors (n_sets, n, D [+ S]) of a flat batch."""
-        gather = _ordered(index, n_sets, self.n_particles)
-        return _features(x, types, self.n_species)[gather]
+        gather = ordered_gather(index, n_sets, self.n_particles)
+        return particle_features(x, types, self.n_species)[gather]
 
     def forward_flat(self, x: Tensor, types: Tensor, index: Tensor, n_sets: int) -> Tensor:
         """Encode a flat batch of sets of exactly n elements each; returns (n_sets, d)."""
@@ -197,14 +187,6 @@ class DeepSetSetDecoderEncoder(DeepSetEncoder):
         return self.recon(z).reshape(z.shape[0], self.n_species, self.n_points, self.in_features)
 
 
-#: encoder kind -> class (looked up by ``openmm_closure.models.encoder.build_encoder``)
-ENCODERS = {
-    "flat-mlp": FlatMLPEncoder,
-    "deepset-mlpdec": DeepSetMLPDecoderEncoder,
-    "deepset-setdec": DeepSetSetDecoderEncoder,
-}
-
-
 def chamfer_distance(a: Tensor, b: Tensor) -> Tensor:
     r"""Symmetric Chamfer distance between point sets a (m, D) and b (n, D).
 
@@ -217,168 +199,3 @@ def chamfer_distance(a: Tensor, b: Tensor) -> Tensor:
     """
     d = torch.cdist(a.unsqueeze(0), b.unsqueeze(0)).squeeze(0) ** 2
     return d.min(dim=1).values.mean() + d.min(dim=0).values.mean()
-
-
-# ---------------------------------------------------------------------------- objectives
-def _sizes(frames) -> tuple[list[int], list[np.ndarray]]:
-    types = [frames.types[r] for r in frames.train]
-    return [int(t.size) for t in types], types
-
-
-def _deepset_kwargs(config) -> dict:
-    return {"hidden": list(config.encoder_hidden), "embed": int(config.encoder_embed)}
-
-
-def _fixed_n(frames, method: str) -> int:
-    sizes, _ = _sizes(frames)
-    if len(set(sizes)) != 1:
-        raise ValueError(f"--method {method} needs one particle number across the training replicas, "
-                         f"got {sorted(set(sizes))}")
-    return sizes[0]
-
-
-class _EncoderObjective:
-    """Common part: trains the encoder module (which holds its own decoder)."""
-
-    def __init__(self, model, config):
-        self.model = model
-        self.config = config
-
-    def parameters(self):
-        return list(self.model.encoder.parameters())
-
-
-class AEAugObjective(_EncoderObjective):
-    """AE-Aug: reconstruct the randomly permuted ordered particle vector, pointwise MSE."""
-
-    @staticmethod
-    def encoder_config(config, frames) -> dict:
-        return {"kind": "flat-mlp", "n_particles": _fixed_n(frames, "ae-aug"),
-                "hidden": [256, 256], "decoder_hidden": [256, 256]}
-
-    def loss(self, batch, generator: torch.Generator) -> Tensor:
-        enc = self.model.encoder
-        # random permutation within each set: sort by (set, random key)
-        key = torch.rand(batch.x.shape[0], generator=generator, dtype=torch.float64).to(batch.x.device)
-        perm = torch.argsort(batch.index.to(torch.float64) * 2.0 + key, stable=True)
-        x, types, index = batch.x[perm], batch.types[perm], batch.index[perm]
-        target = enc.flat_input(x, types, index, batch.n_sets)
-        z = enc.net(target.reshape(batch.n_sets, -1))
-        return ((enc.reconstruct(z) - target) ** 2).mean()
-
-
-class AEInvEObjective(_EncoderObjective):
-    """AE-InvE: invariant encoder, MLP decoder to the stored particle order, pointwise MSE."""
-
-    @staticmethod
-    def encoder_config(config, frames) -> dict:
-        return {"kind": "deepset-mlpdec", **_deepset_kwargs(config),
-                "n_particles": _fixed_n(frames, "ae-inve"), "decoder_hidden": [256, 256]}
-
-    def loss(self, batch, generator: torch.Generator) -> Tensor:
-        enc = self.model.encoder
-        z = enc.forward_flat(batch.x, batch.types, batch.index, batch.n_sets)
-        target = batch.x[_ordered(batch.index, batch.n_sets, enc.n_particles)]
-        return ((enc.reconstruct(z) - target) ** 2).mean()
-
-
-class AEInvECDObjective(_EncoderObjective):
-    """AE-InvE-CD: invariant encoder, set decoder, Chamfer distance per species."""
-
-    @staticmethod
-    def encoder_config(config, frames) -> dict:
-        _, types = _sizes(frames)
-        s = frames.n_species
-        m = max(int(np.bincount(t, minlength=s).max()) for t in types)
-        return {"kind": "deepset-setdec", **_deepset_kwargs(config), "n_points": m,
-                "decoder_hidden": [256, 256]}
-
-    def loss(self, batch, generator: torch.Generator) -> Tensor:
-        enc = self.model.encoder
-        z = enc.forward_flat(batch.x, batch.types, batch.index, batch.n_sets)
-        rec = enc.reconstruct(z)  # (B, S, m, D)
-        total, count = z.new_zeros(()), 0
-        for b in range(batch.n_sets):
-            in_set = batch.index == b
-            for s in range(enc.n_species):
-                pts = batch.x[in_set & (batch.types == s)]
-                if pts.shape[0] == 0:
-                    continue
-                total = total + chamfer_distance(rec[b, s], pts)
-                count += 1
-        return total / max(count, 1)
-
-
-class InvEObjective:
-    """InvE: encoder and dynamics trained jointly on consecutive frames, no reconstruction.
-
-    The loss is the dynamics' own loss (ODE: MSE of finite differences; SDE: Gaussian
-    NLL) on ``z = [scaled z̄, ẑ]`` for pairs (X_t, X_{t+1}) drawn from the training
-    replicas; ẑ enters unscaled, so nothing stops it from collapsing to a constant.
-    The batch handed to :meth:`loss` only sets the number of pairs; the pairs are drawn
-    with ``generator`` (so validation values are estimates on training pairs).
-    """
-
-    encoder_config = None
-
-    def __init__(self, model, config):
-        self.model = model
-        self.config = config
-        self.frames = None
-        self.device = torch.device("cpu")
-
-    def bind(self, frames, device) -> None:
-        """Give the objective the training frames (the trainer's ``_Frames``) and device."""
-        self.frames = frames
-        self.device = torch.device(device)
-        names = frames.observables
-        if names:
-            zbar = np.stack([np.stack([frames.obs[k][r] for k in names], -1) for r in frames.train])
-            self.lo = zbar.reshape(-1, len(names)).min(0)
-            self.hi = zbar.reshape(-1, len(names)).max(0)
-        else:
-            self.lo = self.hi = np.zeros(0)
-
-    def parameters(self):
-        return list(self.model.encoder.parameters()) + list(self.model.dynamics.parameters())
-
-    def _zbar(self, items: np.ndarray) -> Tensor:
-        f = self.frames
-        if not f.observables:
-            return torch.zeros(len(items), 0, dtype=self.model.dtype, device=self.device)
-        raw = np.stack([[f.obs[k][r, t] for k in f.observables] for r, t in items])
-        span = np.where(self.hi > self.lo, self.hi - self.lo, 1.0)
-        return torch.as_tensor(2.0 * (raw - self.lo) / span - 1.0, dtype=self.model.dtype, device=self.device)
-
-    def _encode(self, items: np.ndarray) -> Tensor:
-        f = self.frames
-        b = f.batch(self.model, items, self.device)
-        z = self.model.encoder.forward_flat(b.x, b.types, b.index, b.n_sets)
-        # _Frames.batch groups the sets by replica; undo that to follow ``items``
-        order = np.concatenate([np.flatnonzero(items[:, 0] == r) for r in np.unique(items[:, 0])])
-        out = torch.empty_like(z)
-        out[torch.as_tensor(order, device=z.device)] = z
-        return out
-
-    def loss(self, batch, generator: torch.Generator) -> Tensor:
-        if self.frames is None:
-            raise RuntimeError("InvEObjective.bind(frames, device) must be called before loss()")
-        f = self.frames
-        n = batch.n_sets
-        reps = np.asarray(f.train)
-        r = reps[torch.randint(len(reps), (n,), generator=generator).numpy()]
-        t = torch.randint(f.n_frames - 1, (n,), generator=generator).numpy()
-        now = np.stack([r, t], 1).astype(np.int64)
-        nxt = np.stack([r, t + 1], 1).astype(np.int64)
-        z0 = torch.cat([self._zbar(now), self._encode(now)], -1)
-        z1 = torch.cat([self._zbar(nxt), self._encode(nxt)], -1)
-        return self.model.dynamics.loss(z0, z1, self.model.dt)
-
-
-#: ``--method`` name -> stage-1 objective class (the trainer adds "ours")
-OBJECTIVES = {
-    "ae-aug": AEAugObjective,
-    "ae-inve": AEInvEObjective,
-    "ae-inve-cd": AEInvECDObjective,
-    "inve": InvEObjective,
-}

@@ -11,7 +11,7 @@ Both encoders share one interface:
   index, n_sets)``), ``types`` (N,), ``index`` (N,) the set each element belongs to;
   returns (n_sets, d). Training uses this path; sets may have different sizes.
 
-Translation invariance (``center=True``): :meth:`_SetEncoderBase.normalize` subtracts each
+Translation invariance (``center=True``): :meth:`SetEncoder.normalize` subtracts each
 set's centroid (over all its particles, every species) before the min-max map, so ẑ does
 not depend on where the set sits. The coordinate ranges are then fit on centred
 coordinates. It lives inside the encoder module, so every export that wraps the encoder
@@ -25,154 +25,20 @@ pooling, both symmetric functions. The cost is O(n).
 """
 
 
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .normalization import MinMaxScaler
+from .nn import MLP, SetEncoder, center_sets
 
-__all__ = ["MLP", "DeepSetEncoder", "SetTransformerEncoder", "NullEncoder", "build_encoder", "center_sets"]
+#: the former private name of :class:`~openmm_closure.models.nn.SetEncoder`
+_SetEncoderBase = SetEncoder
 
-
-class MLP(nn.Sequential):
-    """Multi-layer perceptron ``Linear -> act -> ... -> Linear``.
-
-    Arguments:
-        in_features: input size.
-        out_features: output size.
-        hidden: sizes of the hidden layers.
-        activation: activation class, instantiated between layers.
-
-    Example:
-        >>> MLP(2, 3, (16, 16))(torch.randn(5, 2)).shape
-        torch.Size([5, 3])
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        hidden: Sequence[int] = (64, 64),
-        activation: type = nn.SiLU,
-    ):
-        layers: list[nn.Module] = []
-        sizes = [int(in_features), *[int(h) for h in hidden], int(out_features)]
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            if i > 0:
-                layers.append(activation())
-            layers.append(nn.Linear(a, b))
-        super().__init__(*layers)
+__all__ = ["MLP", "SetEncoder", "DeepSetEncoder", "SetTransformerEncoder", "NullEncoder", "center_sets"]
 
 
-def center_sets(x: Tensor, index: Tensor, n_sets: int) -> Tensor:
-    """Subtract each set's centroid: x (N, D) any units, index (N,) set of each element.
-
-    Returns:
-        (N, D) coordinates relative to the mean of their set (same units and dtype).
-    """
-    sums = torch.zeros(n_sets, x.shape[1], dtype=x.dtype, device=x.device).index_add(0, index, x)
-    ones = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
-    counts = torch.zeros(n_sets, dtype=x.dtype, device=x.device).index_add(0, index, ones)
-    return x - (sums / counts.clamp(min=1.0).unsqueeze(-1))[index]
-
-
-def _check_args(latent_dim: int, in_features: int, n_species: int, minimum: int = 1) -> None:
-    if int(latent_dim) < minimum:
-        raise ValueError(f"latent dimension must be >= 1, got {latent_dim}")
-    if int(in_features) <= 0 or int(in_features) > 3:
-        raise ValueError(f"in_features must be 1, 2 or 3, got {in_features}")
-    if int(n_species) <= 0:
-        raise ValueError(f"n_species must be >= 1, got {n_species}")
-
-
-class _SetEncoderBase(nn.Module):
-    """Input handling shared by the encoders (normalisation, checks, dtype)."""
-
-    _probe: Tensor
-
-    def __init__(self, latent_dim: int, in_features: int, n_species: int, center: bool = False,
-                 _minimum_latent: int = 1):
-        super().__init__()
-        _check_args(latent_dim, in_features, n_species, _minimum_latent)
-        self.latent_dim = int(latent_dim)
-        self.in_features = int(in_features)
-        self.n_species = int(n_species)
-        #: subtract each set's centroid before normalising (translation invariance)
-        self.center = bool(center)
-        #: coordinate ranges (nm) mapped to [-1, 1]; set by :meth:`fit_normalization`
-        self.coords = MinMaxScaler(self.in_features)
-        # empty buffer that follows .to(dtype/device): tells forward what to convert to
-        self.register_buffer("_probe", torch.zeros(0), persistent=False)
-
-    @torch.jit.unused
-    def fit_normalization(self, positions) -> None:
-        """Set the coordinate ranges from training sets (S, n, >= in_features) in nm
-        (each set centred first when ``center``)."""
-        x = torch.as_tensor(positions, dtype=torch.float64)[..., : self.in_features]
-        if self.center:
-            x = x - x.mean(dim=-2, keepdim=True)
-        self.coords.fit(x)
-
-    def normalize(self, positions: Tensor, index: Optional[Tensor] = None, n_sets: int = 1) -> Tensor:
-        """Positions (N, >= in_features) in nm -> normalised (N, in_features).
-
-        Arguments:
-            positions: (N, >= in_features) nm, a flat concatenation of ``n_sets`` sets.
-            index: (N,) int64 set of each element (None: one set). Used only when
-                ``center``: each set's centroid is subtracted before the min-max map.
-            n_sets: number of sets.
-
-        Returns:
-            (N, in_features) normalised coordinates in the encoder's dtype.
-        """
-        x = positions[..., : self.in_features].to(device=self._probe.device)
-        if self.center and x.shape[0] > 0:  # in the input's precision, then the encoder's
-            if index is None:
-                x = x - x.mean(dim=0, keepdim=True)
-            else:
-                x = center_sets(x, index.to(device=x.device, dtype=torch.long), n_sets)
-        return self.coords(x.to(dtype=self._probe.dtype))
-
-    def forward_flat(self, x: Tensor, types: Tensor, index: Tensor, n_sets: int) -> Tensor:
-        raise NotImplementedError
-
-    def forward(self, positions: Tensor, types: Tensor) -> Tensor:
-        """Encode one set.
-
-        Arguments:
-            positions: (n, 3) positions in nm, any float dtype (extra columns ignored).
-            types: (n,) int species indices in ``[0, n_species)``.
-
-        Returns:
-            (d,) closure variables (dimensionless), in the encoder's dtype.
-        """
-        if positions.dim() != 2 or positions.shape[1] < self.in_features:
-            raise ValueError(
-                "positions must have shape (n, " + str(self.in_features) + ") or (n, 3)"
-            )
-        if types.dim() != 1 or types.shape[0] != positions.shape[0]:
-            raise ValueError("types must have shape (n,) matching positions")
-        types = types.to(device=self._probe.device, dtype=torch.long)
-        if types.numel() > 0:
-            if bool(types.min() < 0) or bool(types.max() >= self.n_species):
-                raise ValueError(
-                    "species index out of range: this encoder knows "
-                    + str(self.n_species)
-                    + " species (types 0.."
-                    + str(self.n_species - 1)
-                    + "), got types in ["
-                    + str(int(types.min()))
-                    + ", "
-                    + str(int(types.max()))
-                    + "]"
-                )
-        x = self.normalize(positions)  # one set: centred over all its particles when ``center``
-        index = torch.zeros_like(types)
-        return self.forward_flat(x, types, index, 1)[0]
-
-
-class DeepSetEncoder(_SetEncoderBase):
+class DeepSetEncoder(SetEncoder):
     r"""DeepSet encoder :math:`\hat z = \rho(\oplus_s \mathrm{mean}_{i: s_i = s} \psi(x^i))`.
 
     A shared per-particle MLP ψ, a masked mean (or sum) per species, the per-species
@@ -248,7 +114,7 @@ class _MAB(nn.Module):
         return self.ln2(h + self.ff(h))
 
 
-class SetTransformerEncoder(_SetEncoderBase):
+class SetTransformerEncoder(SetEncoder):
     r"""Set Transformer encoder: ISAB blocks then per-species attention pooling.
 
     Elements are embedded by an MLP, mixed by induced set attention blocks (``m``
@@ -335,7 +201,7 @@ class SetTransformerEncoder(_SetEncoderBase):
         return self.rho(pooled.reshape(n_sets, self.n_species * self.dim))
 
 
-class NullEncoder(_SetEncoderBase):
+class NullEncoder(SetEncoder):
     """The encoder of the no-closure model: ẑ has zero components.
 
     Stage 2 then learns the dynamics of the observables z̄ alone; this is the row a
@@ -354,19 +220,3 @@ class NullEncoder(_SetEncoderBase):
     def forward_flat(self, x: Tensor, types: Tensor, index: Tensor, n_sets: int) -> Tensor:
         """(n_sets, 0): no closure variables."""
         return torch.zeros(n_sets, 0, dtype=x.dtype, device=x.device)
-
-
-def build_encoder(kind: str, **kwargs) -> _SetEncoderBase:
-    """Encoder factory: ``kind`` is ``"deepset"``, ``"settransformer"`` or ``"none"``
-    (no closure), or a baseline's encoder kind."""
-    if kind == "none":
-        return NullEncoder(**kwargs)
-    if kind == "deepset":
-        return DeepSetEncoder(**kwargs)
-    if kind == "settransformer":
-        return SetTransformerEncoder(**kwargs)
-    from .baselines import ENCODERS  # the ablation baselines' encoders
-
-    if kind in ENCODERS:
-        return ENCODERS[kind](**kwargs)
-    raise ValueError(f"unknown encoder {kind!r}; choose 'deepset' or 'settransformer'")
