@@ -25,9 +25,9 @@ from .fileio import DirectoryLock, file_mode
 from .data import (
     FORMAT_VERSION,
     MANIFEST,
+    build_manifest,
     read_manifest,
     replica_filename,
-    software_versions,
     write_manifest,
 )
 
@@ -99,12 +99,7 @@ def _run_replica(task: dict) -> dict:
         rep.close()
     if rep.n_frames != spec.n_frames:
         raise RuntimeError(f"replica {task['index']}: {rep.n_frames} frames written, expected {spec.n_frames}")
-    meta = _normalise({
-        "index": task["index"], "seed": task["seed"], "n_particles": spec.n_particles,
-        "n_frames": spec.n_frames, "dt_frame": spec.dt_frame, "observables": list(spec.observables),
-        "species": list(spec.species), "params": spec.params,
-        "platform": sim.context.getPlatform().getName(),
-    })
+    meta = replica_meta(task, spec, sim.context.getPlatform().getName())
     with tables.open_file(str(tmp), "a") as h:
         h.root._v_attrs[_META_ATTR] = json.dumps(meta)
     if _finished_meta(tmp) is None:  # complete and readable, or not finished at all
@@ -135,29 +130,47 @@ def _finished_meta(path: Path) -> dict | None:
 
 
 def _manifest(request: dict, metas: list[dict], replicas: int) -> dict:
+    """The manifest of a finished ensemble, from its replicas' metadata."""
     params0 = metas[0]["params"]
     common = {k: v for k, v in params0.items() if all(m["params"].get(k, object()) == v for m in metas)}
     common.pop("seed", None)
-    return _normalise({
-        "system": request["system"],
-        "regime": request["regime"],
-        "params": common,
-        "replica_params": [m["params"] for m in metas],
-        "observables": metas[0]["observables"],
-        "species": metas[0]["species"],
-        "dt_frame": metas[0]["dt_frame"],
-        "n_frames": metas[0]["n_frames"],
-        "n_particles": [m["n_particles"] for m in metas],
-        "seeds": [m["seed"] for m in metas],
-        "seed": request["seed"],
-        "replicas": replicas,
-        "platforms": sorted({m["platform"] for m in metas}),
-        "batch_sizes": sorted({int((m.get("batch") or {}).get("size", 1)) for m in metas}),
-        "versions": software_versions(),
-        "request": request,
-        "complete": True,
-        "format_version": FORMAT_VERSION,
-    })
+    return _normalise(build_manifest(
+        system=request["system"],
+        regime=request["regime"],
+        params=common,
+        observables=metas[0]["observables"],
+        dt_frame=metas[0]["dt_frame"],
+        n_frames=metas[0]["n_frames"],
+        n_particles=[m["n_particles"] for m in metas],
+        seeds=[m["seed"] for m in metas],
+        replica_params=[m["params"] for m in metas],
+        species=metas[0]["species"],
+        seed=request["seed"],
+        replicas=replicas,
+        platforms=sorted({m["platform"] for m in metas}),
+        batch_sizes=sorted({int((m.get("batch") or {}).get("size", 1)) for m in metas}),
+        request=request,
+        complete=True,
+    ))
+
+
+def replica_meta(task: dict, spec: Any, platform: str, batch: dict | None = None) -> dict:
+    """The metadata stored in a finished replica file (and gathered into the manifest).
+
+    Arguments:
+        task: the replica's task (``index``, ``seed``, ...).
+        spec: its built :class:`openmm_closure.systems.SimulationSpec`.
+        platform: the OpenMM platform it ran on.
+        batch: ``simulate --batch`` details (size, first index, method), if batched.
+    """
+    meta = {
+        "index": task["index"], "seed": task["seed"], "n_particles": spec.n_particles,
+        "n_frames": spec.n_frames, "dt_frame": spec.dt_frame, "observables": list(spec.observables),
+        "species": list(spec.species), "params": spec.params, "platform": platform,
+    }
+    if batch is not None:
+        meta["batch"] = batch
+    return _normalise(meta)
 
 
 def _check_out_dir(out: Path, request: dict, replicas: int) -> None:
@@ -223,10 +236,9 @@ def simulate_ensemble(
         The dataset directory (load it with :func:`openmm_closure.data.load`).
     """
     from .platforms import select_platform
-    from .systems import SYSTEMS
+    from .systems import check_params
 
-    if system not in SYSTEMS:
-        raise ValueError(f"unknown system {system!r}; choose one of {sorted(SYSTEMS)}")
+    check_params(system, {})
     if isinstance(replicas, bool) or int(replicas) != replicas or replicas < 1:
         raise ValueError(f"replicas must be a positive integer, got {replicas!r}")
     if isinstance(workers, bool) or int(workers) != workers or workers < 1:
@@ -244,12 +256,7 @@ def simulate_ensemble(
     _check_out_dir(out, request, replicas)
 
     # validate the parameters cheaply before writing anything
-    import inspect
-
-    accepted = set(inspect.signature(SYSTEMS[system]).parameters)
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for {system}; accepted: {sorted(accepted - {'n_particles', 'regime', 'seed'})}")
+    check_params(system, params)
     _check_request(system, regime, n_particles, seed, params)
 
     if batch > 1:  # fail before writing anything when the frame buffers cannot fit

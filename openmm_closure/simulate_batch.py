@@ -72,7 +72,7 @@ def run_batch(tasks: Sequence[dict], write: Sequence[int] | None = None, method:
     from .data import ReplicaWriter, partial_filename
     from .observables import compute
     from .reporters.macro import _names_for_types
-    from .simulate import _META_ATTR, _OBSERVABLE_PARAMS, _normalise
+    from .simulate import _META_ATTR, _OBSERVABLE_PARAMS, replica_meta
     from .systems.batch import build_batch, run_batch_frames
 
     specs = _specs(tasks)
@@ -109,12 +109,9 @@ def run_batch(tasks: Sequence[dict], write: Sequence[int] | None = None, method:
             writer.append(x, times, values)
         finally:
             writer.close()
-        meta = _normalise({
-            "index": task["index"], "seed": task["seed"], "n_particles": spec.n_particles,
-            "n_frames": spec.n_frames, "dt_frame": spec.dt_frame, "observables": list(spec.observables),
-            "species": list(spec.species), "params": spec.params, "platform": platform,
-            "batch": {"size": len(tasks), "first": tasks[0]["index"], "method": method if spec.name == "particles2d" else None},
-        })
+        meta = replica_meta(task, spec, platform, batch={
+            "size": len(tasks), "first": tasks[0]["index"],
+            "method": method if spec.name == "particles2d" else None})
         with tables.open_file(str(tmp), "a") as h:
             h.root._v_attrs[_META_ATTR] = json.dumps(meta)
         os.replace(tmp, final)
