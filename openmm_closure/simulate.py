@@ -22,12 +22,16 @@ from typing import Any
 import numpy as np
 
 from .fileio import DirectoryLock, file_mode
+from .observables import OBSERVABLE_PARAMS
 from .data import (
     FORMAT_VERSION,
     MANIFEST,
+    REPLICA_META_ATTR,
     build_manifest,
+    normalise,
     read_manifest,
     replica_filename,
+    replica_meta,
     write_manifest,
 )
 
@@ -35,8 +39,6 @@ __all__ = ["simulate_ensemble", "replica_seed", "parse_param", "parse_params"]
 
 REGIMES = ("in-dst", "diff-init", "diff-N", "slow", "medium", "fast")
 #: observable parameters handed from a system's params to the reporter
-_OBSERVABLE_PARAMS = ("a", "b", "cutoff", "box")
-_META_ATTR = "openmm_closure_replica"
 
 
 def replica_seed(seed: int, i: int) -> int:
@@ -63,13 +65,9 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, value
 
 
-def _normalise(x: Any) -> Any:
-    return json.loads(json.dumps(x, sort_keys=True))
-
-
 def _request(system: str, regime: str, n_particles: int | None, seed: int, params: dict) -> dict:
     """What fixes the content of every replica (the identity of a dataset directory)."""
-    return _normalise({"system": system, "regime": regime, "n_particles": n_particles,
+    return normalise({"system": system, "regime": regime, "n_particles": n_particles,
                        "seed": int(seed), "params": params})
 
 
@@ -87,7 +85,7 @@ def _run_replica(task: dict) -> dict:
     spec = build(task["system"], n_particles=task["n_particles"], regime=task["regime"],
                  seed=task["seed"], **task["params"])
     sim = spec.make_simulation(task["platform"], task.get("deterministic", True))
-    obs_params = {k: spec.params[k] for k in _OBSERVABLE_PARAMS if k in spec.params}
+    obs_params = {k: spec.params[k] for k in OBSERVABLE_PARAMS if k in spec.params}
     rep = DatasetReporter(tmp, spec.report_interval, types=spec.types,
                           observables=spec.observables, **obs_params)
     try:
@@ -101,7 +99,7 @@ def _run_replica(task: dict) -> dict:
         raise RuntimeError(f"replica {task['index']}: {rep.n_frames} frames written, expected {spec.n_frames}")
     meta = replica_meta(task, spec, sim.context.getPlatform().getName())
     with tables.open_file(str(tmp), "a") as h:
-        h.root._v_attrs[_META_ATTR] = json.dumps(meta)
+        h.root._v_attrs[REPLICA_META_ATTR] = json.dumps(meta)
     if _finished_meta(tmp) is None:  # complete and readable, or not finished at all
         raise RuntimeError(f"replica {task['index']}: {tmp.name} did not read back complete")
     os.chmod(tmp, file_mode())
@@ -117,7 +115,7 @@ def _finished_meta(path: Path) -> dict | None:
         import tables
 
         with tables.open_file(str(path), "r") as h:
-            meta = json.loads(h.root._v_attrs[_META_ATTR])
+            meta = json.loads(h.root._v_attrs[REPLICA_META_ATTR])
             f, n = h.root.coordinates.shape[:2]
             if f != meta["n_frames"] or n != meta["n_particles"] or h.root.time.shape[0] != f:
                 return None
@@ -134,7 +132,7 @@ def _manifest(request: dict, metas: list[dict], replicas: int) -> dict:
     params0 = metas[0]["params"]
     common = {k: v for k, v in params0.items() if all(m["params"].get(k, object()) == v for m in metas)}
     common.pop("seed", None)
-    return _normalise(build_manifest(
+    return normalise(build_manifest(
         system=request["system"],
         regime=request["regime"],
         params=common,
@@ -152,25 +150,6 @@ def _manifest(request: dict, metas: list[dict], replicas: int) -> dict:
         request=request,
         complete=True,
     ))
-
-
-def replica_meta(task: dict, spec: Any, platform: str, batch: dict | None = None) -> dict:
-    """The metadata stored in a finished replica file (and gathered into the manifest).
-
-    Arguments:
-        task: the replica's task (``index``, ``seed``, ...).
-        spec: its built :class:`openmm_closure.systems.SimulationSpec`.
-        platform: the OpenMM platform it ran on.
-        batch: ``simulate --batch`` details (size, first index, method), if batched.
-    """
-    meta = {
-        "index": task["index"], "seed": task["seed"], "n_particles": spec.n_particles,
-        "n_frames": spec.n_frames, "dt_frame": spec.dt_frame, "observables": list(spec.observables),
-        "species": list(spec.species), "params": spec.params, "platform": platform,
-    }
-    if batch is not None:
-        meta["batch"] = batch
-    return _normalise(meta)
 
 
 def _check_out_dir(out: Path, request: dict, replicas: int) -> None:

@@ -37,7 +37,15 @@ from .format import (
     software_versions,
     species_names_for,
 )
-from .manifest import build_manifest, complete_manifest, read_manifest, write_manifest
+from .manifest import (
+    REPLICA_META_ATTR,
+    build_manifest,
+    complete_manifest,
+    normalise,
+    read_manifest,
+    replica_meta,
+    write_manifest,
+)
 from .reader import ArrayDataset, Dataset, Replica, fingerprint, load, read_replica
 from .validation import check_dataset
 from .writer import ReplicaWriter, save
@@ -66,4 +74,7 @@ __all__ = [
     "read_configuration",
     "build_manifest",
     "complete_manifest",
+    "replica_meta",
+    "REPLICA_META_ATTR",
+    "normalise",
 ]

@@ -18,7 +18,36 @@ import numpy as np
 
 from .format import FORMAT_VERSION, MANIFEST, software_versions
 
-__all__ = ["build_manifest", "complete_manifest", "write_manifest", "read_manifest"]
+__all__ = ["build_manifest", "complete_manifest", "write_manifest", "read_manifest", "replica_meta",
+           "REPLICA_META_ATTR", "normalise"]
+
+#: HDF5 root attribute of a finished replica file holding its metadata (JSON)
+REPLICA_META_ATTR = "openmm_closure_replica"
+
+
+def normalise(x: Any) -> Any:
+    """``x`` as it reads back from JSON (sorted keys, lists for tuples, plain numbers)."""
+    return json.loads(json.dumps(x, sort_keys=True))
+
+
+def replica_meta(task: Mapping[str, Any], spec: Any, platform: str, batch: Mapping[str, Any] | None = None) -> dict:
+    """The metadata stored in a finished replica file and gathered into the manifest.
+
+    Arguments:
+        task: the replica's task (``index``, ``seed``).
+        spec: its built system (``openmm_closure.systems.SimulationSpec``: ``n_particles``,
+            ``n_frames``, ``dt_frame`` ps, ``observables``, ``species``, ``params``).
+        platform: the OpenMM platform it ran on.
+        batch: ``simulate --batch`` details (size, first index, method), if batched.
+    """
+    meta = {
+        "index": task["index"], "seed": task["seed"], "n_particles": spec.n_particles,
+        "n_frames": spec.n_frames, "dt_frame": spec.dt_frame, "observables": list(spec.observables),
+        "species": list(spec.species), "params": spec.params, "platform": platform,
+    }
+    if batch is not None:
+        meta["batch"] = dict(batch)
+    return normalise(meta)
 
 
 def build_manifest(*, system: str, regime: str, observables: Iterable[str], dt_frame: Any, n_frames: int,
