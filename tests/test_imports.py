@@ -132,6 +132,15 @@ def test_nothing_imports_the_command_line():
     assert offenders == {}
 
 
+def test_every_package_is_installed():
+    # a wheel holds only the packages pyproject lists: a new subpackage must be listed there
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {n for n, p in MODULES.items() if p.name == "__init__.py"}
+    assert packages - listed == set()
+
+
 _PROBE = r"""
 import importlib, json, sys
 names = json.loads(sys.argv[1])
