@@ -1,4 +1,4 @@
-"""The ``openmm-closure render`` command: a polymer replica as a video, and the pixel dataset.
+"""A polymer replica as a video (the library behind ``openmm-closure render``).
 
 ``openmm-closure render DATASET --replica 0 --out chain.gif`` writes the rendered frames
 of one replica as a video (``.gif`` with Pillow alone; ``.mp4``/``.avi``/``.mkv``/``.webm``
