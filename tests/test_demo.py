@@ -30,10 +30,10 @@ def test_demo_quick_runs_end_to_end(tmp_path):
         assert (out / "report" / f"{name}.png").is_file()
         assert f"{name}: " in proc.stdout
     assert res["permutation_spread"] < 1e-6  # the closure variables ignore the particle order
-    # a rerun resumes from the cache: no replica simulated again, no model trained again
-    cached = sorted(p for p in (out / "data").rglob("*") if p.is_file()) + \
-        sorted(p for p in (out / "model").rglob("*") if p.is_file())
-    assert len(cached) > 8
+    # a rerun resumes from the cache: no replica simulated again (the replica files are
+    # untouched) and no epoch trained again (every epoch rewrites the checkpoint)
+    cached = sorted((out / "data").rglob("replica_*.h5")) + [out / "model" / "checkpoint.pt"]
+    assert len(cached) == 6 + 3 + 1 and all(p.is_file() for p in cached)
     before = {p: p.stat().st_mtime_ns for p in cached}
     proc2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc2.returncode == 0, proc2.stderr[-2000:]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,4 +74,7 @@ def test_paper_table_smoke(tmp_path):
                ["--scale", "smoke", "--out", str(tmp_path / "pt"), "--workers", "1", "--no-progress"], tmp_path)
     res = json.loads((tmp_path / "pt" / "results.json").read_text())
     assert res["scale"] == "smoke"
-    assert "| ours |" in out and "energy MRE" in out
+    assert "| ours |" in out and "energy MRE" in out and "mixing MMD" in out
+    ours = {(r["system"], r["regime"]): r for r in res["rows"] if r["method"] == "ours"}
+    assert set(ours) == {(s, g) for s in ("particles2d", "lj-mixing") for g in ("in-dst", "diff-init", "diff-N")}
+    assert all(r["status"] == "ok" and np.isfinite(r["value"]) for r in ours.values())
