@@ -1,8 +1,9 @@
 """The ``openmm-closure`` command line.
 
-Each subcommand lives in its own module, which exposes ``configure(parser)`` to add
-its arguments and ``run(args) -> int`` to execute. Modules are imported only when
-their subcommand is chosen, except for building ``--help``.
+Each subcommand lives in its own module of :mod:`openmm_closure.commands`, which
+exposes ``configure(parser)`` to add its arguments and ``run(args) -> int`` to execute.
+This module only dispatches: a subcommand's module is imported only when it is chosen
+(the top-level ``--help`` needs just the names).
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ __all__ = ["main", "COMMANDS"]
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "simulate": ("openmm_closure.simulate", "simulate an ensemble of replicas of one system"),
-    "train": ("openmm_closure.training", "train encoder + flow decoder, then the dynamics"),
-    "evaluate": ("openmm_closure.evaluation", "roll a model out on test data and score it"),
-    "export": ("openmm_closure.export", "export encoder and dynamics to TorchScript"),
-    "rollout": ("openmm_closure.surrogate", "encode a configuration and extrapolate it"),
-    "demo": ("openmm_closure.demo", "run the end-to-end demo"),
-    "render": ("openmm_closure.render", "render a polymer dataset as a video or as pixel sets"),
+    "simulate": ("openmm_closure.commands.simulate", "simulate an ensemble of replicas of one system"),
+    "train": ("openmm_closure.commands.train", "train encoder + flow decoder, then the dynamics"),
+    "evaluate": ("openmm_closure.commands.evaluate", "roll a model out on test data and score it"),
+    "export": ("openmm_closure.commands.export", "export encoder and dynamics to TorchScript"),
+    "rollout": ("openmm_closure.commands.rollout", "encode a configuration and extrapolate it"),
+    "demo": ("openmm_closure.commands.demo", "run the end-to-end demo"),
+    "render": ("openmm_closure.commands.render", "render a polymer dataset as a video or as pixel sets"),
 }
 
 

@@ -51,7 +51,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
@@ -59,8 +58,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["evaluate", "metric_kind", "markdown_table", "metric_range", "calibration_predictions",
-           "configure", "run"]
+__all__ = ["evaluate", "metric_kind", "markdown_table", "report_markdown", "metric_range",
+           "calibration_predictions"]
 
 METRIC_NAMES = {"mre": "MRE", "mmd": "MMD", "extension": "ext. mean |Δ|"}
 
@@ -188,7 +187,7 @@ def _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt, seed, no
     return rows
 
 
-def _report_md(res: dict) -> str:
+def report_markdown(res: dict) -> str:
     """metrics.md: the result row, its calibration rows, and the diagnostic's reading."""
     rows = [res]
     for name, c in res.get("calibration", {}).items():
@@ -408,7 +407,7 @@ def evaluate(
 
     def write(res: dict) -> dict:
         _atomic_text(out / "metrics.json", json.dumps(res, indent=2, sort_keys=True) + "\n")
-        _atomic_text(out / "metrics.md", _report_md(res))
+        _atomic_text(out / "metrics.md", report_markdown(res))
         return res
 
     try:
@@ -480,37 +479,3 @@ def evaluate(
     if plots:
         result["plots"] = _plots(out, result, times, pred, true, over, perm_curves, names)
     return write(result)
-
-
-# ---------------------------------------------------------------------------- CLI
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the ``evaluate`` arguments to ``parser``."""
-    a = parser.add_argument
-    a("--model", required=True, help="model directory (openmm-closure train)")
-    a("--data", required=True, help="test dataset directory (openmm-closure simulate)")
-    a("--out", required=True, help="report directory to write (metrics.json, metrics.md, plots)")
-    a("--samples", type=int, default=None, help="rollouts per test trajectory (SDE models; default 1)")
-    a("--seed", type=int, default=0, help="seed of the SDE noise and the permutations")
-    a("--permutations", type=int, default=6, help="particle orders in the permutation overlay (0: none)")
-    a("--max-trajectories", type=int, default=None,
-      help="score only the first N >= 1 test trajectories (default: all)")
-    a("--overwrite", action="store_true", help="replace a report already in --out")
-    a("--no-plots", action="store_true", help="write metrics only")
-    a("--device", default="cpu", help="torch device (cpu, cuda)")
-    a("--no-closure", default=None, metavar="MODEL",
-      help="a model trained with --method no-closure on the same data: adds its calibration row")
-    a("--no-diagnostic", action="store_true", help="skip the what-ẑ-explains diagnostic")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Execute ``openmm-closure evaluate``; prints the table and the report paths."""
-    res = evaluate(args.model, args.data, args.out, samples=args.samples, seed=args.seed,
-                   permutations=args.permutations, max_trajectories=args.max_trajectories,
-                   overwrite=args.overwrite,
-                   plots=not args.no_plots, device=args.device, no_closure=args.no_closure,
-                   diagnostic=not args.no_diagnostic)
-    print(_report_md(res), end="")
-    for name, path in sorted(res.get("plots", {}).items()):
-        print(f"{name}: {path}")
-    print(f"metrics: {Path(args.out) / 'metrics.json'}")
-    return 0

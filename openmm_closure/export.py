@@ -62,7 +62,6 @@ Example:
     $ openmm-closure export --model models/p2d --out exported/p2d --component 0 --force-constant 100
 """
 
-import argparse
 import copy
 import io
 import json
@@ -85,8 +84,6 @@ __all__ = [
     "read_metadata",
     "check_export_dir",
     "INDEX",
-    "configure",
-    "run",
 ]
 
 EXPORT_FORMAT_VERSION = 1
@@ -546,55 +543,3 @@ def load_exported(path, map_location: str = "cpu") -> tuple:
     extra = {METADATA: ""}
     module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
     return module, json.loads(extra[METADATA] or "{}")
-
-
-# ---------------------------------------------------------------------------- CLI
-def _read_types(spec: str, replica: int) -> np.ndarray:
-    """Species of every particle from a .npy file, a dataset directory or a replica .h5 file."""
-    p = Path(spec)
-    if not p.exists():
-        raise FileNotFoundError(f"--types: {p} does not exist")
-    if p.suffix == ".npy":
-        t = np.load(p)
-    elif p.is_dir():
-        from .data import load
-
-        ds = load(p)
-        if not 0 <= replica < len(ds):
-            raise ValueError(f"--replica {replica} out of range: {p} has {len(ds)} replicas")
-        t = ds.types[replica]
-    else:
-        from .data import read_replica
-
-        t = read_replica(p, frames=slice(0, 1)).types
-    t = np.asarray(t)
-    if t.ndim != 1 or not np.issubdtype(t.dtype, np.integer):
-        raise ValueError(f"--types: expected a 1-D integer array, got {t.dtype} of shape {t.shape}")
-    return t.astype(np.int64)
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the ``export`` arguments to ``parser``."""
-    a = parser.add_argument
-    a("--model", required=True, help="model directory (openmm-closure train)")
-    a("--out", required=True, help="export directory to write")
-    a("--component", type=int, default=0, help="closure component biased by collective_variable.pt")
-    a("--force-constant", type=float, default=1.0, help="bias force constant k, kJ/mol")
-    a("--target", type=float, default=0.0, help="bias target of the closure component (raw units)")
-    a("--types", default=None,
-      help="species of every particle for the bias: a .npy file, a dataset directory or a "
-           "replica .h5 (required for multi-species models)")
-    a("--replica", type=int, default=0, help="replica whose species --types DATASET_DIR uses")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Execute ``openmm-closure export``; returns the exit code."""
-    types = _read_types(args.types, args.replica) if args.types else None
-    paths = export_model(args.model, args.out, component=args.component,
-                         force_constant=args.force_constant, target=args.target, types=types)
-    for key in ("encoder", "dynamics", "collective_variable"):
-        if paths.get(key) is not None:
-            print(f"wrote {paths[key]}")
-    if paths.get("skipped"):
-        print(f"note: {paths['skipped']}")
-    return 0

@@ -88,9 +88,9 @@ class ClosureModel(nn.Module):
 
     Example:
         >>> model = openmm_closure.load_model("runs/particles2d")     # doctest: +SKIP
-        >>> z0 = model.state(positions, types)                          # (dim,) scaled
-        >>> traj = model.rollout(z0, steps=300, samples=16)             # (16, 301, dim)
-        >>> model.unscale(traj)[..., : model.macro_dim]                 # z̄ in raw units
+        >>> z0 = model.state(positions, types)  # (dim,) scaled  # doctest: +SKIP
+        >>> traj = model.rollout(z0, steps=300, samples=16)  # (16, 301, dim)  # doctest: +SKIP
+        >>> z_bar = model.unscale(traj)[..., : model.macro_dim]  # z̄ in raw units  # doctest: +SKIP
     """
 
     def __init__(self, config):

@@ -26,6 +26,7 @@ import numpy as np
 from .catalog import CATALOG
 
 __all__ = [
+    "OBSERVABLE_PARAMS",
     "pair_potential",
     "mean_pair_energy",
     "neighbour_ratios",
@@ -242,6 +243,10 @@ def check_names(names: Sequence[str]) -> tuple[str, ...]:
         if name not in OBSERVABLES:
             raise ValueError(f"unknown observable {name!r}; valid names: {', '.join(OBSERVABLES)}")
     return names
+
+
+#: the system parameters the observables take (a, b: energy; cutoff, box: neighbour ratios)
+OBSERVABLE_PARAMS = ("a", "b", "cutoff", "box")
 
 
 def compute(names: Sequence[str], positions: np.ndarray, types: np.ndarray | None = None,

@@ -23,13 +23,12 @@ from typing import Optional
 import numpy as np
 
 from .data import (
-    FORMAT_VERSION,
     ReplicaWriter,
+    build_manifest,
     load,
     partial_filename,
     read_manifest,
     replica_filename,
-    software_versions,
     write_manifest,
 )
 from .video import REFERENCE_SHAPE, RenderConfig, brightest_pixels, render_frames
@@ -114,7 +113,7 @@ def render_dataset(
         with ReplicaWriter(tmp, np.zeros(cfg.n_pixels, dtype=np.int64), [PIXEL_SPECIES], observables) as w:
             w.append(sets, r.times, {k: r.observables[k] for k in observables})
         os.replace(tmp, final)
-    m = {k: v for k, v in manifest.items() if k not in ("request", "complete", "versions")}
+    m = {k: v for k, v in manifest.items() if k not in ("request", "complete", "versions", "format_version")}
     m.update(
         representation="pixels",
         spatial_dim=3,
@@ -123,9 +122,7 @@ def render_dataset(
         observables=observables,
         render={"source": str(source), "source_request": manifest.get("request"),
                 "source_n_particles": manifest.get("n_particles"), **cfg.to_dict()},
-        versions=software_versions(),
         complete=True,
-        format_version=FORMAT_VERSION,
     )
-    write_manifest(out, m)
+    write_manifest(out, build_manifest(**m))
     return out

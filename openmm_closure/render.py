@@ -1,4 +1,4 @@
-"""The ``openmm-closure render`` command: a polymer replica as a video, and the pixel dataset.
+"""A polymer replica as a video (the library behind ``openmm-closure render``).
 
 ``openmm-closure render DATASET --replica 0 --out chain.gif`` writes the rendered frames
 of one replica as a video (``.gif`` with Pillow alone; ``.mp4``/``.avi``/``.mkv``/``.webm``
@@ -15,14 +15,13 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import os
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-__all__ = ["write_video", "video_encoder", "predicted_extension", "render_video", "configure", "run"]
+__all__ = ["write_video", "video_encoder", "predicted_extension", "render_video"]
 
 _PILLOW = (".gif",)
 _FFMPEG = (".mp4", ".avi", ".mkv", ".webm", ".mov")
@@ -194,43 +193,3 @@ def render_video(dataset: str | os.PathLike, replica: int, out: str | os.PathLik
         rgb.append(np.asarray(fig.canvas.buffer_rgba())[..., :3].copy())
     plt.close(fig)
     return write_video(out, np.stack(rgb), fps=fps)
-
-
-# ---------------------------------------------------------------------------- CLI
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the ``render`` arguments to ``parser``."""
-    a = parser.add_argument
-    a("dataset", help="polymer dataset directory (openmm-closure simulate polymer)")
-    a("--out", default=None, help="video file to write (.gif with Pillow; .mp4 etc. need the [video] extra)")
-    a("--replica", type=int, default=0, help="replica shown in the video (default 0)")
-    a("--model", default=None, help="model directory: draw its predicted extension band beside the video")
-    a("--samples", type=int, default=32, help="rollouts for the predicted band (default 32)")
-    a("--video-scale", type=float, default=1.0, help="video image size relative to 100 x 500 px (default 1)")
-    a("--fps", type=float, default=10.0, help="frames per second (default 10)")
-    a("--every", type=int, default=1, help="show every k-th frame (default 1)")
-    a("--pixels", nargs="?", const="", default=None, metavar="DIR",
-      help="also write the pixel-set dataset for training (default DIR: DATASET-pixels)")
-    a("--scale", type=float, default=None,
-      help="pixel dataset image size relative to 100 x 500 px (default: >= 1.4 px/nm, 0.3 for 32 beads)")
-    a("--n-pixels", type=int, default=256, help="pixels kept per frame in the pixel dataset, K (default 256)")
-    a("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Execute ``openmm-closure render``."""
-    from .data import read_manifest
-    from .pixel_dataset import default_render_config, render_dataset
-
-    if args.out is None and args.pixels is None:
-        raise ValueError("nothing to do: give --out VIDEO and/or --pixels [DIR]")
-    if args.out is not None:
-        video_encoder(args.out)
-    if args.pixels is not None:
-        cfg = default_render_config(read_manifest(args.dataset), scale=args.scale, n_pixels=args.n_pixels)
-        d = render_dataset(args.dataset, args.pixels or None, cfg, progress=not args.no_progress)
-        print(f"pixel dataset: {d} ({cfg.height} x {cfg.width} px, K = {cfg.n_pixels})")
-    if args.out is not None:
-        p = render_video(args.dataset, args.replica, args.out, model=args.model, scale=args.video_scale,
-                         fps=args.fps, samples=args.samples, every=args.every)
-        print(f"video: {p}")
-    return 0

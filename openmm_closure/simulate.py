@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from pathlib import Path
@@ -23,21 +22,23 @@ from typing import Any
 import numpy as np
 
 from .fileio import DirectoryLock, file_mode
+from .observables import OBSERVABLE_PARAMS
 from .data import (
     FORMAT_VERSION,
     MANIFEST,
+    REPLICA_META_ATTR,
+    build_manifest,
+    normalise,
     read_manifest,
     replica_filename,
-    software_versions,
+    replica_meta,
     write_manifest,
 )
 
-__all__ = ["configure", "run", "simulate_ensemble", "replica_seed", "parse_param", "parse_params"]
+__all__ = ["simulate_ensemble", "replica_seed", "parse_param", "parse_params"]
 
 REGIMES = ("in-dst", "diff-init", "diff-N", "slow", "medium", "fast")
 #: observable parameters handed from a system's params to the reporter
-_OBSERVABLE_PARAMS = ("a", "b", "cutoff", "box")
-_META_ATTR = "openmm_closure_replica"
 
 
 def replica_seed(seed: int, i: int) -> int:
@@ -64,13 +65,9 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, value
 
 
-def _normalise(x: Any) -> Any:
-    return json.loads(json.dumps(x, sort_keys=True))
-
-
 def _request(system: str, regime: str, n_particles: int | None, seed: int, params: dict) -> dict:
     """What fixes the content of every replica (the identity of a dataset directory)."""
-    return _normalise({"system": system, "regime": regime, "n_particles": n_particles,
+    return normalise({"system": system, "regime": regime, "n_particles": n_particles,
                        "seed": int(seed), "params": params})
 
 
@@ -88,7 +85,7 @@ def _run_replica(task: dict) -> dict:
     spec = build(task["system"], n_particles=task["n_particles"], regime=task["regime"],
                  seed=task["seed"], **task["params"])
     sim = spec.make_simulation(task["platform"], task.get("deterministic", True))
-    obs_params = {k: spec.params[k] for k in _OBSERVABLE_PARAMS if k in spec.params}
+    obs_params = {k: spec.params[k] for k in OBSERVABLE_PARAMS if k in spec.params}
     rep = DatasetReporter(tmp, spec.report_interval, types=spec.types,
                           observables=spec.observables, **obs_params)
     try:
@@ -100,14 +97,9 @@ def _run_replica(task: dict) -> dict:
         rep.close()
     if rep.n_frames != spec.n_frames:
         raise RuntimeError(f"replica {task['index']}: {rep.n_frames} frames written, expected {spec.n_frames}")
-    meta = _normalise({
-        "index": task["index"], "seed": task["seed"], "n_particles": spec.n_particles,
-        "n_frames": spec.n_frames, "dt_frame": spec.dt_frame, "observables": list(spec.observables),
-        "species": list(spec.species), "params": spec.params,
-        "platform": sim.context.getPlatform().getName(),
-    })
+    meta = replica_meta(task, spec, sim.context.getPlatform().getName())
     with tables.open_file(str(tmp), "a") as h:
-        h.root._v_attrs[_META_ATTR] = json.dumps(meta)
+        h.root._v_attrs[REPLICA_META_ATTR] = json.dumps(meta)
     if _finished_meta(tmp) is None:  # complete and readable, or not finished at all
         raise RuntimeError(f"replica {task['index']}: {tmp.name} did not read back complete")
     os.chmod(tmp, file_mode())
@@ -123,7 +115,7 @@ def _finished_meta(path: Path) -> dict | None:
         import tables
 
         with tables.open_file(str(path), "r") as h:
-            meta = json.loads(h.root._v_attrs[_META_ATTR])
+            meta = json.loads(h.root._v_attrs[REPLICA_META_ATTR])
             f, n = h.root.coordinates.shape[:2]
             if f != meta["n_frames"] or n != meta["n_particles"] or h.root.time.shape[0] != f:
                 return None
@@ -136,29 +128,28 @@ def _finished_meta(path: Path) -> dict | None:
 
 
 def _manifest(request: dict, metas: list[dict], replicas: int) -> dict:
+    """The manifest of a finished ensemble, from its replicas' metadata."""
     params0 = metas[0]["params"]
     common = {k: v for k, v in params0.items() if all(m["params"].get(k, object()) == v for m in metas)}
     common.pop("seed", None)
-    return _normalise({
-        "system": request["system"],
-        "regime": request["regime"],
-        "params": common,
-        "replica_params": [m["params"] for m in metas],
-        "observables": metas[0]["observables"],
-        "species": metas[0]["species"],
-        "dt_frame": metas[0]["dt_frame"],
-        "n_frames": metas[0]["n_frames"],
-        "n_particles": [m["n_particles"] for m in metas],
-        "seeds": [m["seed"] for m in metas],
-        "seed": request["seed"],
-        "replicas": replicas,
-        "platforms": sorted({m["platform"] for m in metas}),
-        "batch_sizes": sorted({int((m.get("batch") or {}).get("size", 1)) for m in metas}),
-        "versions": software_versions(),
-        "request": request,
-        "complete": True,
-        "format_version": FORMAT_VERSION,
-    })
+    return normalise(build_manifest(
+        system=request["system"],
+        regime=request["regime"],
+        params=common,
+        observables=metas[0]["observables"],
+        dt_frame=metas[0]["dt_frame"],
+        n_frames=metas[0]["n_frames"],
+        n_particles=[m["n_particles"] for m in metas],
+        seeds=[m["seed"] for m in metas],
+        replica_params=[m["params"] for m in metas],
+        species=metas[0]["species"],
+        seed=request["seed"],
+        replicas=replicas,
+        platforms=sorted({m["platform"] for m in metas}),
+        batch_sizes=sorted({int((m.get("batch") or {}).get("size", 1)) for m in metas}),
+        request=request,
+        complete=True,
+    ))
 
 
 def _check_out_dir(out: Path, request: dict, replicas: int) -> None:
@@ -224,10 +215,9 @@ def simulate_ensemble(
         The dataset directory (load it with :func:`openmm_closure.data.load`).
     """
     from .platforms import select_platform
-    from .systems import SYSTEMS
+    from .systems import check_params
 
-    if system not in SYSTEMS:
-        raise ValueError(f"unknown system {system!r}; choose one of {sorted(SYSTEMS)}")
+    check_params(system, {})
     if isinstance(replicas, bool) or int(replicas) != replicas or replicas < 1:
         raise ValueError(f"replicas must be a positive integer, got {replicas!r}")
     if isinstance(workers, bool) or int(workers) != workers or workers < 1:
@@ -245,12 +235,7 @@ def simulate_ensemble(
     _check_out_dir(out, request, replicas)
 
     # validate the parameters cheaply before writing anything
-    import inspect
-
-    accepted = set(inspect.signature(SYSTEMS[system]).parameters)
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for {system}; accepted: {sorted(accepted - {'n_particles', 'regime', 'seed'})}")
+    check_params(system, params)
     _check_request(system, regime, n_particles, seed, params)
 
     if batch > 1:  # fail before writing anything when the frame buffers cannot fit
@@ -367,33 +352,6 @@ def _run_batches(todo: list[dict], batch: int, workers: int, metas: dict[int, di
             bar.update(len(done))
 
 
-# --------------------------------------------------------------------------------------
-# command line
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the ``simulate`` arguments to ``parser``."""
-    parser.add_argument("system", choices=["particles2d", "lj-mixing", "polymer"], help="which system")
-    parser.add_argument("--out", required=True, help="output dataset directory (resumed if it holds this dataset)")
-    parser.add_argument("--replicas", type=int, default=8, help="number of replicas (default 8)")
-    parser.add_argument("--regime", default="in-dst", choices=REGIMES,
-                        help="in-dst | diff-init | diff-N (polymer: in-dst | slow | medium | fast)")
-    parser.add_argument("--n-particles", type=int, default=None, help="particles per replica (default: the regime's)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed; replica i is seeded from (seed, i)")
-    parser.add_argument("--platform", default="auto", help="auto | CUDA | OpenCL | CPU | Reference")
-    parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
-    parser.add_argument("--batch", type=int, default=1,
-                        help="replicas packed into one OpenMM Context (default 1); the files do not depend "
-                             "on it for particles2d; stochastic systems agree in distribution")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="builder parameter, VALUE parsed as JSON if possible (repeatable), "
-                             "e.g. --param steps=1000 --param report_interval=50")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--no-deterministic", action="store_true",
-                        help="allow run-to-run differences in the last bits of the forces for a "
-                             "little speed (default: DeterministicForces on CPU and CUDA)")
-
-
 def parse_params(texts: list[str]) -> dict[str, Any]:
     """Parse repeated ``--param KEY=VALUE``; the same KEY twice is an error."""
     params: dict[str, Any] = {}
@@ -403,19 +361,3 @@ def parse_params(texts: list[str]) -> dict[str, Any]:
             raise ValueError(f"--param {key} given twice ({params[key]!r} and {value!r}); give it once")
         params[key] = value
     return params
-
-
-def run(args: argparse.Namespace) -> int:
-    """Execute ``openmm-closure simulate``."""
-    params = parse_params(args.param)
-    for key in ("n_particles", "regime", "seed"):
-        if key in params:
-            raise ValueError(f"--param {key}=... : use --{key.replace('_', '-')} instead")
-    out = simulate_ensemble(args.system, args.out, args.replicas, regime=args.regime,
-                            n_particles=args.n_particles, seed=args.seed, platform=args.platform,
-                            workers=args.workers, progress=not args.no_progress,
-                            deterministic=not args.no_deterministic, batch=args.batch, **params)
-    m = read_manifest(out)
-    print(f"{out}: {len(m['n_particles'])} replicas of {m['system']} ({m['regime']}), "
-          f"{m['n_frames']} frames each, dt_frame {m['dt_frame']:g} ps")
-    return 0

@@ -69,10 +69,9 @@ def run_batch(tasks: Sequence[dict], write: Sequence[int] | None = None, method:
     """
     import tables
 
-    from .data import ReplicaWriter, partial_filename
-    from .observables import compute
+    from .data import REPLICA_META_ATTR, ReplicaWriter, partial_filename, replica_meta
+    from .observables import OBSERVABLE_PARAMS, compute
     from .reporters.macro import _names_for_types
-    from .simulate import _META_ATTR, _OBSERVABLE_PARAMS, _normalise
     from .systems.batch import build_batch, run_batch_frames
 
     specs = _specs(tasks)
@@ -87,7 +86,7 @@ def run_batch(tasks: Sequence[dict], write: Sequence[int] | None = None, method:
     def observe(job) -> dict[str, np.ndarray]:
         """Frame by frame, exactly as the reporter computes them."""
         _, spec, x = job
-        obs_params = {k: spec.params[k] for k in _OBSERVABLE_PARAMS if k in spec.params}
+        obs_params = {k: spec.params[k] for k in OBSERVABLE_PARAMS if k in spec.params}
         values: dict[str, list[float]] = {k: [] for k in spec.observables}
         for frame in x:
             for k, v in compute(spec.observables, frame, spec.types, **obs_params).items():
@@ -109,14 +108,11 @@ def run_batch(tasks: Sequence[dict], write: Sequence[int] | None = None, method:
             writer.append(x, times, values)
         finally:
             writer.close()
-        meta = _normalise({
-            "index": task["index"], "seed": task["seed"], "n_particles": spec.n_particles,
-            "n_frames": spec.n_frames, "dt_frame": spec.dt_frame, "observables": list(spec.observables),
-            "species": list(spec.species), "params": spec.params, "platform": platform,
-            "batch": {"size": len(tasks), "first": tasks[0]["index"], "method": method if spec.name == "particles2d" else None},
-        })
+        meta = replica_meta(task, spec, platform, batch={
+            "size": len(tasks), "first": tasks[0]["index"],
+            "method": method if spec.name == "particles2d" else None})
         with tables.open_file(str(tmp), "a") as h:
-            h.root._v_attrs[_META_ATTR] = json.dumps(meta)
+            h.root._v_attrs[REPLICA_META_ATTR] = json.dumps(meta)
         os.replace(tmp, final)
         metas.append(meta)
     return metas

@@ -31,9 +31,9 @@ standard deviation is over the K members (ddof 0).
 This module imports openmm only inside :func:`from_simulation`.
 """
 
-import argparse
 import csv
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -47,8 +47,8 @@ __all__ = [
     "SurrogateIntegrator",
     "from_simulation",
     "types_from_names",
-    "configure",
-    "run",
+    "check_species_names",
+    "output_kind",
 ]
 
 
@@ -105,7 +105,7 @@ class SurrogateResult:
         from .fileio import atomic_write_bytes
 
         path = Path(path)
-        kind = _out_kind(path)
+        kind = output_kind(path)
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,10 +146,15 @@ class SurrogateResult:
         return "\n".join(lines)
 
 
-def _out_kind(path: Path) -> str:
-    suffix = path.suffix.lower()
+def output_kind(path: str | os.PathLike) -> str:
+    """``"csv"`` or ``"npz"``: the format of a rollout output file, from its suffix.
+
+    Raises:
+        ValueError: any other suffix.
+    """
+    suffix = Path(path).suffix.lower()
     if suffix not in (".csv", ".npz"):
-        raise ValueError(f"output file must end in .csv or .npz, got {path.name!r}")
+        raise ValueError(f"output file must end in .csv or .npz, got {Path(path).name!r}")
     return suffix[1:]
 
 
@@ -281,6 +286,32 @@ def types_from_names(names: Sequence[str], species: Sequence[str]) -> np.ndarray
     return np.array([index[str(n)] for n in names], dtype=np.int64)
 
 
+def check_species_names(names: Optional[Sequence[str]], species: Sequence[str]) -> None:
+    """Refuse a configuration whose species names differ from the model's.
+
+    Arguments:
+        names: the configuration's species names in index order (e.g. a dataset's
+            ``manifest["species"]``), or None when unknown.
+        species: the model's species names (``model.config["species"]``).
+
+    Raises:
+        ValueError: both are known and they differ. Models trained without species
+            names (named ``"0"``, ``"1"``, ...) accept any names.
+
+    Example:
+        >>> check_species_names(["A", "B"], ["A", "B"])
+        >>> check_species_names(["A", "B"], ["0", "1"])     # names unknown: accepted
+        >>> check_species_names(["B", "A"], ["A", "B"])
+        Traceback (most recent call last):
+        ...
+        ValueError: the configuration's species ['B', 'A'] differ from the model's ['A', 'B']
+    """
+    species = [str(s) for s in species or []]
+    unnamed = species == [str(i) for i in range(len(species))]  # training's fallback: names unknown
+    if names and species and not unnamed and [str(n) for n in names] != species:
+        raise ValueError(f"the configuration's species {list(names)} differ from the model's {species}")
+
+
 def from_simulation(simulation: Any, model: Any, steps: int, samples: int = 1,
                     seed: Optional[int] = None, types: Optional[Any] = None,
                     dt: Optional[float] = None) -> SurrogateResult:
@@ -308,107 +339,3 @@ def from_simulation(simulation: Any, model: Any, steps: int, samples: int = 1,
         else:
             types = types_from_names([a.name for a in simulation.topology.atoms()], species)
     return integ.run(pos, types, steps, samples=samples, seed=seed)
-
-
-# ---------------------------------------------------------------------------- CLI
-def _from_dataset(path: Path, replica: int, frame: int) -> tuple:
-    from .data import load
-
-    if not path.exists():
-        raise FileNotFoundError(f"dataset directory {path} does not exist")
-    ds = load(path)
-    if not 0 <= replica < len(ds):
-        raise ValueError(f"--replica {replica} out of range: {path} has {len(ds)} replicas")
-    if not 0 <= frame < ds.n_frames:
-        raise ValueError(f"--frame {frame} out of range: {path} has {ds.n_frames} frames")
-    pos = np.asarray(ds.positions[replica, frame], dtype=np.float64)
-    types = np.asarray(ds.types[replica], dtype=np.int64)
-    names = ds.manifest.get("species")
-    return pos, types, names, f"replica {replica}, frame {frame} of {path.name}"
-
-
-def _from_file(path: Path, frame: int, types_file: Optional[str]) -> tuple:
-    if not path.exists():
-        raise FileNotFoundError(f"positions file {path} does not exist")
-    names = None
-    types = None
-    if path.suffix.lower() == ".npy":
-        arr = np.load(path)
-        if arr.ndim == 3:
-            if not 0 <= frame < arr.shape[0]:
-                raise ValueError(f"--frame {frame} out of range: {path.name} has {arr.shape[0]} frames")
-            arr = arr[frame]
-        pos = np.asarray(arr, dtype=np.float64)
-    elif path.suffix.lower() in (".h5", ".hdf5"):
-        from .data import read_replica
-
-        try:
-            rep = read_replica(path, frames=[frame])
-        except (IndexError, ValueError) as exc:
-            raise ValueError(f"cannot read frame {frame} of {path.name}: {exc}") from exc
-        pos = np.asarray(rep.positions[0], dtype=np.float64)
-        types, names = np.asarray(rep.types, dtype=np.int64), rep.species_names
-    else:
-        raise ValueError(f"--positions must be a .npy or .h5 file, got {path.name!r}")
-    if types_file is not None:
-        tp = Path(types_file)
-        if not tp.exists():
-            raise FileNotFoundError(f"types file {tp} does not exist")
-        types = np.load(tp)
-    return pos, types, names, f"frame {frame} of {path.name}"
-
-
-def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the ``rollout`` arguments to ``parser``."""
-    a = parser.add_argument
-    a("--model", required=True, help="model directory (openmm-closure train)")
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="dataset directory to take the configuration from")
-    src.add_argument("--positions", help="configuration file: .npy (n, 3) or (F, n, 3) in nm, or a replica .h5")
-    a("--replica", type=int, default=0, help="replica of --data (default 0)")
-    a("--frame", type=int, default=0, help="frame of --data or of a multi-frame --positions file (default 0)")
-    a("--types", default=None, help=".npy (n,) species indices for --positions .npy (default: all 0)")
-    a("--steps", type=int, required=True, help="dynamics steps (each --dt ps)")
-    a("--samples", type=int, default=1, help="ensemble size (default 1; an ODE gives equal members)")
-    a("--seed", type=int, default=0, help="seed of the SDE noise (default 0)")
-    a("--dt", type=float, default=None, help="time step in ps (default: the model's frame spacing)")
-    a("--out", required=True, help="output file, .csv (mean/std) or .npz (also every member)")
-    a("--device", default="cpu", help="torch device (default cpu)")
-    a("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Execute ``openmm-closure rollout``; returns the exit code."""
-    out = Path(args.out)
-    _out_kind(out)
-    if out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    if args.steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {args.steps}")
-    if args.samples < 1:
-        raise ValueError(f"--samples must be >= 1, got {args.samples}")
-    model_dir = Path(args.model)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"model directory {model_dir} does not exist")
-    integ = SurrogateIntegrator(model_dir, dt=args.dt, device=args.device)
-    model = integ.model
-    if args.data is not None:
-        pos, types, names, where = _from_dataset(Path(args.data), args.replica, args.frame)
-    else:
-        pos, types, names, where = _from_file(Path(args.positions), args.frame, args.types)
-    species = list(model.config.get("species") or [])
-    if types is None:
-        if model.n_species != 1:
-            raise ValueError(f"this model knows {model.n_species} species {species}: pass --types FILE.npy")
-        types = np.zeros(len(pos), dtype=np.int64)
-    unnamed = species == [str(i) for i in range(len(species))]  # training's fallback: names unknown
-    if names and species and not unnamed and [str(n) for n in names] != species:
-        raise ValueError(f"the configuration's species {list(names)} differ from the model's {species}")
-    res = integ.run(pos, types, args.steps, samples=args.samples, seed=args.seed)
-    res.save(out, overwrite=args.overwrite)
-    kind = "SDE" if res.stochastic else "ODE"
-    print(f"rollout of {model.config.get('system', 'model')} ({kind}) from {where}: {len(pos)} particles, "
-          f"{args.steps} steps x {integ.dt:g} ps = {res.times[-1]:g} ps, {args.samples} sample(s)")
-    print(res.summary())
-    print(f"wrote {out}")
-    return 0

@@ -6,15 +6,13 @@ import sys
 import numpy as np
 import pytest
 
-pytest.importorskip("openmm")
+import openmm
 
-import openmm  # noqa: E402
-
-from openmm_closure.data import load  # noqa: E402
-from openmm_closure.simulate import _run_replica, replica_seed, simulate_ensemble  # noqa: E402
-from openmm_closure.simulate_batch import run_batch  # noqa: E402
-from openmm_closure.systems import build  # noqa: E402
-from openmm_closure.systems.batch import build_batch, check_batch_fits, run_batch_frames  # noqa: E402
+from openmm_closure.data import load
+from openmm_closure.simulate import _run_replica, replica_seed, simulate_ensemble
+from openmm_closure.simulate_batch import run_batch
+from openmm_closure.systems import build
+from openmm_closure.systems.batch import build_batch, check_batch_fits, run_batch_frames
 
 PLATFORMS = ["Reference", "CPU"]
 # build-time relaxations on Reference: bitwise repeatable (the CPU platform's threaded sums are not)

@@ -265,8 +265,8 @@ def test_cpp_host_matches_python(models, cpp_host, tmp_path, name):
 # ---------------------------------------------------------------------------- TorchForce
 @pytest.mark.parametrize("platform", ["Reference", "CPU"])
 def test_torchforce_energy_and_forces(models, tmp_path, platform):
-    openmm = pytest.importorskip("openmm")
-    openmmtorch = pytest.importorskip("openmmtorch")
+    import openmm
+    import openmmtorch
     from openmm_closure import systems
 
     model_dir, _ = models["particles2d"]
@@ -308,7 +308,6 @@ def test_torchforce_energy_and_forces(models, tmp_path, platform):
 
 
 def test_torchforce_example_runs(models, tmp_path):
-    pytest.importorskip("openmmtorch")
     model_dir, _ = models["particles2d"]
     res = subprocess.run([sys.executable, str(ROOT / "examples" / "torchforce_bias.py"), "--model", str(model_dir),
                           "--out", str(tmp_path / "x"), "--steps", "5", "--platform", "Reference",
@@ -322,8 +321,8 @@ def test_torchforce_example_runs(models, tmp_path):
 @pytest.mark.parametrize("platform", ["Reference", "CPU"])
 def test_torchforce_global_parameters(models, tmp_path, platform):
     """closure_k and closure_target are TorchForce globals: setParameter moves the bias, no re-export."""
-    openmm = pytest.importorskip("openmm")
-    pytest.importorskip("openmmtorch")
+    import openmm
+    import openmmtorch  # noqa: F401  (registers TorchForce with OpenMM)
     from openmm_closure import systems
     from openmm_closure.torchforce import closure_torch_force
 

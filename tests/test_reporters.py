@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-openmm = pytest.importorskip("openmm")
-from openmm import app, unit  # noqa: E402
+import openmm
+from openmm import app, unit
 
-from openmm_closure import observables as ob  # noqa: E402
-from openmm_closure.reporters import DatasetReporter, MacroReporter  # noqa: E402
+from openmm_closure import observables as ob
+from openmm_closure.reporters import DatasetReporter, MacroReporter
 
 N_SIDE = 6
 L = 8.0

@@ -10,10 +10,8 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip("openmm")
-
-from openmm_closure.data import load, replica_filename  # noqa: E402
-from openmm_closure.simulate import parse_param, replica_seed, simulate_ensemble  # noqa: E402
+from openmm_closure.data import load, replica_filename
+from openmm_closure.simulate import parse_param, replica_seed, simulate_ensemble
 
 ARGS = ["particles2d", "--replicas", "6", "--n-particles", "60", "--seed", "3",
         "--platform", "Reference", "--param", "steps=300", "--param", "report_interval=1",

@@ -177,7 +177,6 @@ def test_bad_input(setup, tmp_path, capsys):
 
 
 def test_from_simulation(setup):
-    pytest.importorskip("openmm")
     from openmm_closure import systems
 
     model_dir, _ = setup["particles2d"]

@@ -194,7 +194,7 @@ def chamfer_distance(a: Tensor, b: Tensor) -> Tensor:
     cost O(m n). Returns a () tensor (squared input units).
 
     Example:
-        >>> float(chamfer_distance(torch.zeros(3, 2), torch.ones(1, 2)))
+        >>> round(float(chamfer_distance(torch.zeros(3, 2), torch.ones(1, 2))), 5)
         4.0
     """
     d = torch.cdist(a.unsqueeze(0), b.unsqueeze(0)).squeeze(0) ** 2

@@ -15,9 +15,36 @@ from .particles2d import build_particles2d
 from .polymer import build_polymer
 from .spec import SimulationSpec
 
-__all__ = ["build", "rebuild", "SYSTEMS", "SimulationSpec"]
+__all__ = ["build", "rebuild", "check_params", "SYSTEMS", "SimulationSpec"]
 
 SYSTEMS = {"particles2d": build_particles2d, "lj-mixing": build_lj_mixing, "polymer": build_polymer}
+
+
+def check_params(name: str, params: Any) -> None:
+    """The one check of a system name and its builder parameters (nothing is built).
+
+    Arguments:
+        name: a key of :data:`SYSTEMS`.
+        params: builder parameters by name (``n_particles``, ``regime`` and ``seed``
+            are :func:`build`'s own arguments and are not expected here).
+
+    Raises:
+        ValueError: an unknown system or parameter, naming the accepted ones.
+
+    Example:
+        >>> check_params("particles2d", {"steps": 10})
+        >>> check_params("particles2d", {"stesp": 10})
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown parameter(s) ['stesp'] for particles2d; accepted: [...]
+    """
+    if name not in SYSTEMS:
+        raise ValueError(f"unknown system {name!r}; choose one of {sorted(SYSTEMS)}")
+    accepted = set(inspect.signature(SYSTEMS[name]).parameters)
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        own = {"n_particles", "regime", "seed"}
+        raise ValueError(f"unknown parameter(s) {unknown} for {name}; accepted: {sorted(accepted - own)}")
 
 
 def build(name: str, *, n_particles: int | None = None, regime: str = "in-dst", seed: int = 0, **params: Any) -> SimulationSpec:
@@ -35,14 +62,8 @@ def build(name: str, *, n_particles: int | None = None, regime: str = "in-dst", 
         A :class:`SimulationSpec` with ``.system``, ``.topology``, ``.positions`` (nm),
         ``.types``, ``.integrator``, ``.report_interval``, ``.n_frames``, ``.params``.
     """
-    if name not in SYSTEMS:
-        raise ValueError(f"name: unknown system {name!r}; choose one of {sorted(SYSTEMS)}")
-    builder = SYSTEMS[name]
-    accepted = set(inspect.signature(builder).parameters)
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise ValueError(f"unknown parameter(s) {unknown} for {name}; accepted: {sorted(accepted)}")
-    return builder(n_particles=n_particles, regime=regime, seed=seed, **params)
+    check_params(name, params)
+    return SYSTEMS[name](n_particles=n_particles, regime=regime, seed=seed, **params)
 
 
 def rebuild(params: dict[str, Any]) -> SimulationSpec:

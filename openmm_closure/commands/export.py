@@ -1,0 +1,37 @@
+"""``openmm-closure export``: export encoder and dynamics to TorchScript."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..data import read_types
+from ..export import export_model
+
+__all__ = ["configure", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``export`` arguments to ``parser``."""
+    a = parser.add_argument
+    a("--model", required=True, help="model directory (openmm-closure train)")
+    a("--out", required=True, help="export directory to write")
+    a("--component", type=int, default=0, help="closure component biased by collective_variable.pt")
+    a("--force-constant", type=float, default=1.0, help="bias force constant k, kJ/mol")
+    a("--target", type=float, default=0.0, help="bias target of the closure component (raw units)")
+    a("--types", default=None,
+      help="species of every particle for the bias: a .npy file, a dataset directory or a "
+           "replica .h5 (required for multi-species models)")
+    a("--replica", type=int, default=0, help="replica whose species --types DATASET_DIR uses")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``openmm-closure export``; returns the exit code."""
+    types = read_types(args.types, args.replica) if args.types else None
+    paths = export_model(args.model, args.out, component=args.component,
+                         force_constant=args.force_constant, target=args.target, types=types)
+    for key in ("encoder", "dynamics", "collective_variable"):
+        if paths.get(key) is not None:
+            print(f"wrote {paths[key]}")
+    if paths.get("skipped"):
+        print(f"note: {paths['skipped']}")
+    return 0

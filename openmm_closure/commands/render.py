@@ -1,0 +1,48 @@
+"""``openmm-closure render``: a polymer replica as a video, and the pixel dataset."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..render import render_video, video_encoder
+
+__all__ = ["configure", "run"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``render`` arguments to ``parser``."""
+    a = parser.add_argument
+    a("dataset", help="polymer dataset directory (openmm-closure simulate polymer)")
+    a("--out", default=None, help="video file to write (.gif with Pillow; .mp4 etc. need the [video] extra)")
+    a("--replica", type=int, default=0, help="replica shown in the video (default 0)")
+    a("--model", default=None, help="model directory: draw its predicted extension band beside the video")
+    a("--samples", type=int, default=32, help="rollouts for the predicted band (default 32)")
+    a("--video-scale", type=float, default=1.0, help="video image size relative to 100 x 500 px (default 1)")
+    a("--fps", type=float, default=10.0, help="frames per second (default 10)")
+    a("--every", type=int, default=1, help="show every k-th frame (default 1)")
+    a("--pixels", nargs="?", const="", default=None, metavar="DIR",
+      help="also write the pixel-set dataset for training (default DIR: DATASET-pixels)")
+    a("--scale", type=float, default=None,
+      help="pixel dataset image size relative to 100 x 500 px (default: >= 1.4 px/nm, 0.3 for 32 beads)")
+    a("--n-pixels", type=int, default=256, help="pixels kept per frame in the pixel dataset, K (default 256)")
+    a("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``openmm-closure render``."""
+    from ..data import read_manifest
+    from ..pixel_dataset import default_render_config, render_dataset
+
+    if args.out is None and args.pixels is None:
+        raise ValueError("nothing to do: give --out VIDEO and/or --pixels [DIR]")
+    if args.out is not None:
+        video_encoder(args.out)
+    if args.pixels is not None:
+        cfg = default_render_config(read_manifest(args.dataset), scale=args.scale, n_pixels=args.n_pixels)
+        d = render_dataset(args.dataset, args.pixels or None, cfg, progress=not args.no_progress)
+        print(f"pixel dataset: {d} ({cfg.height} x {cfg.width} px, K = {cfg.n_pixels})")
+    if args.out is not None:
+        p = render_video(args.dataset, args.replica, args.out, model=args.model, scale=args.video_scale,
+                         fps=args.fps, samples=args.samples, every=args.every)
+        print(f"video: {p}")
+    return 0

@@ -1,0 +1,95 @@
+"""``openmm-closure train``: train the encoder + flow decoder, then the dynamics."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+from ..training import STAGE1_OBJECTIVES, TrainConfig, train
+
+__all__ = ["configure", "run", "config_from_args"]
+
+
+def _ints(text: str) -> tuple:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the ``train`` arguments to ``parser``."""
+    d = TrainConfig(data="", out="")
+    a = parser.add_argument
+    a("--data", required=True, help="dataset directory (openmm-closure simulate)")
+    a("--out", required=True, help="model directory to write")
+    a("--method", default=d.method, choices=sorted(STAGE1_OBJECTIVES), help="stage-1 objective")
+    a("--latent-dim", type=int, default=None,
+      help="closure dimension d (default: 1 per species for lj-mixing, else 2)")
+    a("--epsilon", type=float, default=d.epsilon, help="decoder bandwidth, normalised units")
+    a("--samples", type=int, default=d.samples, help="Monte Carlo samples M per set (and species)")
+    a("--dynamics", choices=["ode", "sde"], default=None,
+      help="dynamics (default: ode for particles2d, sde otherwise)")
+    a("--drift", choices=["mlp", "onsager"], default=d.drift, help="drift structure")
+    a("--sigma0-sq", type=float, default=d.sigma0_sq, help="SDE diffusion floor σ0²")
+    a("--encoder", choices=["deepset", "settransformer"], default=d.encoder)
+    a("--center", action=argparse.BooleanOptionalAction, default=None,
+      help="subtract each set's centroid before encoding (translation-invariant ẑ); "
+           "default: on for particles2d and polymer, off for lj-mixing (walls)")
+    a("--flow-transforms", type=int, default=d.flow_transforms)
+    a("--flow-bins", type=int, default=d.flow_bins)
+    a("--flow-hidden", type=_ints, default=d.flow_hidden, help="e.g. 128,128")
+    a("--dynamics-hidden", type=_ints, default=d.dynamics_hidden, help="e.g. 128,128")
+    a("--epochs", type=int, default=None, help="set both --epochs-stage1 and --epochs-stage2")
+    a("--epochs-stage1", type=int, default=d.epochs_stage1)
+    a("--epochs-stage2", type=int, default=d.epochs_stage2)
+    a("--batch-size", type=int, default=d.batch_size, help="sets per stage-1 step")
+    a("--batch-size-stage2", type=int, default=d.batch_size_stage2, help="frame pairs per stage-2 step")
+    a("--lr", type=float, default=d.lr, help="stage-1 learning rate (cosine decay)")
+    a("--lr-stage2", type=float, default=d.lr_stage2, help="stage-2 learning rate (cosine decay)")
+    a("--frame-stride", type=int, default=d.frame_stride, help="use every k-th frame in stage 1")
+    a("--frames-per-trajectory", type=int, default=None, metavar="K",
+      help="stage 1: K frames of each training trajectory per epoch, drawn anew each epoch "
+           "(seeded; default all frames)")
+    a("--frames-per-trajectory-stage2", type=int, default=None, metavar="K",
+      help="stage 2: K frame pairs of each training trajectory per epoch (default all)")
+    a("--loader-workers", type=int, default=d.loader_workers,
+      help="DataLoader processes assembling stage-1 batches while the model trains (0: in process); "
+           "results do not depend on it")
+    a("--amp", action="store_true",
+      help="bf16 autocast of stage 1's forward pass (see README: throughput for the measured effect)")
+    a("--seed", type=int, default=d.seed)
+    a("--val-fraction", type=float, default=d.val_fraction, help="fraction of replicas held out")
+    a("--device", default=d.device, choices=["auto", "cpu", "cuda"])
+    a("--threads", type=int, default=None,
+      help="torch CPU threads (default: torch's; 1 is often fastest on busy small machines)")
+    a("--resume", action="store_true", help="continue the run checkpointed in --out")
+    a("--stop-after", type=int, default=None, metavar="EPOCHS",
+      help="stop after this many epochs (checkpoint kept; continue with --resume)")
+    a("--no-progress", action="store_true", help="no progress bars or epoch lines")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of parsed ``train`` arguments (flags map one to one)."""
+    cfg = TrainConfig(data=args.data, out=args.out)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name in ("data", "out", "progress"):
+            continue
+        if hasattr(args, f.name):
+            setattr(cfg, f.name, getattr(args, f.name))
+    if getattr(args, "epochs", None) is not None:
+        cfg.epochs_stage1 = cfg.epochs_stage2 = int(args.epochs)
+    cfg.progress = False if getattr(args, "no_progress", False) else None
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute ``openmm-closure train``; returns the exit code."""
+    cfg = config_from_args(args)
+    model = train(cfg)
+    if model is None:
+        print(f"stopped after {args.stop_after} epoch(s); continue with --resume", file=sys.stderr)
+    else:
+        print(f"model written to {cfg.out}")
+    return 0
