@@ -398,6 +398,9 @@ def export_model(
     force_constant: float = 1.0,
     target: float = 0.0,
     types: Optional[Any] = None,
+    hosts: Sequence[str] = (),
+    formats: Sequence[str] = (),
+    rollout_steps: int = 10,
 ) -> dict:
     """Export a model directory to TorchScript (see the module docstring for the format).
 
@@ -409,10 +412,14 @@ def export_model(
         target: ẑ* of the bias (raw encoder units).
         types: (n,) int species of every particle, baked into the bias (required for a
             multi-species model to write ``collective_variable.pt``; None for one species).
+        hosts: host profiles to write besides (``"plumed"``, ``"gromacs"``), see
+            :mod:`openmm_closure.hosts`.
+        formats: ``"pt2"`` adds the AOTInductor packages (TorchScript is always written).
+        rollout_steps: steps baked into the ``.pt2`` rollout.
 
     Returns:
         ``{"encoder": path, "dynamics": path, "collective_variable": path or None,
-        "skipped": reason or None}``.
+        "skipped": reason or None, "hosts": [paths of the host profiles' files]}``.
 
     Raises:
         ValueError: the model directory is missing or malformed, or bad bias options.
@@ -432,6 +439,9 @@ def export_model(
         bias = ClosureBias(model.encoder, component, force_constant, target, types)
     elif not 0 <= int(component) < model.latent_dim:
         raise ValueError(f"component must be in [0, {model.latent_dim}), got {component}")
+    from .hosts.profiles import check_host_options, write_hosts
+
+    check_host_options(model, hosts, formats, types)
 
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
@@ -456,7 +466,10 @@ def export_model(
         }
         _save_script(bias, out / FILES["collective_variable"], cv_meta)
         paths["collective_variable"] = out / FILES["collective_variable"]
-    _finish_export_dir(out, [paths[k] for k in FILES if paths.get(k) is not None])
+    paths["hosts"] = write_hosts(model, out, meta, hosts=hosts, formats=formats, component=component,
+                                 force_constant=force_constant, target=target, types=types,
+                                 rollout_steps=rollout_steps)
+    _finish_export_dir(out, [paths[k] for k in FILES if paths.get(k) is not None] + paths["hosts"])
     return paths
 
 
@@ -465,7 +478,12 @@ def _finish_export_dir(out: Path, written: list) -> None:
     must not sit beside this encoder), then write the index with every file's sha256."""
     from .fileio import atomic_write_bytes, sha256_file
 
+    from .hosts import HOST_FILES
+
     names = {Path(p).name for p in written} | {Path(p).with_suffix(".json").name for p in written}
+    for name in HOST_FILES:
+        if name not in names:
+            (out / name).unlink(missing_ok=True)
     for pt in FILES.values():
         for name in (pt, Path(pt).with_suffix(".json").name):
             if name not in names:
@@ -583,16 +601,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help="species of every particle for the bias: a .npy file, a dataset directory or a "
            "replica .h5 (required for multi-species models)")
     a("--replica", type=int, default=0, help="replica whose species --types DATASET_DIR uses")
+    a("--host", action="append", default=[], choices=["plumed", "gromacs"],
+      help="also write a host profile: plumed (PYTORCH_MODEL + plumed_model.dat), gromacs (NNPot + "
+           ".mdp lines); repeatable")
+    a("--format", action="append", default=[], choices=["torchscript", "pt2"],
+      help="pt2: also write torch.export + AOTInductor packages (needs a C++ compiler)")
+    a("--rollout-steps", type=int, default=10, help="steps baked into the .pt2 rollout")
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``openmm-closure export``; returns the exit code."""
     types = _read_types(args.types, args.replica) if args.types else None
     paths = export_model(args.model, args.out, component=args.component,
-                         force_constant=args.force_constant, target=args.target, types=types)
+                         force_constant=args.force_constant, target=args.target, types=types,
+                         hosts=args.host, formats=args.format, rollout_steps=args.rollout_steps)
     for key in ("encoder", "dynamics", "collective_variable"):
         if paths.get(key) is not None:
             print(f"wrote {paths[key]}")
+    for p in paths.get("hosts", []):
+        print(f"wrote {p}")
     if paths.get("skipped"):
         print(f"note: {paths['skipped']}")
     return 0
