@@ -119,7 +119,7 @@ def _compile(module: nn.Module, args: tuple, dynamic_shapes, path: Path, metadat
         ep = torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as exc:
         raise RuntimeError(f"torch.export cannot export {path.name}: {str(exc).splitlines()[0]}") from exc
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name("." + path.stem + ".partial.pt2")
     torch._inductor.aoti_compile_and_package(
         ep, package_path=str(tmp), inductor_configs={"aot_inductor.metadata": {METADATA: text}})
     os.replace(tmp, path)
