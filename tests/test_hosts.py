@@ -97,8 +97,12 @@ def _write_tensors(path: Path, tensors) -> None:
 
 
 def _run(harness, mode, model, inp):
+    # a .pt2 package's kernels link libtorch.so: the loader finds it through LD_LIBRARY_PATH
+    lib = os.path.join(os.path.dirname(torch.__file__), "lib")
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "LD_LIBRARY_PATH": os.pathsep.join(filter(None, [lib, os.environ.get("LD_LIBRARY_PATH")]))}
     res = subprocess.run([str(harness), mode, str(model), str(inp)], capture_output=True, text=True,
-                         timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                         timeout=120, env=env)
     out = {}
     for line in res.stdout.splitlines():
         parts = line.split()

@@ -126,6 +126,17 @@ void run_pt2(const std::string& package, const std::vector<torch::Tensor>& input
   for (size_t i = 0; i < outputs.size(); ++i) print("out_" + std::to_string(i), outputs[i]);
 }
 
+// One line on stderr: a TorchScript error ends with the raised exception
+// ("builtins.ValueError: ..."), so the last non-empty line is the one that says why.
+int fail(const std::string& what) {
+  std::istringstream lines(what);
+  std::string line, last;
+  while (std::getline(lines, line))
+    if (line.find_first_not_of(" \t") != std::string::npos) last = line;
+  std::cerr << "error: " << last.substr(last.find_first_not_of(" \t")) << "\n";
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -147,14 +158,10 @@ int main(int argc, char** argv) {
     } else {
       throw std::runtime_error("unknown mode " + mode + " (plumed, gromacs or pt2)");
     }
+  } catch (const c10::Error& e) {
+    return fail(e.what_without_backtrace());
   } catch (const std::exception& e) {
-    // a TorchScript error ends with the raised exception ("builtins.ValueError: ..."): print that line
-    std::istringstream lines(e.what());
-    std::string line, last;
-    while (std::getline(lines, line))
-      if (line.find_first_not_of(" \t") != std::string::npos) last = line;
-    std::cerr << "error: " << last.substr(last.find_first_not_of(" \t")) << "\n";
-    return 1;
+    return fail(e.what());
   }
   return 0;
 }
