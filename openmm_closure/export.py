@@ -13,6 +13,8 @@ Export directory (written by :func:`export_model`)::
                                  (written last; checked by load_exported / check_export_dir)
 
 Re-exporting into a directory removes the export files the new export does not write.
+Host profiles (``--host plumed``, ``--host gromacs``, ``--format pt2``) add their files
+to the same directory and index: see :mod:`openmm_closure.hosts`.
 
 Every ``.pt`` file carries its metadata as ``metadata.json`` in ``_extra_files``
 (``torch.jit.load(path, _extra_files={"metadata.json": ""})`` in Python,
