@@ -170,7 +170,7 @@ def test_gromacs_harness_energy_and_forces(host_models, harness, tmp_path, name)
     e = 0.5 * 250.0 * (zc - 0.2) ** 2
     (g,) = torch.autograd.grad(e, x)
     assert float(e.detach()) > 1e-3
-    _close(out["energy"], float(e))
+    _close(out["energy"], float(e.detach()))
     _close(out["forces"], -g.numpy(), tol=TOL * max(1.0, float(g.abs().max())))
     if name == "particles2d":  # a centred encoder is translation invariant: no net force
         assert np.abs(out["forces"].sum(0)).max() < 1e-4 * max(1.0, np.abs(out["forces"]).max())
