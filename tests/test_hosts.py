@@ -243,7 +243,8 @@ def test_pt2_without_compiler_clear_error(host_models, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["particles2d", "lj-mixing"])
 def test_pt2_rollout_encoder_bias_match_eager(host_models, harness, tmp_path, name):
-    """AOTInductor compiles three packages per model: about 3-4 min each model on two shared cores."""
+    """AOTInductor compiles three packages per model: about 70 s a model on two shared cores
+    (empty inductor cache), so this is marked slow."""
     from openmm_closure.hosts.pt2 import load_pt2_metadata
 
     model_dir, _ = host_models[name]
