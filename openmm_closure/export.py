@@ -13,6 +13,8 @@ Export directory (written by :func:`export_model`)::
                                  (written last; checked by load_exported / check_export_dir)
 
 Re-exporting into a directory removes the export files the new export does not write.
+Host profiles (``--host plumed``, ``--host gromacs``, ``--format pt2``) add their files
+to the same directory and index: see :mod:`openmm_closure.hosts`.
 
 Every ``.pt`` file carries its metadata as ``metadata.json`` in ``_extra_files``
 (``torch.jit.load(path, _extra_files={"metadata.json": ""})`` in Python,
@@ -397,6 +399,9 @@ def export_model(
     force_constant: float = 1.0,
     target: float = 0.0,
     types: Optional[Any] = None,
+    hosts: Sequence[str] = (),
+    formats: Sequence[str] = (),
+    rollout_steps: int = 10,
 ) -> dict:
     """Export a model directory to TorchScript (see the module docstring for the format).
 
@@ -408,10 +413,14 @@ def export_model(
         target: ẑ* of the bias (raw encoder units).
         types: (n,) int species of every particle, baked into the bias (required for a
             multi-species model to write ``collective_variable.pt``; None for one species).
+        hosts: host profiles to write besides (``"plumed"``, ``"gromacs"``), see
+            :mod:`openmm_closure.hosts`.
+        formats: ``"pt2"`` adds the AOTInductor packages (TorchScript is always written).
+        rollout_steps: steps baked into the ``.pt2`` rollout.
 
     Returns:
         ``{"encoder": path, "dynamics": path, "collective_variable": path or None,
-        "skipped": reason or None}``.
+        "skipped": reason or None, "hosts": [paths of the host profiles' files]}``.
 
     Raises:
         ValueError: the model directory is missing or malformed, or bad bias options.
@@ -431,6 +440,9 @@ def export_model(
         bias = ClosureBias(model.encoder, component, force_constant, target, types)
     elif not 0 <= int(component) < model.latent_dim:
         raise ValueError(f"component must be in [0, {model.latent_dim}), got {component}")
+    from .hosts.profiles import check_host_options, write_hosts
+
+    check_host_options(model, hosts, formats, types)
 
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
@@ -455,7 +467,10 @@ def export_model(
         }
         _save_script(bias, out / FILES["collective_variable"], cv_meta)
         paths["collective_variable"] = out / FILES["collective_variable"]
-    _finish_export_dir(out, [paths[k] for k in FILES if paths.get(k) is not None])
+    paths["hosts"] = write_hosts(model, out, meta, hosts=hosts, formats=formats, component=component,
+                                 force_constant=force_constant, target=target, types=types,
+                                 rollout_steps=rollout_steps)
+    _finish_export_dir(out, [paths[k] for k in FILES if paths.get(k) is not None] + paths["hosts"])
     return paths
 
 
@@ -464,7 +479,12 @@ def _finish_export_dir(out: Path, written: list) -> None:
     must not sit beside this encoder), then write the index with every file's sha256."""
     from .fileio import atomic_write_bytes, sha256_file
 
+    from .hosts import HOST_FILES
+
     names = {Path(p).name for p in written} | {Path(p).with_suffix(".json").name for p in written}
+    for name in HOST_FILES:
+        if name not in names:
+            (out / name).unlink(missing_ok=True)
     for pt in FILES.values():
         for name in (pt, Path(pt).with_suffix(".json").name):
             if name not in names:

@@ -22,16 +22,25 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help="species of every particle for the bias: a .npy file, a dataset directory or a "
            "replica .h5 (required for multi-species models)")
     a("--replica", type=int, default=0, help="replica whose species --types DATASET_DIR uses")
+    a("--host", action="append", default=[], choices=["plumed", "gromacs"],
+      help="also write a host profile: plumed (PYTORCH_MODEL + plumed_model.dat), gromacs (NNPot + "
+           ".mdp lines); repeatable")
+    a("--format", action="append", default=[], choices=["torchscript", "pt2"],
+      help="pt2: also write torch.export + AOTInductor packages (needs a C++ compiler)")
+    a("--rollout-steps", type=int, default=10, help="steps baked into the .pt2 rollout")
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``openmm-closure export``; returns the exit code."""
     types = read_types(args.types, args.replica) if args.types else None
     paths = export_model(args.model, args.out, component=args.component,
-                         force_constant=args.force_constant, target=args.target, types=types)
+                         force_constant=args.force_constant, target=args.target, types=types,
+                         hosts=args.host, formats=args.format, rollout_steps=args.rollout_steps)
     for key in ("encoder", "dynamics", "collective_variable"):
         if paths.get(key) is not None:
             print(f"wrote {paths[key]}")
+    for p in paths.get("hosts", []):
+        print(f"wrote {p}")
     if paths.get("skipped"):
         print(f"note: {paths['skipped']}")
     return 0

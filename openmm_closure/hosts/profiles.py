@@ -1,0 +1,102 @@
+"""Write and validate the host profiles of one export (``export --host/--format``)."""
+
+from pathlib import Path
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import gromacs, plumed, pt2
+from .common import baked_types, probe_positions
+
+__all__ = ["HOSTS", "FORMATS", "HOST_FILES", "write_hosts", "check_host_options"]
+
+#: ``--host`` choices (TorchForce is always written: ``collective_variable.pt``)
+HOSTS = ("plumed", "gromacs")
+#: ``--format`` choices (TorchScript is always written: every other part reads it)
+FORMATS = ("torchscript", "pt2")
+#: every file a host profile may write (a re-export removes the ones it does not write)
+HOST_FILES = (plumed.FILE, plumed.FILE.replace(".pt", ".json"), plumed.FRAGMENT,
+              gromacs.FILE, gromacs.FILE.replace(".pt", ".json"), gromacs.MDP,
+              *pt2.FILES.values(), *(f.replace(".pt2", ".json") for f in pt2.FILES.values()))
+
+
+def check_host_options(model, hosts: Sequence[str], formats: Sequence[str], types: Optional[Any]):
+    """Validate the options before anything is written.
+
+    Returns:
+        (n,) int64 baked species or None.
+
+    Raises:
+        ValueError: an unknown host or format, a multi-species model without types for a
+            host that passes no species, or no C++ compiler for ``pt2``.
+    """
+    for h in hosts:
+        if h not in HOSTS:
+            raise ValueError(f"unknown --host {h!r}; choose from {', '.join(HOSTS)}")
+    for f in formats:
+        if f not in FORMATS:
+            raise ValueError(f"unknown --format {f!r}; choose from {', '.join(FORMATS)}")
+    t = None
+    for h in hosts:
+        t = baked_types(model.encoder, types, h)
+    if types is not None and t is None:
+        t = baked_types(model.encoder, types, "pt2")
+    if "pt2" in formats:
+        pt2.find_compiler()
+    return t
+
+
+def write_hosts(model, out: Path, meta: dict, *, hosts: Sequence[str] = (), formats: Sequence[str] = (),
+                component: int = 0, force_constant: float = 1.0, target: float = 0.0,
+                types: Optional[Any] = None, rollout_steps: int = 10) -> List[Path]:
+    """Write the asked host profiles into ``out``; each is loaded back and called the way
+    its host calls it, and compared with the eager model (ẑ, energies and forces to 1e-5
+    relative to max(1, |value|), float32).
+
+    Arguments:
+        model: the loaded ClosureModel (CPU).
+        out: the export directory.
+        meta: the common metadata of this export (:func:`openmm_closure.export._common_metadata`).
+        hosts: subset of :data:`HOSTS`.
+        formats: subset of :data:`FORMATS`.
+        component, force_constant, target: the harmonic bias (GROMACS, pt2).
+        types: (n,) species of every particle (required for a multi-species model).
+        rollout_steps: steps baked into the ``.pt2`` rollout.
+
+    Returns:
+        The written files (each ``X.pt``/``X.pt2`` has its ``X.json`` beside it).
+    """
+    from ..fileio import atomic_write_bytes
+    from ..export import _save_script
+
+    t = check_host_options(model, hosts, formats, types)
+    n = int(t.numel()) if t is not None else 16
+    probe = probe_positions(meta, n)
+    t_probe = t if t is not None else torch.zeros(n, dtype=torch.long)
+    written: List[Path] = []
+    units = {"positions": "nm", "energy": "kJ/mol", "zhat": "dimensionless (raw encoder output)"}
+    if "plumed" in hosts:
+        path = out / plumed.FILE
+        _save_script(plumed.PlumedClosure(model.encoder, t), path,
+                     {**meta, "kind": "plumed", "host": "PLUMED PYTORCH_MODEL (src/pytorch/PytorchModel.cpp)",
+                      "n_particles": None if t is None else n, "outputs": [f"node-{j}" for j in range(model.latent_dim)],
+                      "input": "(1, 3n) float32: x, y, z of each listed atom in nm", "host_units": units})
+        plumed.validate_plumed(path, model.encoder, probe, t_probe)
+        atomic_write_bytes(out / plumed.FRAGMENT, plumed.plumed_input(
+            n, model.latent_dim, plumed.FILE, force_constant=force_constant, target=target).encode())
+        written += [path, out / plumed.FRAGMENT]
+    if "gromacs" in hosts:
+        path = out / gromacs.FILE
+        _save_script(gromacs.NNPotClosureBias(model.encoder, component, force_constant, target, t), path,
+                     {**meta, "kind": "gromacs", "host": "GROMACS NNPot (applied_forces/nnpot/torchmodel.cpp)",
+                      "component": int(component), "force_constant": float(force_constant), "target": float(target),
+                      "n_particles": None if t is None else n, "inputs": list(gromacs.INPUTS), "host_units": units,
+                      "energy": "0.5 * force_constant * (zhat[component] - target)**2, kJ/mol"})
+        gromacs.validate_gromacs(path, model.encoder, component, force_constant, target, probe, t_probe)
+        atomic_write_bytes(out / gromacs.MDP, gromacs.mdp_lines(gromacs.FILE, n_particles=None if t is None else n).encode())
+        written += [path, out / gromacs.MDP]
+    if "pt2" in formats:
+        written += pt2.export_pt2(model, out, meta, component=component, force_constant=force_constant,
+                                  target=target, types=t, steps=rollout_steps, probe=probe)
+    return written
