@@ -65,7 +65,6 @@ Example:
 """
 
 import copy
-import io
 import json
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
@@ -74,6 +73,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .scripting import METADATA, save_script
 from .species import check_species, state_names
 
 __all__ = [
@@ -89,7 +89,6 @@ __all__ = [
 ]
 
 EXPORT_FORMAT_VERSION = 1
-METADATA = "metadata.json"
 FILES = {"encoder": "encoder.pt", "dynamics": "dynamics.pt", "collective_variable": "collective_variable.pt"}
 #: the export's index: every file it wrote with its sha256, written last
 INDEX = "export.json"
@@ -351,29 +350,6 @@ def _common_metadata(model, model_dir: Path) -> dict:
     }
 
 
-def _save_script(module: nn.Module, path: Path, metadata: dict) -> None:
-    """Script ``module``, check the save/load round trip, write .pt and .json atomically."""
-    from .fileio import atomic_write_bytes
-
-    text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
-    module = module.eval()
-    for param in module.parameters():  # inference only: autograd tracks the inputs alone
-        param.requires_grad_(False)
-    try:
-        scripted = torch.jit.script(module)
-    except Exception as exc:  # a model whose modules TorchScript cannot compile
-        raise RuntimeError(f"cannot compile {path.name} to TorchScript: {str(exc).splitlines()[0]}") from exc
-    buf = io.BytesIO()
-    torch.jit.save(scripted, buf, _extra_files={METADATA: text})
-    data = buf.getvalue()
-    extra = {METADATA: ""}
-    torch.jit.load(io.BytesIO(data), map_location="cpu", _extra_files=extra)
-    if json.loads(extra[METADATA]) != json.loads(text):
-        raise RuntimeError(f"{path.name}: metadata did not survive the save/load round trip")
-    atomic_write_bytes(path, data)
-    atomic_write_bytes(path.with_suffix(".json"), text.encode())
-
-
 def _load_model_checked(model_dir: Path):
     from .model import load_model
 
@@ -452,10 +428,10 @@ def export_model(
     (out / INDEX).unlink(missing_ok=True)
     meta = _common_metadata(model, model_dir)
     paths: dict = {"collective_variable": None, "skipped": cv_skip}
-    _save_script(ExportedEncoder(model.encoder), out / FILES["encoder"], {**meta, "kind": "encoder"})
+    save_script(ExportedEncoder(model.encoder), out / FILES["encoder"], {**meta, "kind": "encoder"})
     paths["encoder"] = out / FILES["encoder"]
     dyn = ExportedDynamics(model.dynamics, model.state_scaler, meta["names"], model.macro_dim, model.dt)
-    _save_script(dyn, out / FILES["dynamics"], {**meta, "kind": "dynamics"})
+    save_script(dyn, out / FILES["dynamics"], {**meta, "kind": "dynamics"})
     paths["dynamics"] = out / FILES["dynamics"]
     if bias is not None:
         cv_meta = {
@@ -465,7 +441,7 @@ def export_model(
             "energy": "0.5 * closure_k * (zhat[component] - closure_target)**2, kJ/mol",
             "global_parameters": {"closure_k": bias.force_constant, "closure_target": bias.target},
         }
-        _save_script(bias, out / FILES["collective_variable"], cv_meta)
+        save_script(bias, out / FILES["collective_variable"], cv_meta)
         paths["collective_variable"] = out / FILES["collective_variable"]
     paths["hosts"] = write_hosts(model, out, meta, hosts=hosts, formats=formats, component=component,
                                  force_constant=force_constant, target=target, types=types,

@@ -3,7 +3,6 @@
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
-import numpy as np
 import torch
 
 from . import gromacs, plumed, pt2
@@ -68,7 +67,7 @@ def write_hosts(model, out: Path, meta: dict, *, hosts: Sequence[str] = (), form
         The written files (each ``X.pt``/``X.pt2`` has its ``X.json`` beside it).
     """
     from ..fileio import atomic_write_bytes
-    from ..export import _save_script
+    from ..scripting import save_script
 
     t = check_host_options(model, hosts, formats, types)
     n = int(t.numel()) if t is not None else 16
@@ -78,7 +77,7 @@ def write_hosts(model, out: Path, meta: dict, *, hosts: Sequence[str] = (), form
     units = {"positions": "nm", "energy": "kJ/mol", "zhat": "dimensionless (raw encoder output)"}
     if "plumed" in hosts:
         path = out / plumed.FILE
-        _save_script(plumed.PlumedClosure(model.encoder, t), path,
+        save_script(plumed.PlumedClosure(model.encoder, t), path,
                      {**meta, "kind": "plumed", "host": "PLUMED PYTORCH_MODEL (src/pytorch/PytorchModel.cpp)",
                       "n_particles": None if t is None else n, "outputs": [f"node-{j}" for j in range(model.latent_dim)],
                       "input": "(1, 3n) float32: x, y, z of each listed atom in nm", "host_units": units})
@@ -88,7 +87,7 @@ def write_hosts(model, out: Path, meta: dict, *, hosts: Sequence[str] = (), form
         written += [path, out / plumed.FRAGMENT]
     if "gromacs" in hosts:
         path = out / gromacs.FILE
-        _save_script(gromacs.NNPotClosureBias(model.encoder, component, force_constant, target, t), path,
+        save_script(gromacs.NNPotClosureBias(model.encoder, component, force_constant, target, t), path,
                      {**meta, "kind": "gromacs", "host": "GROMACS NNPot (applied_forces/nnpot/torchmodel.cpp)",
                       "component": int(component), "force_constant": float(force_constant), "target": float(target),
                       "n_particles": None if t is None else n, "inputs": list(gromacs.INPUTS), "host_units": units,
