@@ -403,7 +403,13 @@ def export_model(
     """
     model_dir, out = Path(model_dir), Path(out_dir)
     model = _load_model_checked(model_dir)
-    if types is None and model.n_species != 1:
+    if model.latent_dim == 0:  # a no-closure model: dynamics on z̄ alone, nothing to encode
+        if hosts or [f for f in formats if f != "torchscript"]:
+            raise ValueError("the model has no closure variables (method no-closure): host profiles "
+                             "and .pt2 packages need ẑ; export it without --host/--format")
+        cv_skip: Optional[str] = ("encoder.pt and collective_variable.pt not written: the model has no "
+                                  "closure variables (method no-closure); dynamics.pt is its whole export")
+    elif types is None and model.n_species != 1:
         cv_skip: Optional[str] = (
             f"collective_variable.pt not written: the model has {model.n_species} species, "
             "pass the species of every particle (--types)"
@@ -414,7 +420,7 @@ def export_model(
     bias = None
     if cv_skip is None:
         bias = ClosureBias(model.encoder, component, force_constant, target, types)
-    elif not 0 <= int(component) < model.latent_dim:
+    elif model.latent_dim > 0 and not 0 <= int(component) < model.latent_dim:
         raise ValueError(f"component must be in [0, {model.latent_dim}), got {component}")
     from .hosts.profiles import check_host_options, write_hosts
 
@@ -428,8 +434,10 @@ def export_model(
     (out / INDEX).unlink(missing_ok=True)
     meta = _common_metadata(model, model_dir)
     paths: dict = {"collective_variable": None, "skipped": cv_skip}
-    save_script(ExportedEncoder(model.encoder), out / FILES["encoder"], {**meta, "kind": "encoder"})
-    paths["encoder"] = out / FILES["encoder"]
+    paths["encoder"] = None
+    if model.latent_dim > 0:
+        save_script(ExportedEncoder(model.encoder), out / FILES["encoder"], {**meta, "kind": "encoder"})
+        paths["encoder"] = out / FILES["encoder"]
     dyn = ExportedDynamics(model.dynamics, model.state_scaler, meta["names"], model.macro_dim, model.dt)
     save_script(dyn, out / FILES["dynamics"], {**meta, "kind": "dynamics"})
     paths["dynamics"] = out / FILES["dynamics"]

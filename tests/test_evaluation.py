@@ -233,3 +233,25 @@ def test_old_model_without_new_keys_falls_back_with_a_warning(setup, tmp_path):
     assert res["metric_scale"].startswith("training replicas after")
     assert res["calibration"]["mean-curve"]["value"] is None and res["calibration"]["constant"]["value"] > 0
     assert "predates observable_range" in (tmp_path / "rep" / "metrics.md").read_text()
+
+
+def test_no_closure_model_exports_its_dynamics_only(setup, tmp_path):
+    """A no-closure model has nothing to encode: export writes dynamics.pt alone (equal to
+    the eager rollout), says why the other files are missing, and refuses host profiles."""
+    import torch
+
+    from openmm_closure.export import check_export_dir, export_model
+
+    paths = export_model(setup / "none", tmp_path / "x")
+    assert paths["encoder"] is None and paths["collective_variable"] is None
+    assert "no closure variables" in paths["skipped"]
+    assert sorted(p.name for p in (tmp_path / "x").glob("*.pt")) == ["dynamics.pt"]
+    check_export_dir(tmp_path / "x")
+    model = load_model(setup / "none")
+    dyn = torch.jit.load(str(tmp_path / "x" / "dynamics.pt"))
+    z0 = torch.tensor([0.3], dtype=torch.float64)
+    eager = model.rollout(z0, steps=5, samples=1)[0].double()
+    got = dyn.rollout(z0.float().reshape(1, 1), 5, model.dt).double()
+    assert torch.allclose(got.reshape(eager.shape), eager, atol=1e-5)
+    with pytest.raises(ValueError, match="no closure variables"):
+        export_model(setup / "none", tmp_path / "y", hosts=["plumed"])
