@@ -91,3 +91,31 @@ def simulated_models(tmp_path_factory):
     finally:
         torch.set_num_threads(old)
     return out
+
+
+def build_cpp_example(build_dir, target=None, timeout=300):
+    """Configure and build ``examples/cpp`` against the installed torch in ``build_dir``
+    and return the path of ``target`` (default: the ``closure_host`` program). Skips the
+    calling test only where this machine has no cmake or C++ compiler."""
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    import torch
+
+    cmake = shutil.which("cmake")
+    if cmake is None or (shutil.which("c++") or shutil.which("g++")) is None:
+        pytest.skip("no cmake or C++ compiler on this machine: examples/cpp cannot be built")
+    root = Path(__file__).resolve().parents[1]
+    cfg = subprocess.run([cmake, "-S", str(root / "examples" / "cpp"), "-B", str(build_dir),
+                          f"-DTORCH_ROOT={os.path.dirname(torch.__file__)}",
+                          f"-DTORCH_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"],
+                         capture_output=True, text=True, timeout=120)
+    assert cfg.returncode == 0, cfg.stdout + cfg.stderr
+    cmd = [cmake, "--build", str(build_dir), "-j", "2"] + (["--target", target] if target else [])
+    bld = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert bld.returncode == 0, bld.stdout[-3000:] + bld.stderr[-3000:]
+    exe = Path(build_dir) / (target or "closure_host")
+    assert exe.exists(), exe
+    return exe

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import build_cpp_example
 
 from openmm_closure import load_model, observables
 from openmm_closure.cli import main
@@ -189,22 +190,7 @@ def test_export_cli(models, tmp_path, capsys):
 @pytest.fixture(scope="module")
 def cpp_host(tmp_path_factory):
     """Build examples/cpp once per test module; skip only without a toolchain."""
-    cmake = shutil.which("cmake")
-    cxx = shutil.which("c++") or shutil.which("g++")
-    if cmake is None or cxx is None:
-        pytest.skip("no cmake or C++ compiler on this machine: the C++ host cannot be built")
-    build = tmp_path_factory.mktemp("cpp-build")
-    torch_root = os.path.dirname(torch.__file__)
-    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    cfg = subprocess.run([cmake, "-S", str(ROOT / "examples" / "cpp"), "-B", str(build),
-                          f"-DTORCH_ROOT={torch_root}", f"-DTORCH_CXX11_ABI={abi}"],
-                         capture_output=True, text=True, timeout=120)
-    assert cfg.returncode == 0, cfg.stdout + cfg.stderr
-    bld = subprocess.run([cmake, "--build", str(build), "-j", "2"], capture_output=True, text=True, timeout=300)
-    assert bld.returncode == 0, bld.stdout[-3000:] + bld.stderr[-3000:]
-    exe = build / "closure_host"
-    assert exe.exists()
-    return exe
+    return build_cpp_example(tmp_path_factory.mktemp("cpp-build"))
 
 
 def _write_host_input(path: Path, pos: np.ndarray, types: np.ndarray, zbar: np.ndarray) -> None:

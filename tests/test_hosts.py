@@ -6,7 +6,6 @@ in float32, like the eager reference here (float32 weights, float32 positions)."
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import build_cpp_example
 
 from openmm_closure import load_model, observables
 from openmm_closure.cli import main
@@ -71,20 +71,7 @@ def host_models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
     """Build examples/cpp's host_harness once (about 40-80 s on two shared cores)."""
-    cmake = shutil.which("cmake")
-    if cmake is None or (shutil.which("c++") or shutil.which("g++")) is None:
-        pytest.skip("no cmake or C++ compiler on this machine: the host harness cannot be built")
-    build = tmp_path_factory.mktemp("harness-build")
-    torch_root = os.path.dirname(torch.__file__)
-    abi = int(torch._C._GLIBCXX_USE_CXX11_ABI)
-    cfg = subprocess.run([cmake, "-S", str(ROOT / "examples" / "cpp"), "-B", str(build),
-                          f"-DTORCH_ROOT={torch_root}", f"-DTORCH_CXX11_ABI={abi}"],
-                         capture_output=True, text=True, timeout=120)
-    assert cfg.returncode == 0, cfg.stdout + cfg.stderr
-    bld = subprocess.run([cmake, "--build", str(build), "--target", "host_harness", "-j", "2"],
-                         capture_output=True, text=True, timeout=600)
-    assert bld.returncode == 0, bld.stdout[-3000:] + bld.stderr[-3000:]
-    return build / "host_harness"
+    return build_cpp_example(tmp_path_factory.mktemp("harness-build"), target="host_harness", timeout=600)
 
 
 def _write_tensors(path: Path, tensors) -> None:
