@@ -82,7 +82,7 @@ def main(argv=None) -> int:
                                   **s["train_cfg"], **opts))
                 log(f"trained {tag} ({time.time() - t:.0f} s)")
             res = evaluate(mdir, data["test-in-dst"], out / "reports" / "particles2d" / tag / "in-dst",
-                           permutations=0, plots=False)
+                           permutations=0, plots=False, overwrite=True)
             rows.setdefault(v, []).append(res["value"])
             for name, c in res["calibration"].items():
                 calib[name] = c["value"]

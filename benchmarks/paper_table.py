@@ -215,7 +215,7 @@ def evaluate_all(scale: dict, out: Path, dirs: dict, models: dict, systems, meth
             try:
                 res = evaluate(m, dirs[(system, f"test-{regime}")], rdir,
                                samples=scale[system]["eval_samples"], seed=0, device=device,
-                               plots=(seed == seeds[0]))
+                               plots=(seed == seeds[0]), overwrite=True)  # the cache check above decided
             except Exception as exc:
                 res = {**base, "status": "failed", "value": None, "reason": f"{type(exc).__name__}: {exc}"}
                 log(f"evaluation FAILED {system}/{method}/{regime} seed {seed}: {exc}")

@@ -156,7 +156,8 @@ def evaluate_models(models: dict, pix: dict, scale: dict, out: Path) -> list:
                              "reason": str(mdir), "value": None})
                 continue
             rep = out / "reports" / mdir.name / split
-            res = evaluate(mdir, pix[split], rep, samples=scale["eval_samples"], seed=0, permutations=4)
+            res = evaluate(mdir, pix[split], rep, samples=scale["eval_samples"], seed=0, permutations=4,
+                           overwrite=True)
             res["seed"] = seed
             rows.append(res)
     return rows
