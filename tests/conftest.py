@@ -119,3 +119,32 @@ def build_cpp_example(build_dir, target=None, timeout=300):
     exe = Path(build_dir) / (target or "closure_host")
     assert exe.exists(), exe
     return exe
+
+
+def train_tiny_model(out, system: str):
+    """A tiny model trained in about a second: particles2d -> 1 species, ODE; lj-mixing -> 2, SDE."""
+    import numpy as np
+    import torch
+
+    from openmm_closure import observables
+    from openmm_closure.data import ArrayDataset
+    from openmm_closure.training import TrainConfig, train_on
+
+    rng = np.random.default_rng(0)
+    r, f, n = 4, 5, 12
+    pos = (rng.random((r, f, n, 3)) * 4).astype(np.float32)
+    pos[..., 2] = 0
+    if system == "particles2d":
+        types, names, params = np.zeros(n, np.int64), ["energy"], {"a": 4.0, "b": 0.1}
+    else:
+        types, names, params = (np.arange(n) % 2).astype(np.int64), ["R_AB", "R_BA"], {"cutoff": 1.0}
+    obs = observables.compute(names, pos.astype(np.float64), types, **params)
+    ds = ArrayDataset(pos, types, np.arange(f) * 0.02, obs,
+                      {"system": system, "observables": names, "params": params})
+    cfg = TrainConfig(data="", out=str(out), epochs_stage1=1, epochs_stage2=2, samples=16,
+                      flow_transforms=1, flow_hidden=(8, 8), dynamics_hidden=(8, 8),
+                      encoder_hidden=(16,), encoder_embed=8, batch_size=4, batch_size_stage2=8,
+                      val_fraction=0.25, progress=False, device="cpu", seed=1)
+    torch.set_num_threads(1)
+    train_on(ds, cfg)
+    return out

@@ -13,13 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import build_cpp_example
+from conftest import build_cpp_example, train_tiny_model
 
-from openmm_closure import load_model, observables
+from openmm_closure import load_model
 from openmm_closure.cli import main
-from openmm_closure.data import ArrayDataset
 from openmm_closure.export import check_export_dir, export_model
-from openmm_closure.training import TrainConfig, train_on
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 12  # particles of the lj-mixing model's baked species
@@ -28,27 +26,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated:DeprecationWarning"),
     pytest.mark.usefixtures("one_torch_thread"),
 ]
-
-
-def _train_tiny(out: Path, system: str):
-    """A tiny model trained in about a second: particles2d -> 1 species, ODE; lj-mixing -> 2, SDE."""
-    rng = np.random.default_rng(0)
-    r, f = 4, 5
-    pos = (rng.random((r, f, N, 3)) * 4).astype(np.float32)
-    pos[..., 2] = 0
-    if system == "particles2d":
-        types, names, params = np.zeros(N, np.int64), ["energy"], {"a": 4.0, "b": 0.1}
-    else:
-        types, names, params = (np.arange(N) % 2).astype(np.int64), ["R_AB", "R_BA"], {"cutoff": 1.0}
-    obs = observables.compute(names, pos.astype(np.float64), types, **params)
-    ds = ArrayDataset(pos, types, np.arange(f) * 0.02, obs, {"system": system, "observables": names, "params": params})
-    cfg = TrainConfig(data="", out=str(out), epochs_stage1=1, epochs_stage2=2, samples=16,
-                      flow_transforms=1, flow_hidden=(8, 8), dynamics_hidden=(8, 8),
-                      encoder_hidden=(16,), encoder_embed=8, batch_size=4, batch_size_stage2=8,
-                      val_fraction=0.25, progress=False, device="cpu", seed=1)
-    torch.set_num_threads(1)
-    train_on(ds, cfg)
-    return out
 
 
 def _types(name):
@@ -61,7 +38,7 @@ def host_models(tmp_path_factory):
     base = tmp_path_factory.mktemp("hosts")
     out = {}
     for name in ("particles2d", "lj-mixing"):
-        d = _train_tiny(base / f"model-{name}", name)
+        d = train_tiny_model(base / f"model-{name}", name)
         export_model(d, base / f"export-{name}", types=_types(name), hosts=["plumed", "gromacs"],
                      component=1, force_constant=250.0, target=0.2)
         out[name] = (d, base / f"export-{name}")
