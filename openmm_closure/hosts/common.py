@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["EncoderCore", "baked_types", "probe_positions"]
+__all__ = ["EncoderCore", "baked_types", "probe_positions", "register_baked_types"]
 
 
 class EncoderCore(nn.Module):
@@ -66,3 +66,14 @@ def probe_positions(meta: dict, n: int, seed: int = 0) -> np.ndarray:
     if meta["coordinate_range"].get("centered_per_set"):
         pos[:, : lo.size] += rng.uniform(-1.0, 1.0, lo.size)  # any offset: ẑ is translation invariant
     return pos
+
+
+def register_baked_types(module: nn.Module, types: Optional[Tensor]) -> None:
+    """Give a host module its baked species: the ``types`` buffer ((n,) int64, empty for a
+    one-species model) and ``n_particles`` (n, or -1 where any n is accepted)."""
+    if types is None:
+        module.n_particles = -1
+        types = torch.zeros(0, dtype=torch.long)
+    else:
+        module.n_particles = int(types.numel())
+    module.register_buffer("types", types.clone())

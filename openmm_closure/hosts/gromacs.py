@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .common import EncoderCore
+from .common import EncoderCore, register_baked_types
 
 __all__ = ["NNPotClosureBias", "mdp_lines", "validate_gromacs"]
 
@@ -55,12 +55,7 @@ class NNPotClosureBias(nn.Module):
         self.component = int(component)
         self.force_constant = float(force_constant)
         self.target = float(target)
-        if types is None:
-            self.n_particles = -1
-            types = torch.zeros(0, dtype=torch.long)
-        else:
-            self.n_particles = int(types.numel())
-        self.register_buffer("types", types.clone())
+        register_baked_types(self, types)
 
     def forward(self, positions: Tensor, atomic_numbers: Tensor, box: Tensor, pbc: Tensor) -> Tensor:
         """Bias energy.

@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from .common import EncoderCore
+from .common import EncoderCore, register_baked_types
 
 __all__ = ["PlumedClosure", "plumed_input", "validate_plumed"]
 
@@ -41,12 +41,7 @@ class PlumedClosure(nn.Module):
         super().__init__()
         self.core = EncoderCore(encoder)
         self.latent_dim = int(encoder.latent_dim)
-        if types is None:
-            self.n_particles = -1
-            types = torch.zeros(0, dtype=torch.long)
-        else:
-            self.n_particles = int(types.numel())
-        self.register_buffer("types", types.clone())
+        register_baked_types(self, types)
 
     def forward(self, x: Tensor) -> Tensor:
         """Closure variables of the listed atoms.
