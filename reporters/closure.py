@@ -253,14 +253,9 @@ class ClosureReporter(_ObservableReporter):
 
     def report(self, simulation, state) -> None:
         """Encode the positions of ``state`` and append one row."""
-        if self._closed:
-            raise ValueError("ClosureReporter: report() after close()")
-        if not self._ready:
-            self._setup(simulation)
         from openmm import unit
 
-        x = self._positions(simulation, state)
-        values = self._values(x, self._box(state)) if self._observables else {}
+        x, values = self._begin_report(simulation, state)
         z = self.zhat(x)
         if not np.all(np.isfinite(z)):
             raise ValueError(f"ClosureReporter: the encoder returned non-finite ẑ at step {simulation.currentStep}")

@@ -146,6 +146,16 @@ class _ObservableReporter:
         out = compute(self._observables, x, self._types, **params)
         return {k: float(v) for k, v in out.items()}
 
+    def _begin_report(self, simulation, state) -> tuple[np.ndarray, dict[str, float]]:
+        """The start of every ``report``: refuse after ``close``, set up on the first report,
+        then the checked positions (n, 3) nm and the observables of ``state``."""
+        if self._closed:
+            raise ValueError(f"{type(self).__name__}: report() after close()")
+        if not self._ready:
+            self._setup(simulation)
+        x = self._positions(simulation, state)
+        return x, (self._values(x, self._box(state)) if self._observables else {})
+
     def close(self) -> None:  # pragma: no cover - overridden
         self._closed = True
 
@@ -233,14 +243,9 @@ class MacroReporter(_ObservableReporter):
 
     def report(self, simulation, state) -> None:
         """Compute the observables of ``state`` and append one row."""
-        if self._closed:
-            raise ValueError("MacroReporter: report() after close()")
-        if not self._ready:
-            self._setup(simulation)
         from openmm import unit
 
-        x = self._positions(simulation, state)
-        values = self._values(x, self._box(state))
+        x, values = self._begin_report(simulation, state)
         step = int(simulation.currentStep)
         t = float(state.getTime().value_in_unit(unit.picosecond))
         if self._format == "csv":
