@@ -13,8 +13,9 @@ The package imports only numpy at module level (tables and mdtraj inside functio
 never imports torch or openmm. Its rooms: :mod:`.format` (version, file names, units),
 :mod:`.manifest` (the one manifest builder, read/write), :mod:`.writer`
 (:class:`ReplicaWriter`, :func:`save`), :mod:`.reader` (lazy :class:`Dataset`,
-:class:`ArrayDataset`, :func:`load`), :mod:`.validation` (:func:`check_dataset`) and
-:mod:`.configuration` (one configuration or a types file, as the CLI reads them).
+:class:`ArrayDataset`, :func:`load`), :mod:`.validation` (:func:`check_dataset`),
+:mod:`.configuration` (one configuration or a types file, as the CLI reads them) and
+:mod:`.subset` (the first ``n`` replicas as a dataset: nested training sets).
 
 Example:
     >>> import numpy as np
@@ -47,6 +48,7 @@ from .manifest import (
     write_manifest,
 )
 from .reader import ArrayDataset, Dataset, Replica, fingerprint, load, read_replica
+from .subset import subset_dataset
 from .validation import check_dataset
 from .writer import ReplicaWriter, save
 
@@ -69,6 +71,7 @@ __all__ = [
     "species_names_for",
     "fingerprint",
     "check_dataset",
+    "subset_dataset",
     "read_types",
     "Configuration",
     "read_configuration",
