@@ -218,7 +218,9 @@ def mmd_floor(pool, n: int, m: int, sigmas: Sequence[float] = MMD_SIGMAS) -> flo
     :func:`mmd`. A model is only resolved from a perfect one where it scores well above
     this. Members rolled out from the same initial state are correlated, so for a
     predicted ensemble of ``samples`` rollouts per test trajectory the floor with
-    ``n = samples * m`` is a lower bound.
+    ``n = samples * m`` is a lower bound of a perfect model's expected score. Any model's
+    expected score is at least the simulated ensemble's share ``(1/m)(1 - k̄)`` (a model
+    whose members all coincide drops the ``1/n`` share while adding its own error).
 
     Arguments:
         pool: (R, T, D) or (R, T) simulated trajectories of the distribution (R >= 2,
