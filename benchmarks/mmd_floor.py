@@ -41,7 +41,11 @@ def _ensembles(out: Path):
     for split in ("train", "test-in-dst", "pool-in-dst"):
         d = out / "data" / "lj-mixing" / split
         if (d / "manifest.json").exists():
-            ds = load(d)
+            try:
+                ds = load(d)
+            except ValueError as exc:  # e.g. an unfinished pool: use what is complete
+                print(f"skipped {d}: {exc}", file=sys.stderr)
+                continue
             obs = list(ds.manifest.get("observables", []))
             parts.append(np.stack([ds.observables[k] for k in obs], -1))
             names.append(f"{split} ({len(ds)})")
