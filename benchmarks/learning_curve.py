@@ -180,8 +180,11 @@ def main(argv=None) -> int:
         for n in sizes:
             a, b = summary["ours"].get(n), summary["no-closure"].get(n)
             if a and b:
-                sd = max(a["std"], b["std"], 1e-30)
-                print(f"- {n}: no-closure / ours = {b['mean'] / a['mean']:.2f}, gap = {(b['mean'] - a['mean']) / sd:+.1f} std")
+                line = f"- {n}: no-closure / ours = {b['mean'] / a['mean']:.2f}"
+                if min(len(a["values"]), len(b["values"])) > 1:
+                    sd = max(a["std"], b["std"], 1e-30)
+                    line += f", gap = {(b['mean'] - a['mean']) / sd:+.1f} seed std"
+                print(line)
     (out / "learning_curve.json").write_text(json.dumps({"budget": args.budget, "sizes": sizes, "test": s["test"],
                                                          "results": summary}, indent=2) + "\n")
     _plot(summary, sizes, out / "learning_curve.png", args.budget)
