@@ -27,8 +27,8 @@ small networks. The half_l intervals scale with Lx (in-dst 10/32-22/32 of Lx, di
 8/32-10/32 or 22/32-24/32), so at Lx = 26 the A/B boundary starts 8.1-17.9 nm (in-dst).
 ``--scale medium`` (planned for <= 3 h on 2 CPU cores; not yet run end to end):
 particles2d with 1,000 training trajectories at the small table's stage-1 cost, 64 per
-test set; lj-mixing in the reference box (32 x 32, 529 atoms) for 20 ps, 128 training
-and 64 per test set. ``--scale full`` uses the reference sizes and wants a GPU.
+test set; lj-mixing in the reference box (32 x 32, 529 atoms) for 20 ps, 64 training
+and 96 per test set (the MMD floor, not the training set, limits what that table resolves). ``--scale full`` uses the reference sizes and wants a GPU.
 
 Example:
     $ python benchmarks/paper_table.py --scale small --out runs/paper_table
@@ -106,7 +106,7 @@ SCALES = {
             "eval_samples": 1,
         },
         "lj-mixing": {
-            "train": 128, "test": 64,
+            "train": 64, "test": 96,   # 96 test trajectories: perfect-model floor ~4.6e-3 (mmd_floor.py)
             "sim": {"steps": 10_000, "report_interval": 100, "relax_steps": 3000},
             "n": {},
             "params": {},
