@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 __all__ = ["EXTRA", "JOBQUEUE_SYSTEMS", "SchedulerConfig", "scheduler_config", "require_dask",
-           "jobqueue_system", "jobqueue_cluster", "open_client", "run_tasks", "worker_count"]
+           "jobqueue_system", "jobqueue_cluster", "open_client", "run_tasks", "worker_count", "is_client"]
 
 #: what to install for ``--scheduler``
 EXTRA = "pip install 'openmm-closure[cluster]'"
@@ -99,13 +99,14 @@ def scheduler_config(scheduler: Any, workers: int = 1) -> Any:
     or ``scheduler`` itself when it is already one or a ``distributed.Client``."""
     if isinstance(scheduler, str):
         return SchedulerConfig(scheduler, workers=workers)
-    if isinstance(scheduler, SchedulerConfig) or _is_client(scheduler):
+    if isinstance(scheduler, SchedulerConfig) or is_client(scheduler):
         return scheduler
     raise ValueError(f"scheduler must be 'local', 'jobqueue', an address, a SchedulerConfig or a "
                      f"distributed.Client, got {type(scheduler).__name__}")
 
 
-def _is_client(obj: Any) -> bool:
+def is_client(obj: Any) -> bool:
+    """Whether ``obj`` is a ``distributed.Client`` (checked without importing dask)."""
     return type(obj).__name__ == "Client" and type(obj).__module__.startswith("distributed")
 
 
@@ -181,7 +182,7 @@ def open_client(config: Any) -> Iterator[Any]:
         OSError: no scheduler answered at the address within ``config.timeout`` seconds.
     """
     config = scheduler_config(config)
-    if _is_client(config):
+    if is_client(config):
         yield config
         return
     require_dask(jobqueue=config.target == "jobqueue")

@@ -8,14 +8,18 @@ import argparse
 __all__ = ["add_scheduler_arguments", "scheduler_from_args"]
 
 
-def add_scheduler_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+def add_scheduler_arguments(parser: argparse.ArgumentParser, what: str, workers: bool = False) -> None:
     """Add ``--scheduler``, ``--jobs``, ``--jobqueue-system`` and ``--scheduler-timeout``.
 
     Arguments:
         parser: the subcommand's parser.
         what: what becomes a Dask task, for the help text (e.g. ``"replicas"``).
+        workers: also add ``--workers`` (the size of ``--scheduler local``), for a
+            subcommand that has none of its own.
     """
     g = parser.add_argument_group("on a Dask cluster (pip install 'openmm-closure[cluster]')")
+    if workers:
+        g.add_argument("--workers", type=int, default=1, help="--scheduler local: worker processes (default 1)")
     g.add_argument("--scheduler", default=None, metavar="local|ADDRESS|jobqueue",
                    help=f"run the {what} as Dask tasks: local (a LocalCluster of --workers processes), "
                         "the address of a running scheduler (tcp://host:8786), or jobqueue (a SLURM/PBS/LSF/"
