@@ -362,6 +362,9 @@ def _run_on_cluster(client: Any, todo: list[dict], batch: int, metas: dict[int, 
         for meta in done:
             metas[meta["index"]] = meta
         bar.update(len(done))
+    # every replica is in place: what is left are the temporaries of workers that died
+    for p in Path(todo[0]["path"]).parent.glob("replica_*.part.h5"):
+        p.unlink(missing_ok=True)
 
 
 def _batch_jobs(todo: list[dict], batch: int, seed: int, replicas: int) -> list[tuple[list[dict], list[int]]]:
