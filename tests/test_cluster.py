@@ -34,8 +34,8 @@ from openmm_closure.data import load  # noqa: E402
 from openmm_closure.simulate import simulate_ensemble  # noqa: E402
 
 #: deterministic, bitwise-reproducible (Reference), about a second a replica
-ARGS = ["particles2d", "--replicas", "6", "--n-particles", "40", "--seed", "3", "--platform", "Reference",
-        "--param", "steps=200", "--param", "report_interval=1", "--no-progress"]
+ARGS = ["particles2d", "--replicas", "4", "--n-particles", "40", "--seed", "3", "--platform", "Reference",
+        "--param", "steps=100", "--param", "report_interval=1", "--no-progress"]
 ROOT = Path(__file__).resolve().parents[1]
 EXTRA = "pip install 'openmm-closure[cluster]'"
 
@@ -109,7 +109,7 @@ def test_worker_killed_mid_replica_is_retried_and_the_dataset_is_equal(reference
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, stderr
-    assert "6 replicas" in stdout
+    assert "4 replicas" in stdout
     client.wait_for_workers(2, timeout=60)
     after = set(client.run(os.getpid).values())
     assert victim in before and victim not in after  # it really died; its nanny started another
@@ -148,16 +148,17 @@ def test_evaluate_on_a_scheduler_equals_the_local_evaluation(simulated_models, c
     assert here["status"] == there["status"] == "ok"
     assert here["metric"] == ("mre" if name == "particles2d" else "mmd") and here["samples"] == there["samples"]
     # six trajectories on two workers: six tasks, each one trajectory's rows of the
-    # ensemble; equal to the single rollout (the SDE noise is one stream, sliced)
-    np.testing.assert_allclose(there["value"], here["value"], rtol=1e-9, atol=0)
-    np.testing.assert_allclose(there["over_time"], here["over_time"], rtol=1e-9, atol=1e-300)
+    # ensemble; equal to the single rollout (the SDE noise is one stream, sliced) up to
+    # the last bits of float32 matrix products, whose kernels depend on the batch size
+    np.testing.assert_allclose(there["value"], here["value"], rtol=1e-6, atol=0)
+    np.testing.assert_allclose(there["over_time"], here["over_time"], rtol=1e-6, atol=1e-12)
     if name == "particles2d":
         np.testing.assert_allclose(there["extra"]["mre_per_trajectory"], here["extra"]["mre_per_trajectory"],
-                                   rtol=1e-9)
+                                   rtol=1e-6)
     # and the check can fail: another seed moves the SDE ensemble
     if name == "lj-mixing":
         other = evaluate(model, data, tmp_path / "other", scheduler=client, **dict(kw, seed=5))
-        assert other["over_time"] != here["over_time"]
+        assert not np.allclose(other["over_time"], here["over_time"], rtol=1e-3, atol=0)
 
 
 SLURM_CONFIG = {"cores": 2, "processes": 1, "memory": "4GB", "queue": "short", "account": "closure",
