@@ -65,7 +65,7 @@ def throughput(args, root: Path) -> dict[tuple[str, int], float]:
 
     kw = dict(n_particles=args.n_particles, platform=args.platform, steps=args.steps)
     best: dict[tuple[str, int], float] = {}
-    clusters = {w: LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=None,
+    clusters = {w: LocalCluster(n_workers=w, threads_per_worker=1, processes=True, dashboard_address=":0",
                                 silence_logs=logging.ERROR) for w in (1, 2)}
     clients = {w: Client(c) for w, c in clusters.items()}
     try:

@@ -193,7 +193,7 @@ def open_client(config: Any) -> Iterator[Any]:
     with contextlib.ExitStack() as stack:
         if config.target == "local":
             cluster = stack.enter_context(LocalCluster(
-                n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                 silence_logs=logging.ERROR))
             client = stack.enter_context(Client(cluster, timeout=config.timeout))
         elif config.target == "jobqueue":

@@ -76,7 +76,7 @@ def client():
 
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=logging.CRITICAL) as cluster, Client(cluster) as c:
         yield c
 
@@ -162,7 +162,8 @@ def test_evaluate_on_a_scheduler_equals_the_local_evaluation(simulated_models, c
 
 
 SLURM_CONFIG = {"cores": 2, "processes": 1, "memory": "4GB", "queue": "short", "account": "closure",
-                "walltime": "01:30:00", "job-script-prologue": ["export OMP_NUM_THREADS=1"]}
+                "walltime": "01:30:00", "job-script-prologue": ["export OMP_NUM_THREADS=1"],
+                "scheduler-options": {"dashboard_address": ":0"}}
 
 
 def _jobqueue_config(system: str, values: dict) -> dict:
@@ -190,7 +191,8 @@ def test_jobqueue_builds_the_job_script_from_the_configuration():
         with jobqueue_cluster(queue="long", walltime="12:00:00") as cluster:  # overrides win
             assert "#SBATCH -p long" in cluster.job_script() and "#SBATCH -t 12:00:00" in cluster.job_script()
         # a second configured system: the choice must be explicit
-        with dask.config.set(_jobqueue_config("pbs", {"cores": 4, "memory": "8GB", "queue": "batch"})):
+        with dask.config.set(_jobqueue_config("pbs", {"cores": 4, "memory": "8GB", "queue": "batch",
+                                                   "scheduler-options": {"dashboard_address": ":0"}})):
             with pytest.raises(ValueError, match="sets cores for slurm, pbs; choose one with --jobqueue-system"):
                 jobqueue_system()
             with jobqueue_cluster("pbs") as cluster:
@@ -235,6 +237,8 @@ def test_jobqueue_end_to_end_from_a_jobqueue_yaml(reference, tmp_path):
             queue: closure-test
             walltime: "00:10:00"
             death-timeout: 30
+            scheduler-options:
+              dashboard_address: ":0"
         """))
     out = tmp_path / "jq"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DASK_CONFIG": str(conf),
