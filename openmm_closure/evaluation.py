@@ -403,8 +403,9 @@ def evaluate(
             (None: that row is left out).
         diagnostic: compute what ẑ explains (``closure_diagnostic``).
         scheduler: run the rollouts (the model's and the no-closure model's) as Dask
-            tasks of whole test trajectories: ``"local"``, an address, a
-            :class:`~openmm_closure.cluster.SchedulerConfig` or a ``distributed.Client``
+            tasks of whole test trajectories: ``"local"`` (one worker), an address, a
+            :class:`~openmm_closure.cluster.SchedulerConfig` (``SchedulerConfig("local",
+            workers=4)``) or a ``distributed.Client``
             (see :mod:`openmm_closure.cluster`); the workers load the model from
             ``model_dir``. The numbers equal the ones without it (the SDE noise is drawn
             as one stream and sliced); the metrics are computed here.
