@@ -241,7 +241,8 @@ def simulate_ensemble(
 
         scheduler = scheduler_config(scheduler, workers)
         require_dask(jobqueue=getattr(scheduler, "target", None) == "jobqueue")
-    else:  # the workers of a cluster may have platforms (CUDA) that this machine lacks
+    if scheduler is None or getattr(scheduler, "target", None) == "local":
+        # (the workers of a remote cluster may have platforms, CUDA, that this machine lacks)
         select_platform(platform)  # fail early on an unavailable platform
     out = Path(out)
     if out.exists() and not out.is_dir():
