@@ -56,11 +56,6 @@ def assert_same_dataset(a, b, ignore=("versions",)):
     assert not list(Path(b).glob("*.part.h5"))
 
 
-def _cli(*argv) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "openmm_closure.cli", *argv], capture_output=True, text=True,
-                          timeout=180, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-
-
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The process-pool dataset (--workers 2) every scheduler must reproduce."""
