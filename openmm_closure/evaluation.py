@@ -59,7 +59,7 @@ from typing import Any, Optional
 import numpy as np
 
 __all__ = ["evaluate", "metric_kind", "markdown_table", "report_markdown", "metric_range",
-           "calibration_predictions"]
+           "calibration_predictions", "rollout_rows"]
 
 METRIC_NAMES = {"mre": "MRE", "mmd": "MMD", "extension": "ext. mean |Δ|"}
 
@@ -153,16 +153,71 @@ def _score(kind: str, pred, true, lo, hi, k: int) -> tuple[float, np.ndarray]:
     return metrics.moment_errors(pred[..., j], true[..., j])["mean_abs_error_mean"], over
 
 
-def _rollout(model, ds, replicas, k: int, steps: int, dt: float, seed: int) -> np.ndarray:
+def _rollout(model, ds, replicas, k: int, steps: int, dt: float, seed: int, client=None, model_dir=None,
+             device: str = "cpu") -> np.ndarray:
     """Observables (R*K, T, M) in raw units predicted from each replica's first frame."""
+    z0 = _states(model, ds, replicas)
+    return _predict(model, model_dir, z0, k, steps, dt, seed, device, client)[..., : model.macro_dim]
+
+
+def rollout_rows(model_dir: str, device: str, z0, start: int, total: int, steps: int, dt: float,
+                 seed: int) -> np.ndarray:
+    """Rows ``[start, start + len(z0))`` of ``model.rollout(Z0, steps, dt=dt, seed=seed)``
+    for a stacked initial state Z0 of ``total`` rows, unscaled: one Dask task of
+    ``evaluate --scheduler``.
+
+    The SDE noise is drawn for all ``total`` rows exactly as :meth:`ClosureModel.rollout`
+    draws it and then sliced, so the rows equal the ones of the single rollout.
+
+    Arguments:
+        model_dir: model directory (workers load it from there).
+        device: torch device of the model.
+        z0: (B, dim) scaled initial states, float64.
+        start, total: where the rows sit in the whole ensemble, and its size.
+        steps, dt, seed: as :meth:`ClosureModel.rollout` (dt in ps).
+
+    Returns:
+        (B, steps + 1, dim) states in raw units (float64).
+    """
     import torch
 
-    z0 = _states(model, ds, replicas)
-    traj = model.rollout(torch.as_tensor(np.repeat(z0, k, axis=0)), steps, dt=dt, seed=seed)
-    return model.unscale(traj).cpu().numpy()[..., : model.macro_dim]
+    from .model import load_model
+
+    model = load_model(model_dir, device=device)
+    z = torch.as_tensor(np.asarray(z0)).to(device=model.device, dtype=model.dtype)
+    noise = None
+    with torch.no_grad():
+        if getattr(model.dynamics, "stochastic", False):
+            gen = torch.Generator().manual_seed(int(seed))
+            noise = torch.randn((int(steps), int(total), model.dim), generator=gen, dtype=torch.float64)
+            noise = noise[:, start: start + z.shape[0]].to(device=model.device, dtype=model.dtype)
+        traj = model.dynamics.rollout(z, int(steps), float(dt), noise)
+        return model.unscale(traj).cpu().numpy()
 
 
-def _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt, seed, no_closure, device) -> dict:
+def _predict(model, model_dir, z0: np.ndarray, k: int, steps: int, dt: float, seed: int, device: str,
+             client=None) -> np.ndarray:
+    """Raw states (R*K, T, dim) rolled out from z0 (R, dim) with K members each: in this
+    process, or on a Dask ``client`` in tasks of whole trajectories (:func:`rollout_rows`)."""
+    z0k = np.repeat(z0, k, axis=0)
+    if client is None:
+        import torch
+
+        traj = model.rollout(torch.as_tensor(z0k), steps, dt=dt, seed=seed)
+        return model.unscale(traj).cpu().numpy()
+    from .cluster import run_tasks, worker_count
+
+    r = len(z0)
+    per = max(1, -(-r // (4 * max(1, worker_count(client)))))  # about 4 tasks a worker
+    where = str(Path(model_dir).absolute())  # workers do not share this working directory
+    calls = [(a * k, (where, device, z0k[a * k: (a + per) * k], a * k, len(z0k), steps, dt, seed))
+             for a in range(0, r, per)]
+    parts = dict(run_tasks(client, rollout_rows, calls, name="evaluate-rollout"))
+    return np.concatenate([parts[a] for a in sorted(parts)])
+
+
+def _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt, seed, no_closure, device,
+                 client=None) -> dict:
     """{row name: {"value", "note"?}} of the calibration rows (see the module docstring)."""
     rows: dict[str, dict] = {}
     if no_closure is not None:
@@ -172,7 +227,7 @@ def _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt, seed, no
         if list(nc.observables) != list(model.observables) or nc.spec.system != model.spec.system:
             raise ValueError(f"no-closure model {no_closure} has other observables or another system")
         kk = k if getattr(nc.dynamics, "stochastic", False) else 1
-        pred = _rollout(nc, ds, replicas, kk, steps, dt, seed)
+        pred = _rollout(nc, ds, replicas, kk, steps, dt, seed, client, no_closure, device)
         if not np.isfinite(pred).all():
             rows["no-closure"] = {"value": None, "note": "the rollout produced NaN or inf"}
         else:
@@ -329,6 +384,7 @@ def evaluate(
     device: str = "cpu",
     no_closure: Optional[str | os.PathLike] = None,
     diagnostic: bool = True,
+    scheduler: Any = None,
 ) -> dict:
     """Roll a model out from each test trajectory's first frame and score it.
 
@@ -346,6 +402,13 @@ def evaluate(
         no_closure: a ``--method no-closure`` model directory for the calibration row
             (None: that row is left out).
         diagnostic: compute what ẑ explains (``closure_diagnostic``).
+        scheduler: run the rollouts (the model's and the no-closure model's) as Dask
+            tasks of whole test trajectories: ``"local"`` (one worker), an address, a
+            :class:`~openmm_closure.cluster.SchedulerConfig` (``SchedulerConfig("local",
+            workers=4)``) or a ``distributed.Client``
+            (see :mod:`openmm_closure.cluster`); the workers load the model from
+            ``model_dir``. The numbers equal the ones without it (the SDE noise is drawn
+            as one stream and sliced); the metrics are computed here.
 
     Returns:
         The ``metrics.json`` dict: ``status`` ("ok" or "n/a"), ``reason`` (n/a only),
@@ -375,6 +438,14 @@ def evaluate(
                               "(overwrite=True) to replace it, or choose another --out")
     if not data_dir.exists():
         raise FileNotFoundError(f"test dataset {data_dir} does not exist")
+    if scheduler is not None:
+        from .cluster import is_client, open_client, scheduler_config
+
+        if not is_client(scheduler_config(scheduler)):  # connect first, then evaluate on the client
+            with open_client(scheduler) as client:
+                return evaluate(model_dir, data_dir, out_dir, samples=samples, seed=seed, permutations=permutations,
+                                max_trajectories=max_trajectories, overwrite=overwrite, plots=plots, device=device,
+                                no_closure=no_closure, diagnostic=diagnostic, scheduler=client)
     model = load_model(model_dir, device=device)
     ds = load(data_dir)
     spec = model.spec
@@ -421,11 +492,7 @@ def evaluate(
     dt_data = float(times[1] - times[0]) if len(times) > 1 else model.dt
     if not np.isclose(dt_data, model.dt, rtol=1e-6):
         result["note"] = f"test frame spacing {dt_data} ps differs from training {model.dt} ps"
-    import torch
-
-    z0k = torch.as_tensor(np.repeat(z0, k, axis=0))
-    traj = model.rollout(z0k, steps, dt=dt_data, seed=seed)  # (R*K, T, dim) scaled
-    raw = model.unscale(traj).cpu().numpy()
+    raw = _predict(model, model_dir, z0, k, steps, dt_data, seed, device, scheduler)  # (R*K, T, dim)
     if not np.isfinite(raw).all():
         result.update(status="diverged", reason="the rollout produced NaN or inf")
         return write(result)
@@ -461,7 +528,7 @@ def evaluate(
                            "true_mean": tm_.tolist(), "true_std": ts_.tolist()}
     result["over_time"] = np.asarray(over).tolist()
     result["calibration"] = _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt_data, seed,
-                                         no_closure, device)
+                                         no_closure, device, scheduler)
     if diagnostic:
         from .diagnostics import diagnose
 

@@ -185,6 +185,7 @@ def simulate_ensemble(
     progress: bool = True,
     deterministic: bool = True,
     batch: int = 1,
+    scheduler: Any = None,
     **params: Any,
 ) -> Path:
     """Simulate ``replicas`` independent replicas of ``system`` into a dataset directory.
@@ -209,6 +210,14 @@ def simulate_ensemble(
             :mod:`openmm_closure.simulate_batch`. Initial states never depend on it;
             stochastic replicas of B > 1 share one noise stream per batch (equal to B = 1
             in distribution, bitwise reproducible for the same seed and B).
+        scheduler: run the replicas (or batches) as Dask tasks instead of the process
+            pool: ``"local"`` (a LocalCluster of ``workers`` processes), a scheduler
+            address (``"tcp://host:8786"``), ``"jobqueue"`` via a
+            :class:`~openmm_closure.cluster.SchedulerConfig` (``jobs``), or a
+            ``distributed.Client`` you hold (see :mod:`openmm_closure.cluster`). Workers
+            write the replica files into ``out`` (which they must see at the same path);
+            this process holds the lock and writes the manifest. The files do not depend
+            on it.
         **params: builder parameters (e.g. ``steps``, ``report_interval``).
 
     Returns:
@@ -227,7 +236,14 @@ def simulate_ensemble(
     if isinstance(batch, bool) or int(batch) != batch or batch < 1:
         raise ValueError(f"batch must be a positive integer (--batch 1 runs one Context per replica), got {batch!r}")
     replicas, workers, batch = int(replicas), int(workers), int(batch)
-    select_platform(platform)  # fail early on an unavailable platform
+    if scheduler is not None:  # bad --scheduler/--jobs values and a missing extra fail here
+        from .cluster import require_dask, scheduler_config
+
+        scheduler = scheduler_config(scheduler, workers)
+        require_dask(jobqueue=getattr(scheduler, "target", None) == "jobqueue")
+    if scheduler is None or getattr(scheduler, "target", None) == "local":
+        # (the workers of a remote cluster may have platforms, CUDA, that this machine lacks)
+        select_platform(platform)  # fail early on an unavailable platform
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
@@ -243,13 +259,22 @@ def simulate_ensemble(
 
         estimate_batch_bytes({"system": system, "regime": regime, "n_particles": n_particles,
                               "seed": replica_seed(seed, 0), "params": params},
-                             min(batch, replicas), min(workers, -(-replicas // batch)))
+                             min(batch, replicas), 1 if scheduler is not None else min(workers, -(-replicas // batch)))
 
-    # one run per directory: held until this function returns (the kernel drops it on kill)
-    with DirectoryLock(out, "another simulate run"):
-        _check_out_dir(out, request, replicas)  # again, now that nobody else can write
-        return _simulate_locked(out, request, system, regime, n_particles, seed, platform,
-                                workers, progress, replicas, params, deterministic, batch)
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        client = None
+        if scheduler is not None:  # connect (or start the cluster) before anything is written
+            from .cluster import open_client
+
+            client = stack.enter_context(open_client(scheduler))
+        # one run per directory: held until this function returns (the kernel drops it on kill)
+        with DirectoryLock(out, "another simulate run"):
+            _check_out_dir(out, request, replicas)  # again, now that nobody else can write
+            return _simulate_locked(out, request, system, regime, n_particles, seed, platform,
+                                    workers, progress, replicas, params, deterministic, batch, client,
+                                    getattr(scheduler, "retries", 2))
 
 
 def _check_request(system: str, regime: str, n_particles: int | None, seed: int, params: dict) -> None:
@@ -264,7 +289,8 @@ def _check_request(system: str, regime: str, n_particles: int | None, seed: int,
 
 def _simulate_locked(out: Path, request: dict, system: str, regime: str, n_particles: int | None,
                      seed: int, platform: str, workers: int, progress: bool, replicas: int,
-                     params: dict, deterministic: bool, batch: int) -> Path:
+                     params: dict, deterministic: bool, batch: int, client: Any = None,
+                     retries: int = 2) -> Path:
     if not (out / MANIFEST).exists():
         write_manifest(out, {"system": system, "regime": regime, "request": request, "replicas": replicas,
                              "seed": int(seed), "seeds": [replica_seed(seed, i) for i in range(replicas)],
@@ -289,7 +315,9 @@ def _simulate_locked(out: Path, request: dict, system: str, regime: str, n_parti
     bar = tqdm(total=replicas, initial=len(metas), unit="replica", desc=f"simulate {system}",
                disable=not progress)
     try:
-        if batch > 1:
+        if client is not None and todo:
+            _run_on_cluster(client, todo, batch, metas, bar, seed, replicas, retries)
+        elif batch > 1:
             _run_batches(todo, batch, workers, metas, bar, seed, replicas)
         elif workers == 1 or len(todo) <= 1:
             for task in todo:
@@ -314,6 +342,49 @@ def _simulate_locked(out: Path, request: dict, system: str, regime: str, n_parti
     return out
 
 
+def _run_on_cluster(client: Any, todo: list[dict], batch: int, metas: dict[int, dict], bar, seed: int,
+                    replicas: int, retries: int) -> None:
+    """Run ``todo`` as Dask tasks: one per replica (``_run_replica``) or per batch
+    (``run_batch``), the same functions and files as the process pool. Paths are made
+    absolute: workers do not share this process's working directory."""
+    from .cluster import run_tasks
+
+    todo = [dict(t, path=str(Path(t["path"]).absolute())) for t in todo]
+    if batch > 1:
+        from .simulate_batch import run_batch
+
+        calls = [(None, (tasks, write)) for tasks, write in _batch_jobs(todo, batch, seed, replicas)]
+        results = run_tasks(client, run_batch, calls, retries=retries, name="simulate-batch")
+    else:
+        results = run_tasks(client, _run_replica, [(None, (t,)) for t in todo], retries=retries,
+                            name="simulate-replica")
+    for _, done in results:
+        done = done if isinstance(done, list) else [done]
+        for meta in done:
+            metas[meta["index"]] = meta
+        bar.update(len(done))
+    # every replica is in place: what is left are the temporaries of workers that died
+    for p in Path(todo[0]["path"]).parent.glob("replica_*.part.h5"):
+        p.unlink(missing_ok=True)
+
+
+def _batch_jobs(todo: list[dict], batch: int, seed: int, replicas: int) -> list[tuple[list[dict], list[int]]]:
+    """``(tasks of the batch, indices to write)`` for every batch holding a replica of ``todo``."""
+    if not todo:
+        return []
+    missing = {t["index"] for t in todo}
+    template = todo[0]
+    jobs = []
+    for k in sorted({i // batch for i in missing}):
+        tasks = []
+        for i in range(k * batch, min((k + 1) * batch, replicas)):
+            task = dict(template, index=i, seed=replica_seed(seed, i),
+                        path=str(Path(template["path"]).with_name(replica_filename(i))))
+            tasks.append(task)
+        jobs.append((tasks, sorted(missing & {t["index"] for t in tasks})))
+    return jobs
+
+
 def _run_batches(todo: list[dict], batch: int, workers: int, metas: dict[int, dict], bar, seed: int,
                  replicas: int) -> None:
     """Run the replicas ``todo`` in fixed batches of indices ``[k B, (k + 1) B)``.
@@ -324,18 +395,8 @@ def _run_batches(todo: list[dict], batch: int, workers: int, metas: dict[int, di
     """
     from .simulate_batch import run_batch
 
-    missing = {t["index"] for t in todo}
-    template = todo[0]
-    groups = sorted({i // batch for i in missing})
-    jobs = []
-    for k in groups:
-        tasks = []
-        for i in range(k * batch, min((k + 1) * batch, replicas)):
-            task = dict(template, index=i, seed=replica_seed(seed, i),
-                        path=str(Path(template["path"]).with_name(replica_filename(i))))
-            tasks.append(task)
-        jobs.append((tasks, sorted(missing & {t["index"] for t in tasks})))
-    if workers == 1 or len(jobs) == 1:
+    jobs = _batch_jobs(todo, batch, seed, replicas)
+    if workers == 1 or len(jobs) <= 1:
         for tasks, write in jobs:
             for meta in run_batch(tasks, write=write):
                 metas[meta["index"]] = meta

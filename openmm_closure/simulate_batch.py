@@ -69,7 +69,8 @@ def run_batch(tasks: Sequence[dict], write: Sequence[int] | None = None, method:
     """
     import tables
 
-    from .data import REPLICA_META_ATTR, ReplicaWriter, partial_filename, replica_meta
+    from .data import REPLICA_META_ATTR, ReplicaWriter, replica_meta
+    from .fileio import unique_temp_name
     from .observables import OBSERVABLE_PARAMS, compute
     from .reporters.macro import _names_for_types
     from .systems.batch import build_batch, run_batch_frames
@@ -101,7 +102,7 @@ def run_batch(tasks: Sequence[dict], write: Sequence[int] | None = None, method:
     metas = []
     for (task, spec, x), values in zip(jobs, all_values):
         final = Path(task["path"])
-        tmp = final.with_name(partial_filename(task["index"]))
+        tmp = unique_temp_name(final, ".part.h5")  # per process: a rerun elsewhere never shares it
         box = spec.params.get("box")
         writer = ReplicaWriter(tmp, spec.types, _names_for_types(spec.types, spec.topology), spec.observables, box)
         try:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..evaluation import evaluate, report_markdown
+from ._scheduler import add_scheduler_arguments, scheduler_from_args
 
 __all__ = ["configure", "run"]
 
@@ -27,15 +28,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--no-closure", default=None, metavar="MODEL",
       help="a model trained with --method no-closure on the same data: adds its calibration row")
     a("--no-diagnostic", action="store_true", help="skip the what-ẑ-explains diagnostic")
+    add_scheduler_arguments(parser, "rollouts (groups of test trajectories; the metrics are computed here)",
+                            workers=True)
 
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``openmm-closure evaluate``; prints the table and the report paths."""
+    scheduler = scheduler_from_args(args, args.workers)
+    if scheduler is None and args.workers != 1:
+        raise ValueError("--workers sets the size of --scheduler local; evaluate runs in one process without it")
     res = evaluate(args.model, args.data, args.out, samples=args.samples, seed=args.seed,
                    permutations=args.permutations, max_trajectories=args.max_trajectories,
                    overwrite=args.overwrite,
                    plots=not args.no_plots, device=args.device, no_closure=args.no_closure,
-                   diagnostic=not args.no_diagnostic)
+                   diagnostic=not args.no_diagnostic, scheduler=scheduler)
     print(report_markdown(res), end="")
     for name, path in sorted(res.get("plots", {}).items()):
         print(f"{name}: {path}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..simulate import REGIMES, parse_params, simulate_ensemble
+from ._scheduler import add_scheduler_arguments, scheduler_from_args
 
 __all__ = ["configure", "run"]
 
@@ -19,7 +20,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-particles", type=int, default=None, help="particles per replica (default: the regime's)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; replica i is seeded from (seed, i)")
     parser.add_argument("--platform", default="auto", help="auto | CUDA | OpenCL | CPU | Reference")
-    parser.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="parallel worker processes (default 1); with --scheduler local, the LocalCluster's")
     parser.add_argument("--batch", type=int, default=1,
                         help="replicas packed into one OpenMM Context (default 1); the files do not depend "
                              "on it for particles2d; stochastic systems agree in distribution")
@@ -30,6 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-deterministic", action="store_true",
                         help="allow run-to-run differences in the last bits of the forces for a "
                              "little speed (default: DeterministicForces on CPU and CUDA)")
+    add_scheduler_arguments(parser, "replicas (batches with --batch > 1)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,13 +40,15 @@ def run(args: argparse.Namespace) -> int:
     from ..data import read_manifest
 
     params = parse_params(args.param)
+    scheduler = scheduler_from_args(args, args.workers)
     for key in ("n_particles", "regime", "seed"):
         if key in params:
             raise ValueError(f"--param {key}=... : use --{key.replace('_', '-')} instead")
     out = simulate_ensemble(args.system, args.out, args.replicas, regime=args.regime,
                             n_particles=args.n_particles, seed=args.seed, platform=args.platform,
                             workers=args.workers, progress=not args.no_progress,
-                            deterministic=not args.no_deterministic, batch=args.batch, **params)
+                            deterministic=not args.no_deterministic, batch=args.batch, scheduler=scheduler,
+                            **params)
     m = read_manifest(out)
     print(f"{out}: {len(m['n_particles'])} replicas of {m['system']} ({m['regime']}), "
           f"{m['n_frames']} frames each, dt_frame {m['dt_frame']:g} ps")
