@@ -5,8 +5,8 @@ processes, no mocks.
   through uneven and empty shares, and differ from one process on twice the batch;
 - a two-process run killed (torchrun and its workers, SIGKILL) after its first
   checkpoint resumes under torchrun to the uninterrupted run's weights, bitwise;
-- bad input (a global batch smaller than the process count, fewer training sets than
-  processes, an incomplete torchrun environment) gets one clear line.
+- bad input (fewer training sets than processes, a global batch smaller than the
+  process count, an incomplete torchrun environment) gets one clear line.
 """
 
 import os
@@ -22,8 +22,8 @@ import torch
 
 from openmm_closure.cli import main
 from openmm_closure.data import ArrayDataset
-from openmm_closure.distributed import TORCHRUN_VARIABLES, share
-from openmm_closure.training import load_checkpoint
+from openmm_closure.distributed import TORCHRUN_VARIABLES, Distributed, share
+from openmm_closure.training import TrainConfig, _check_world, load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -91,24 +91,35 @@ def test_share_splits_in_order_without_loss():
             assert max(sizes) - min(sizes) <= 1
 
 
-def test_two_processes_train_what_one_process_trains(dataset, tmp_path):
-    base = ["train", "--data", str(dataset), "--epochs", "2", "--seed", "3", *SMALL]
-    res = _torchrun(2, [*base, "--out", str(tmp_path / "p2")])
+BASE = ["--epochs-stage1", "2", "--epochs-stage2", "4", "--seed", "3", *SMALL]
+
+
+@pytest.fixture(scope="module")
+def two_process_run(dataset, tmp_path_factory):
+    """The model directory of an uninterrupted two-process run on ``dataset``."""
+    out = tmp_path_factory.mktemp("ddp-full") / "model"
+    res = _torchrun(2, ["train", "--data", str(dataset), *BASE, "--out", str(out)])
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("model written to") == 1  # rank 0 reports
-    assert main([*base, "--out", str(tmp_path / "p1")]) == 0  # plain, one process
-    p1, p2 = _weights(tmp_path / "p1"), _weights(tmp_path / "p2")
-    assert _max_diff(p1, p2) <= 1e-6
-    # the losses the runs logged are the whole batch's means, in both
+    return out
+
+
+def test_two_processes_train_what_one_process_trains(dataset, two_process_run, tmp_path):
     import json
 
+    base = ["train", "--data", str(dataset), *BASE]
+    assert main([*base, "--out", str(tmp_path / "p1")]) == 0  # plain, one process
+    p1, p2 = _weights(tmp_path / "p1"), _weights(two_process_run)
+    assert _max_diff(p1, p2) <= 1e-6
+    # the losses both runs logged are the whole batch's means
     h1 = json.loads((tmp_path / "p1" / "history.json").read_text())
-    h2 = json.loads((tmp_path / "p2" / "history.json").read_text())
-    for stage in ("stage1", "stage2"):
-        assert len(h1[stage]) == len(h2[stage]) == 2
+    h2 = json.loads((two_process_run / "history.json").read_text())
+    for stage, epochs in (("stage1", 2), ("stage2", 4)):
+        assert len(h1[stage]) == len(h2[stage]) == epochs
         for a, b in zip(h1[stage], h2[stage]):
             assert a["train"] == pytest.approx(b["train"], rel=1e-5)
             assert a["val"] == pytest.approx(b["val"], rel=1e-5)
+    assert h1.get("stage2_best_epoch") == h2.get("stage2_best_epoch")
     # the comparison sees the batch semantics: one process on twice the batch (what a
     # per-process --batch-size would mean) trains other weights
     assert main([*[a if a != "11" else "22" for a in base], "--out", str(tmp_path / "p1x2")]) == 0
@@ -130,10 +141,8 @@ def _children(pid):
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds torchrun's workers through /proc")
-def test_resume_after_kill_matches_uninterrupted(dataset, tmp_path):
-    base = ["train", "--data", str(dataset), "--epochs-stage1", "3", "--epochs-stage2", "6", "--seed", "5", *SMALL]
-    full = _torchrun(2, [*base, "--out", str(tmp_path / "full")])
-    assert full.returncode == 0, full.stderr[-3000:]
+def test_resume_after_kill_matches_uninterrupted(dataset, two_process_run, tmp_path):
+    base = ["train", "--data", str(dataset), *BASE]
 
     out = tmp_path / "cut"
     proc = subprocess.Popen(_torchrun_cmd(2, [*base, "--out", str(out)]), stdout=subprocess.DEVNULL,
@@ -156,11 +165,9 @@ def test_resume_after_kill_matches_uninterrupted(dataset, tmp_path):
     assert not ck["done"] and not (out / "model.pt").exists()  # really interrupted
     assert ck["world_size"] == 2 and len(ck["rng_ranks"]) == 2  # every process's RNG state
 
-    again = _torchrun(2, [*base, "--out", str(out)])
-    assert again.returncode != 0 and "--resume" in "".join(_error_lines(again.stderr))
     res = _torchrun(2, [*base, "--out", str(out), "--resume"])
     assert res.returncode == 0, res.stderr[-3000:]
-    a, b = _weights(tmp_path / "full"), _weights(out)
+    a, b = _weights(two_process_run), _weights(out)
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
@@ -178,23 +185,31 @@ def _one_line(res, *words):
     return lines[0]
 
 
-def test_bad_input_gets_one_line(tmp_path):
+def test_bad_input_gets_one_line(tmp_path, monkeypatch, capsys):
     ds = _dataset(tmp_path / "ds")
     base = ["train", "--data", str(ds), "--epochs", "1", *SMALL]
-    small = [a if a != "11" else "1" for a in base]  # --batch-size 1 with 2 processes
-    _one_line(_torchrun(2, [*small, "--out", str(tmp_path / "m1")]), "--batch-size 1", "at least 2")
     # 1 training replica, every 4th frame: 1 stage-1 set per epoch for 2 processes
-    few = [*base, "--frame-stride", "4", "--val-fraction", "0.75"]
-    _one_line(_torchrun(2, [*few, "--out", str(tmp_path / "m2")]), "2 processes", "only 1 stage-1")
-    for key in ("m1", "m2"):
-        assert not (tmp_path / key / "checkpoint.pt").exists()
+    few = [*base, "--frame-stride", "4", "--val-fraction", "0.75", "--out", str(tmp_path / "m1")]
+    _one_line(_torchrun(2, few), "2 processes", "only 1 stage-1")
+    assert not (tmp_path / "m1" / "checkpoint.pt").exists()
+
+    # a global batch smaller than the process count (the check every process makes first)
+    with pytest.raises(ValueError, match="--batch-size 1 is the global batch .* at least 2"):
+        _check_world(TrainConfig(data="", out="", batch_size=1), Distributed(world=2))
+    with pytest.raises(ValueError, match="--batch-size-stage2 3 .* at least 4"):
+        _check_world(TrainConfig(data="", out="", batch_size=4, batch_size_stage2=3), Distributed(world=4))
+    _check_world(TrainConfig(data="", out="", batch_size=1, epochs_stage1=0, epochs_stage2=0), Distributed(world=2))
 
     # an incomplete or garbled torchrun environment, without torchrun
-    cli = [sys.executable, "-m", "openmm_closure.cli", *base, "--out", str(tmp_path / "m3")]
     for extra, words in (({"WORLD_SIZE": "2"}, ("incomplete torchrun environment", "RANK")),
-                         ({"WORLD_SIZE": "2", "RANK": "x", "LOCAL_RANK": "0"}, ("RANK='x'",))):
-        res = subprocess.run(cli, capture_output=True, text=True, timeout=120, env={**_env(), **extra}, cwd=ROOT)
-        err = res.stderr.strip()
-        assert res.returncode == 2 and len(err.splitlines()) == 1, err
+                         ({"WORLD_SIZE": "2", "RANK": "x", "LOCAL_RANK": "0"}, ("RANK='x'",)),
+                         ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"}, ("MASTER_ADDR",))):
+        with monkeypatch.context() as m:
+            for k, v in extra.items():
+                m.setenv(k, v)
+            m.delenv("MASTER_ADDR", raising=False)
+            rc = main([*base, "--out", str(tmp_path / "m2")])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and len(err.splitlines()) == 1, err
         for w in words:
             assert w in err, err
