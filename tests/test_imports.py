@@ -36,7 +36,8 @@ TORCH_FREE = ("openmm_closure.platforms", "openmm_closure.integrators", "openmm_
               "openmm_closure.forcefields", "openmm_closure.reporters.macro",
               "openmm_closure.reporters.dataset", "openmm_closure.commands.simulate")
 #: modules that must never load openmm (prefix match)
-OPENMM_FREE = ("openmm_closure.models", "openmm_closure.catalog", "openmm_closure.metrics")
+OPENMM_FREE = ("openmm_closure.models", "openmm_closure.catalog", "openmm_closure.metrics",
+               "openmm_closure.distributed")
 #: cycles through imports inside functions that are known and being removed (sorted pairs)
 ALLOWED_LAZY_CYCLES: set = set()
 
