@@ -2,7 +2,8 @@
 processes, no mocks.
 
 - two processes over a global batch train the same weights as one process (to 1e-6),
-  through uneven and empty shares, and differ from one process on twice the batch;
+  through uneven and empty shares, and differ from one process on twice the batch (the
+  baselines too, under ``-m slow``);
 - a two-process run killed (torchrun and its workers, SIGKILL) after its first
   checkpoint resumes under torchrun to the uninterrupted run's weights, bitwise;
 - bad input (fewer training sets than processes, a global batch smaller than the
@@ -124,6 +125,19 @@ def test_two_processes_train_what_one_process_trains(dataset, two_process_run, t
     # per-process --batch-size would mean) trains other weights
     assert main([*[a if a != "11" else "22" for a in base], "--out", str(tmp_path / "p1x2")]) == 0
     assert _max_diff(_weights(tmp_path / "p1x2"), p2) > 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["ae-aug", "inve", "ae-inve-cd"])
+def test_baselines_train_the_same_with_two_processes(dataset, tmp_path, method):
+    # ae-aug (random permutations) and inve (random frame pairs) draw for the whole batch
+    # and keep their share's draws; ae-inve-cd is deterministic
+    base = ["train", "--data", str(dataset), "--method", method, "--epochs-stage1", "2", "--epochs-stage2", "1",
+            "--seed", "3", *SMALL]
+    res = _torchrun(2, [*base, "--out", str(tmp_path / "p2")])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert main([*base, "--out", str(tmp_path / "p1")]) == 0
+    assert _max_diff(_weights(tmp_path / "p1"), _weights(tmp_path / "p2")) <= 1e-6
 
 
 def _children(pid):
