@@ -67,7 +67,8 @@ class TrainConfig:
     """All options of a training run (the CLI flags map one to one).
 
     Units: ``epsilon`` in normalised coordinates; learning rates per step.
-    ``None`` means "choose from the dataset" (see :func:`train`).
+    ``None`` means "choose from the dataset" (see :func:`train`). ``batch_size`` and
+    ``batch_size_stage2`` are global: under torchrun each process trains on its share.
     """
 
     data: str
