@@ -6,10 +6,11 @@ torch threads, and ``torchrun --nproc_per_node 2`` with 1 thread per process (th
 2 cores as the 2-thread single process). Every run uses the same global batch, so all
 take the same optimiser steps. Stage 1 only (``--epochs-stage2 0``), no validation;
 frames/s = training sets per epoch / the median epoch time of ``history.json`` after the
-first (warm-up) epoch, which excludes process start-up. The ratio is to one process on
-one thread.
+first (warm-up) epoch, which excludes process start-up. The three runs are repeated
+``--repeats`` times in turn (so a change in the machine's load touches all three) and
+the median epoch time of each is printed. The ratio is to one process on one thread.
 
-    python benchmarks/ddp_scaling.py [--replicas 8] [--frames 16] [--epochs 4] [--batch 16]
+    python benchmarks/ddp_scaling.py [--replicas 8] [--frames 16] [--epochs 4] [--batch 16] [--repeats 2]
 
 Flow of the small scale of ``benchmarks/paper_table.py`` by default (4 transforms,
 hidden (64, 64), M = 256); ``--paper-flow`` uses the paper's (8 transforms, hidden
@@ -70,6 +71,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--batch", type=int, default=16, help="global sets per step")
     ap.add_argument("--paper-flow", action="store_true")
+    ap.add_argument("--repeats", type=int, default=2)
     a = ap.parse_args()
     flow = (["--flow-transforms", "8", "--flow-hidden", "128,128", "--samples", "600"] if a.paper_flow else
             ["--flow-transforms", "4", "--flow-hidden", "64,64", "--samples", "256"])
@@ -78,9 +80,14 @@ def main() -> None:
     sets = a.replicas * a.frames
     with tempfile.TemporaryDirectory() as tmp:
         data = make_dataset(Path(tmp) / "data", a.replicas, a.frames)
-        rows = [run("1 process x 1 thread", 1, 1, data, Path(tmp) / "p1t1", train_args),
-                run("1 process x 2 threads", 1, 2, data, Path(tmp) / "p1t2", train_args),
-                run("torchrun 2 processes x 1 thread", 2, 1, data, Path(tmp) / "p2t1", train_args)]
+        setups = [("1 process x 1 thread", 1, 1), ("1 process x 2 threads", 1, 2),
+                  ("torchrun 2 processes x 1 thread", 2, 1)]
+        times = {label: [] for label, _, _ in setups}
+        for k in range(a.repeats):
+            for label, procs, threads in setups:
+                out = Path(tmp) / f"run-{k}-{procs}-{threads}"
+                times[label].append(run(label, procs, threads, data, out, train_args)["epoch_s"])
+        rows = [{"label": label, "epoch_s": statistics.median(times[label])} for label, _, _ in setups]
     base = sets / rows[0]["epoch_s"]
     print(f"stage 1, {sets} sets of 300 particles an epoch, global batch {a.batch}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
