@@ -3,7 +3,7 @@ processes, no mocks.
 
 - two processes over a global batch train the same weights as one process (to 1e-6),
   through uneven and empty shares, and differ from one process on twice the batch (the
-  baselines too, under ``-m slow``);
+  baselines too, and one torchrun process equals the plain run bitwise, under ``-m slow``);
 - a two-process run killed (torchrun and its workers, SIGKILL) after its first
   checkpoint resumes under torchrun to the uninterrupted run's weights, bitwise;
 - bad input (fewer training sets than processes, a global batch smaller than the
@@ -125,6 +125,16 @@ def test_two_processes_train_what_one_process_trains(dataset, two_process_run, t
     # per-process --batch-size would mean) trains other weights
     assert main([*[a if a != "11" else "22" for a in base], "--out", str(tmp_path / "p1x2")]) == 0
     assert _max_diff(_weights(tmp_path / "p1x2"), p2) > 1e-4
+
+
+@pytest.mark.slow
+def test_one_torchrun_process_is_the_plain_run_bitwise(dataset, tmp_path):
+    base = ["train", "--data", str(dataset), *BASE]
+    res = _torchrun(1, [*base, "--out", str(tmp_path / "t1")])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert main([*base, "--out", str(tmp_path / "p1")]) == 0
+    a, b = _weights(tmp_path / "p1"), _weights(tmp_path / "t1")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 @pytest.mark.slow
