@@ -4,6 +4,7 @@ processes, no mocks.
 - two processes over a global batch train the same weights as one process (to 1e-6),
   through uneven and empty shares, and differ from one process on twice the batch (the
   baselines too, and one torchrun process equals the plain run bitwise, under ``-m slow``);
+- (slow) a checkpoint resumes with another process count, to rounding;
 - a two-process run killed (torchrun and its workers, SIGKILL) after its first
   checkpoint resumes under torchrun to the uninterrupted run's weights, bitwise;
 - bad input (fewer training sets than processes, a global batch smaller than the
@@ -135,6 +136,21 @@ def test_one_torchrun_process_is_the_plain_run_bitwise(dataset, tmp_path):
     assert main([*base, "--out", str(tmp_path / "p1")]) == 0
     a, b = _weights(tmp_path / "p1"), _weights(tmp_path / "t1")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_resume_across_process_counts(dataset, two_process_run, tmp_path):
+    # a two-process checkpoint resumed by one plain process, and the other way round:
+    # equal to the uninterrupted two-process run to rounding
+    base = ["train", "--data", str(dataset), *BASE]
+    a, b = tmp_path / "two-then-one", tmp_path / "one-then-two"
+    assert _torchrun(2, [*base, "--out", str(a), "--stop-after", "3"]).returncode == 0
+    assert main([*base, "--out", str(a), "--resume"]) == 0
+    assert main([*base, "--out", str(b), "--stop-after", "1"]) == 0
+    res = _torchrun(2, [*base, "--out", str(b), "--resume"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    full = _weights(two_process_run)
+    assert _max_diff(_weights(a), full) <= 1e-6 and _max_diff(_weights(b), full) <= 1e-6
 
 
 @pytest.mark.slow
