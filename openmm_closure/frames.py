@@ -27,12 +27,32 @@ class SetBatch:
         types: (N,) int64 species indices.
         index: (N,) int64 set index of each element, in [0, n_sets).
         n_sets: number of sets B.
+        first_set, total_sets: when the batch is one process's share of a step's batch
+            (data-parallel training, :mod:`openmm_closure.distributed`), its sets are sets
+            ``[first_set, first_set + n_sets)`` of that step's ``total_sets``; an
+            objective makes its random draws for all ``total_sets`` and keeps its share's
+            (see :meth:`draws`), so the share's draws do not depend on the process count.
+            None: the batch is the whole step.
     """
 
     x: Tensor
     types: Tensor
     index: Tensor
     n_sets: int
+    first_set: int = 0
+    total_sets: Optional[int] = None
+
+    def draws(self, per_set: int = 1) -> tuple[int, slice]:
+        """How many random draws the whole step makes with ``per_set`` draws a set, and
+        the slice of them that are this batch's sets'.
+
+        Example:
+            >>> b = SetBatch(torch.zeros(4, 2), torch.zeros(4), torch.zeros(4), 2, first_set=3, total_sets=8)
+            >>> b.draws(5)
+            (40, slice(15, 25, None))
+        """
+        total = self.n_sets if self.total_sets is None else int(self.total_sets)
+        return total * per_set, slice(self.first_set * per_set, (self.first_set + self.n_sets) * per_set)
 
 
 

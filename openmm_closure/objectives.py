@@ -16,6 +16,10 @@ Every objective satisfies :class:`Stage1Objective` and is registered in
 The trainer calls, in order: ``encoder_config(config, frames)`` (on the class, before the
 model exists; None keeps the method's encoder), the constructor ``(model, config)``,
 ``bind(frames, device)``, then ``parameters()`` and ``loss(batch, generator)`` per step.
+In data-parallel training the batch is one process's share of the step's batch
+(``batch.first_set``, ``batch.total_sets``): an objective that draws random numbers
+draws them for the whole step and keeps its share's (``batch.draws``), and returns the
+mean over its share's sets, so the processes together compute the single-process loss.
 :class:`Objective` gives the optional hooks their defaults. This module imports the
 data interface (:mod:`openmm_closure.frames`) and the networks, never the trainer.
 
@@ -120,7 +124,7 @@ class DensityObjective(Objective):
     def loss(self, batch: SetBatch, generator: torch.Generator) -> Tensor:
         z = self.model.encoder.forward_flat(batch.x, batch.types, batch.index, batch.n_sets)
         return density_nll(self.model.decoder, z, batch.x, batch.types, batch.index,
-                           self.samples, self.epsilon, generator)
+                           self.samples, self.epsilon, generator, batch.first_set, batch.total_sets)
 
 
 class NoClosure(Objective):
@@ -173,8 +177,10 @@ class AEAugObjective(Objective):
 
     def loss(self, batch: SetBatch, generator: torch.Generator) -> Tensor:
         enc = self.model.encoder
-        # random permutation within each set: sort by (set, random key)
-        key = torch.rand(batch.x.shape[0], generator=generator, dtype=torch.float64).to(batch.x.device)
+        # random permutation within each set: sort by (set, random key); the keys are drawn
+        # for the whole step's batch (all sets hold n elements) and this share's kept
+        count, rows = batch.draws(batch.x.shape[0] // max(batch.n_sets, 1))
+        key = torch.rand(count, generator=generator, dtype=torch.float64)[rows].to(batch.x.device)
         perm = torch.argsort(batch.index.to(torch.float64) * 2.0 + key, stable=True)
         x, types, index = batch.x[perm], batch.types[perm], batch.index[perm]
         target = enc.flat_input(x, types, index, batch.n_sets)
@@ -275,10 +281,10 @@ class InvEObjective(Objective):
         if self.frames is None:
             raise RuntimeError("InvEObjective.bind(frames, device) must be called before loss()")
         f = self.frames
-        n = batch.n_sets
+        count, rows = batch.draws()  # the whole step's pairs are drawn, this share's kept
         reps = np.asarray(f.train)
-        r = reps[torch.randint(len(reps), (n,), generator=generator).numpy()]
-        t = torch.randint(f.n_frames - 1, (n,), generator=generator).numpy()
+        r = reps[torch.randint(len(reps), (count,), generator=generator).numpy()[rows]]
+        t = torch.randint(f.n_frames - 1, (count,), generator=generator).numpy()[rows]
         now = np.stack([r, t], 1).astype(np.int64)
         nxt = np.stack([r, t + 1], 1).astype(np.int64)
         z0 = torch.cat([self._zbar(now), self._encode(now)], -1)

@@ -15,6 +15,11 @@ generators seeded by (seed, stage, epoch), and a checkpoint (model, optimizer, h
 RNG states) is written atomically after every epoch, so ``--resume`` after a kill gives
 the same weights as an uninterrupted run. The validation split is by replica.
 
+Under ``torchrun`` (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` set) the same loop runs in
+every process with DistributedDataParallel (:mod:`openmm_closure.distributed`): the batch
+sizes are global, each process trains on its share of every step's batch, the
+gradients are averaged, and rank 0 alone writes the checkpoint and the model files.
+
 Example:
     $ openmm-closure train --data runs/mixing --out models/mixing --epochs 20
     >>> from openmm_closure.training import TrainConfig, train
@@ -36,6 +41,7 @@ import torch
 from torch import Tensor
 
 from .catalog import default_center, default_dynamics, default_latent_dim
+from .distributed import SINGLE, Distributed, from_environment
 from .frames import SetBatch, TrainingFrames, seed_for, to_device
 from .model import ClosureModel, save_model, save_torch_atomic
 from .model_config import FORMAT_VERSION, UNITS, ModelConfig
@@ -61,7 +67,8 @@ class TrainConfig:
     """All options of a training run (the CLI flags map one to one).
 
     Units: ``epsilon`` in normalised coordinates; learning rates per step.
-    ``None`` means "choose from the dataset" (see :func:`train`).
+    ``None`` means "choose from the dataset" (see :func:`train`). ``batch_size`` and
+    ``batch_size_stage2`` are global: under torchrun each process trains on its share.
     """
 
     data: str
@@ -154,22 +161,39 @@ class _EpochBatches(torch.utils.data.Dataset):
     """Batch ``s`` of an epoch, assembled on the host (in DataLoader workers when asked).
 
     Its content depends only on (items, order, batch size), never on the worker count, so
-    ``--loader-workers`` changes speed, not results."""
+    ``--loader-workers`` changes speed, not results. Under torchrun it is this process's
+    share of the batch (its sets in the order a single process batches them: grouped by
+    replica), or None when the share is empty."""
 
-    def __init__(self, frames: "TrainingFrames", items: np.ndarray, order: np.ndarray, batch_size: int):
+    def __init__(self, frames: "TrainingFrames", items: np.ndarray, order: np.ndarray, batch_size: int,
+                 dist: Distributed = SINGLE):
         self.frames, self.items, self.order, self.bs = frames, items, order, int(batch_size)
+        self.dist = dist
 
     def __len__(self) -> int:
         return math.ceil(len(self.order) / self.bs)
 
-    def __getitem__(self, s: int) -> tuple:
-        return self.frames.host_batch(self.items[self.order[s * self.bs:(s + 1) * self.bs]])
+    def __getitem__(self, s: int) -> Optional[tuple]:
+        items = self.items[self.order[s * self.bs:(s + 1) * self.bs]]
+        if self.dist.active:
+            items = _share_items(items, self.dist)
+            if len(items) == 0:
+                return None
+        return self.frames.host_batch(items)
 
 
-def _epoch_loader(frames, items, order, config: TrainConfig, device):
+def _share_items(items: np.ndarray, dist: Distributed) -> np.ndarray:
+    """This process's share of a step's (replica, frame) pairs ``items`` (K, 2), in the
+    order :meth:`TrainingFrames.host_batch` puts the sets (grouped by replica, stable)."""
+    items = items[np.argsort(items[:, 0], kind="stable")]
+    start, stop = dist.share(len(items))
+    return items[start:stop]
+
+
+def _epoch_loader(frames, items, order, config: TrainConfig, device, dist: Distributed = SINGLE):
     """Iterator over the host batches of one epoch: in order, overlapped with compute by
     ``config.loader_workers`` processes, pinned when the device is CUDA."""
-    data = _EpochBatches(frames, items, order, config.batch_size)
+    data = _EpochBatches(frames, items, order, config.batch_size, dist)
     workers = int(config.loader_workers)
     if workers == 0 and device.type != "cuda":
         return (data[s] for s in range(len(data)))
@@ -357,7 +381,7 @@ def _pairs(model: ClosureModel, states: dict, replicas, device):
 
 # ---------------------------------------------------------------------------- training
 def _save_checkpoint(out: Path, stage: int, epoch: int, model, optimizer, history, config, done=False, best=None,
-                     fingerprint=None):
+                     fingerprint=None, extra: Optional[dict] = None):
     save_torch_atomic(out / CHECKPOINT, {
         "data_fingerprint": fingerprint,
         "stage": stage,
@@ -370,7 +394,18 @@ def _save_checkpoint(out: Path, stage: int, epoch: int, model, optimizer, histor
         "history": history,
         "rng": _rng_state(),
         "config": config.to_dict(),
+        **(extra or {}),  # under torchrun: world_size and every process's RNG state
     })
+
+
+def _checkpoint(dist: Distributed, out: Path, stage: int, epoch: int, model, optimizer, history, config,
+                **kw) -> None:
+    """Write the checkpoint from rank 0 (with every process's RNG state) while the other
+    processes wait; a plain run just writes it (see :func:`_save_checkpoint`)."""
+    extra = dist.rng_states(_rng_state)  # a collective: every process takes part
+    if dist.is_main:
+        _save_checkpoint(out, stage, epoch, model, optimizer, history, config, extra=extra, **kw)
+    dist.barrier()
 
 
 def _check_resume(ck: dict, config: TrainConfig, fingerprint: Optional[str] = None) -> None:
@@ -451,7 +486,8 @@ def _run_stage(n: int, epochs: int, start: int, lr: float, opt, steps_per_epoch:
                epoch_steps: Callable[[int], Callable[[int], Tensor]],
                validate: Callable[[], Optional[float]], save: Callable[[int], None],
                config: TrainConfig, history: dict, budget: _Budget, digits: int,
-               stop_on_last: bool, after_epoch: Optional[Callable[[int, Optional[float]], None]] = None) -> bool:
+               stop_on_last: bool, after_epoch: Optional[Callable[[int, Optional[float]], None]] = None,
+               dist: Distributed = SINGLE) -> bool:
     """The epoch loop both stages share: cosine learning rate, finite-loss check, one
     optimiser step per batch, validation, history, a checkpoint after every epoch.
 
@@ -465,6 +501,9 @@ def _run_stage(n: int, epochs: int, start: int, lr: float, opt, steps_per_epoch:
         after_epoch: called with (e, val) before the checkpoint (stage 2 keeps the best).
         stop_on_last: when the budget runs out at this stage's last epoch, still stop
             (stage 1) rather than finish the stage (stage 2).
+        dist: the data-parallel context; under torchrun the logged and checked loss is
+            the mean over the processes of their weighted share losses (the whole
+            batch's mean), identical on every process.
 
     Returns:
         True when the stage ran to its end, False when ``--stop-after`` stopped it.
@@ -479,12 +518,13 @@ def _run_stage(n: int, epochs: int, start: int, lr: float, opt, steps_per_epoch:
             for g in opt.param_groups:
                 g["lr"] = _lr(lr, e * steps_per_epoch + s, total)
             loss = loss_of_step(s)
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"stage {n}: loss became {loss.item()} at epoch {e + 1}, step {s + 1}")
+            value = loss.item() if not dist.active else dist.sum([loss.item()])[0] / dist.world
+            if not math.isfinite(value):
+                raise RuntimeError(f"stage {n}: loss became {value} at epoch {e + 1}, step {s + 1}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            run_loss += (loss.item() - run_loss) / (s + 1)
+            run_loss += (value - run_loss) / (s + 1)
             bar.set_postfix(loss=f"{run_loss:.{digits}f}")
         val = validate()
         history[f"stage{n}"].append({"epoch": e + 1, "train": run_loss, "val": val,
@@ -500,11 +540,44 @@ def _run_stage(n: int, epochs: int, start: int, lr: float, opt, steps_per_epoch:
 
 
 def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Optional[ClosureModel]:
-    """Like :func:`train` for an in-memory dataset (e.g. ``openmm_closure.data.ArrayDataset``)."""
+    """Like :func:`train` for an in-memory dataset (e.g. ``openmm_closure.data.ArrayDataset``).
+
+    Under ``torchrun`` every process calls it with the same arguments; the batch sizes are
+    global (see :mod:`openmm_closure.distributed`) and rank 0 writes the files.
+    """
     config.check()
     if len(ds) == 0:
         raise ValueError("dataset is empty (no replicas)")
-    device = _device(config.device)
+    dist = from_environment(_device(config.device))
+    try:
+        _check_world(config, dist)
+        if not dist.is_main:
+            config = dataclasses.replace(config, progress=False)  # one progress report: rank 0's
+        return _train_on(ds, config, checkpoint, dist)
+    finally:
+        dist.close()
+
+
+def _check_world(config: TrainConfig, dist: Distributed) -> None:
+    """Refuse global batch sizes smaller than the number of processes (a process would
+    never train)."""
+    p = dist.world
+    stage1 = int(config.epochs_stage1) > 0 and not STAGE1_OBJECTIVES[config.method].skips_stage1
+    for name, size, used in (("--batch-size", config.batch_size, stage1),
+                             ("--batch-size-stage2", config.batch_size_stage2, int(config.epochs_stage2) > 0)):
+        if used and int(size) < p:
+            raise ValueError(f"{name} {size} is the global batch and is smaller than the {p} processes: "
+                             f"raise it to at least {p} or start fewer processes")
+
+
+def _check_count(dist: Distributed, count: int, what: str) -> None:
+    if count < dist.world:
+        raise ValueError(f"{dist.world} processes but only {count} {what} per epoch: each process needs "
+                         f"at least one; start at most {max(count, 1)} processes or give more data")
+
+
+def _train_on(ds, config: TrainConfig, checkpoint: Optional[dict], dist: Distributed) -> Optional[ClosureModel]:
+    device = dist.device if dist.active else _device(config.device)
     if config.threads is not None:
         torch.set_num_threads(int(config.threads))
     out = Path(config.out)
@@ -530,9 +603,11 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
         history = checkpoint["history"]
         stage, epoch = checkpoint["stage"], checkpoint["epoch"]
         opt_state = checkpoint["optimizer"]
-        _set_rng_state(checkpoint["rng"])
+        _set_rng_state(dist.rng_state_of(checkpoint))
         if checkpoint.get("done"):
-            save_model(model, out, history)
+            if dist.is_main:
+                save_model(model, out, history)
+            dist.barrier()
             return model.eval()
     budget = _Budget(config.stop_after)
     objective_cls = STAGE1_OBJECTIVES[config.method]
@@ -544,6 +619,7 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
         objective: Stage1Objective = objective_cls(model, config)
         objective.bind(frames, device)  # objectives that need whole trajectories (InvE)
         opt = torch.optim.Adam(objective.parameters(), lr=config.lr)
+        call1 = dist.wrap(objective.parameters())  # DDP over a loss module under torchrun
         if opt_state is not None:
             opt.load_state_dict(opt_state)
         all_items = frames.items(frames.train, config.frame_stride)
@@ -553,27 +629,44 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
             pick = np.random.default_rng(seed_for(config.seed, 1, 0, 7)).choice(
                 len(val_items), _VAL_MAX_SETS, replace=False)
             val_items = val_items[np.sort(pick)]
+        _check_count(dist, len(items), "stage-1 training sets")
 
         def stage1_epoch(e: int) -> Callable[[int], Tensor]:
             model.train()
             items = frames.epoch_items(all_items, config.frames_per_trajectory, seed_for(config.seed, 1, e, 3))
             order = np.random.default_rng(seed_for(config.seed, 1, e)).permutation(len(items))
             gen = torch.Generator().manual_seed(seed_for(config.seed, 1, e, 1))
-            loader = _epoch_loader(frames, items, order, config, device)
+            loader = _epoch_loader(frames, items, order, config, device, dist)
 
             def step(s: int) -> Tensor:
-                batch = to_device(model, next(loader), device)
-                with _autocast(config, device):
-                    loss = objective.loss(batch, gen)
-                return loss.float() if config.amp else loss
+                host = next(loader)
+                if not dist.active:
+                    batch = to_device(model, host, device)
+                    with _autocast(config, device):
+                        loss = objective.loss(batch, gen)
+                    return loss.float() if config.amp else loss
+                size = min(config.batch_size, len(items) - s * config.batch_size)
+
+                def share_loss() -> Optional[Tensor]:
+                    # None: an empty share, only possible in the epoch's last batch (every
+                    # earlier batch has >= P sets), so the generators stay in step
+                    if host is None:
+                        return None
+                    batch = to_device(model, host, device)
+                    batch.first_set, batch.total_sets = dist.share(size)[0], size
+                    with _autocast(config, device):
+                        loss = objective.loss(batch, gen)
+                    return (loss.float() if config.amp else loss) * dist.weight(size)
+
+                return call1(share_loss)
 
             return step
 
         done = _run_stage(
             1, config.epochs_stage1, epoch, config.lr, opt, math.ceil(len(items) / config.batch_size),
-            stage1_epoch, lambda: _stage1_val(objective, model, frames, val_items, config, device),
-            lambda e: _save_checkpoint(out, 1, e, model, opt, history, config, fingerprint=fp),
-            config, history, budget, digits=4, stop_on_last=True)
+            stage1_epoch, lambda: _stage1_val(objective, model, frames, val_items, config, device, dist),
+            lambda e: _checkpoint(dist, out, 1, e, model, opt, history, config, fingerprint=fp),
+            config, history, budget, digits=4, stop_on_last=True, dist=dist)
         if not done:
             return None
         stage, epoch, opt_state = 2, 0, None
@@ -594,6 +687,9 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
     n_pairs = train_pairs[0].shape[0]
     if config.frames_per_trajectory_stage2 is not None:
         n_pairs = len(frames.train) * min(int(config.frames_per_trajectory_stage2), frames.n_frames - 1)
+    if int(config.epochs_stage2) > epoch:
+        _check_count(dist, n_pairs, "stage-2 frame pairs")
+    call2 = dist.wrap(list(model.dynamics.parameters()))
 
     def stage2_epoch(e: int) -> Callable[[int], Tensor]:
         model.dynamics.train()
@@ -607,7 +703,12 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
 
         def step(s: int) -> Tensor:
             idx = order[s * bs:(s + 1) * bs]
-            return model.dynamics.loss(train_pairs[0][idx], train_pairs[1][idx], dt)
+            if not dist.active:
+                return model.dynamics.loss(train_pairs[0][idx], train_pairs[1][idx], dt)
+            start, stop = dist.share(len(idx))
+            mine = idx[start:stop]
+            return call2(lambda: None if start == stop else
+                         model.dynamics.loss(train_pairs[0][mine], train_pairs[1][mine], dt) * dist.weight(len(idx)))
 
         return step
 
@@ -616,7 +717,8 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
             return None
         model.dynamics.eval()
         with torch.no_grad():
-            return float(model.dynamics.loss(val_pairs[0], val_pairs[1], dt))
+            # every process computes it; rank 0's value decides, the same everywhere
+            return dist.same(float(model.dynamics.loss(val_pairs[0], val_pairs[1], dt)))
 
     def keep_best(e: int, val: Optional[float]) -> None:
         nonlocal best
@@ -627,8 +729,8 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
     done = _run_stage(
         2, config.epochs_stage2, epoch, config.lr_stage2, opt, math.ceil(n_pairs / config.batch_size_stage2),
         stage2_epoch, stage2_val,
-        lambda e: _save_checkpoint(out, 2, e, model, opt, history, config, best=best, fingerprint=fp),
-        config, history, budget, digits=5, stop_on_last=False, after_epoch=keep_best)
+        lambda e: _checkpoint(dist, out, 2, e, model, opt, history, config, best=best, fingerprint=fp),
+        config, history, budget, digits=5, stop_on_last=False, after_epoch=keep_best, dist=dist)
     if not done:
         return None
     if best is not None:
@@ -636,9 +738,10 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
         model.dynamics.load_state_dict(best["dynamics"])
         history["stage2_best_epoch"] = best["epoch"]
     model.eval()
-    save_model(model, out, history)
-    _save_checkpoint(out, 2, config.epochs_stage2, model, None, history, config, done=True, best=best,
-                     fingerprint=fp)
+    if dist.is_main:
+        save_model(model, out, history)
+    _checkpoint(dist, out, 2, config.epochs_stage2, model, None, history, config, done=True, best=best,
+                fingerprint=fp)
     return model
 
 
@@ -655,7 +758,10 @@ def _stage2_pick(config: TrainConfig, epoch: int, replicas: int, pairs: int) -> 
 
 
 @torch.no_grad()
-def _stage1_val(objective, model, frames, val_items, config, device) -> Optional[float]:
+def _stage1_val(objective, model, frames, val_items, config, device, dist: Distributed = SINGLE) -> Optional[float]:
+    """Stage 1's validation loss, the mean over ``val_items`` in batches of the global
+    batch size; under torchrun each process evaluates its share of every batch (with the
+    whole batch's draws) and the sums are added in rank order, the same on every process."""
     if len(val_items) == 0:
         return None
     model.eval()
@@ -663,8 +769,17 @@ def _stage1_val(objective, model, frames, val_items, config, device) -> Optional
     total, count = 0.0, 0
     for s in range(0, len(val_items), config.batch_size):
         chunk = val_items[s:s + config.batch_size]
-        total += float(objective.loss(frames.batch(model, chunk, device), gen)) * len(chunk)
+        if not dist.active:
+            total += float(objective.loss(frames.batch(model, chunk, device), gen)) * len(chunk)
+        else:
+            mine = _share_items(chunk, dist)
+            if len(mine):  # empty only in the last batch: the generator stays in step
+                batch = frames.batch(model, mine, device)
+                batch.first_set, batch.total_sets = dist.share(len(chunk))[0], len(chunk)
+                total += float(objective.loss(batch, gen)) * len(mine)
         count += len(chunk)
+    if dist.active:
+        total = dist.sum([total])[0]
     return total / count
 
 

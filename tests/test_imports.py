@@ -37,7 +37,8 @@ TORCH_FREE = ("openmm_closure.platforms", "openmm_closure.integrators", "openmm_
               "openmm_closure.reporters.dataset", "openmm_closure.commands.simulate",
               "openmm_closure.cluster", "openmm_closure.commands._scheduler")
 #: modules that must never load openmm (prefix match)
-OPENMM_FREE = ("openmm_closure.models", "openmm_closure.catalog", "openmm_closure.metrics", "openmm_closure.cluster")
+OPENMM_FREE = ("openmm_closure.models", "openmm_closure.catalog", "openmm_closure.metrics", "openmm_closure.cluster",
+               "openmm_closure.distributed")
 #: cycles through imports inside functions that are known and being removed (sorted pairs)
 ALLOWED_LAZY_CYCLES: set = set()
 

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 
+from ..distributed import is_main_process
 from ..training import STAGE1_OBJECTIVES, TrainConfig, train
 
 __all__ = ["configure", "run", "config_from_args"]
@@ -21,6 +22,8 @@ def _ints(text: str) -> tuple:
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``train`` arguments to ``parser``."""
     d = TrainConfig(data="", out="")
+    parser.epilog = ("Data-parallel on P processes (gloo on CPU, NCCL on CUDA): torchrun --nproc_per_node P "
+                     "-m openmm_closure.cli train ...; the batch sizes stay global and rank 0 writes --out.")
     a = parser.add_argument
     a("--data", required=True, help="dataset directory (openmm-closure simulate)")
     a("--out", required=True, help="model directory to write")
@@ -44,8 +47,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--epochs", type=int, default=None, help="set both --epochs-stage1 and --epochs-stage2")
     a("--epochs-stage1", type=int, default=d.epochs_stage1)
     a("--epochs-stage2", type=int, default=d.epochs_stage2)
-    a("--batch-size", type=int, default=d.batch_size, help="sets per stage-1 step")
-    a("--batch-size-stage2", type=int, default=d.batch_size_stage2, help="frame pairs per stage-2 step")
+    a("--batch-size", type=int, default=d.batch_size,
+      help="sets per stage-1 step, over all processes under torchrun (each takes its share: "
+           "P processes take the same steps as one)")
+    a("--batch-size-stage2", type=int, default=d.batch_size_stage2,
+      help="frame pairs per stage-2 step, over all processes under torchrun")
     a("--lr", type=float, default=d.lr, help="stage-1 learning rate (cosine decay)")
     a("--lr-stage2", type=float, default=d.lr_stage2, help="stage-2 learning rate (cosine decay)")
     a("--frame-stride", type=int, default=d.frame_stride, help="use every k-th frame in stage 1")
@@ -88,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``openmm-closure train``; returns the exit code."""
     cfg = config_from_args(args)
     model = train(cfg)
+    if not is_main_process():
+        return 0  # under torchrun, rank 0 reports
     if model is None:
         print(f"stopped after {args.stop_after} epoch(s); continue with --resume", file=sys.stderr)
     else:

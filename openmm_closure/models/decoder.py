@@ -135,6 +135,8 @@ def mixture_samples(
     samples: int,
     epsilon: float,
     generator: Optional[torch.Generator] = None,
+    first_set: int = 0,
+    total_sets: Optional[int] = None,
 ):
     r"""Draw M samples per (set, species) from :math:`q_X = \frac1n\sum_i \mathcal N(x^i, \epsilon^2 I)`.
 
@@ -148,6 +150,10 @@ def mixture_samples(
         epsilon: bandwidth ε (normalised units).
         generator: optional CPU torch generator (the draws are made on CPU so that a
             seed gives the same samples on any device).
+        first_set, total_sets: the batch is sets ``[first_set, first_set + n_sets)`` of
+            a batch of ``total_sets`` (one process's share in data-parallel training): the
+            draws are made for all ``total_sets`` and the share's rows kept, so they equal
+            the whole batch's. None: the batch is whole.
 
     Returns:
         ``(points, set_id, species, present)``: points (B, S, M, D); set_id and species
@@ -156,11 +162,13 @@ def mixture_samples(
     """
     order, counts, offsets = flat_segments(types, index, n_sets, n_species)
     counts_cpu = counts.cpu()
-    u = torch.rand(n_sets * n_species, samples, generator=generator, dtype=torch.float64)
+    total = n_sets if total_sets is None else int(total_sets)
+    rows = slice(first_set * n_species, (first_set + n_sets) * n_species)
+    u = torch.rand(total * n_species, samples, generator=generator, dtype=torch.float64)[rows]
     pick = (u * counts_cpu.unsqueeze(-1).to(torch.float64)).floor().long()
     pick = torch.minimum(pick, (counts_cpu - 1).clamp(min=0).unsqueeze(-1))
     pick = (pick + (offsets.cpu()).unsqueeze(-1)).clamp(max=max(x.shape[0] - 1, 0))
-    noise = torch.randn(n_sets * n_species, samples, x.shape[-1], generator=generator)
+    noise = torch.randn(total * n_species, samples, x.shape[-1], generator=generator)[rows]
     pts = x[order[pick.to(x.device)]] + float(epsilon) * noise.to(device=x.device, dtype=x.dtype)
     pts = pts.reshape(n_sets, n_species, samples, x.shape[-1])
     present = (counts > 0).reshape(n_sets, n_species)
@@ -178,6 +186,8 @@ def density_nll(
     samples: int,
     epsilon: float,
     generator: Optional[torch.Generator] = None,
+    first_set: int = 0,
+    total_sets: Optional[int] = None,
 ) -> Tensor:
     r"""Monte Carlo estimate of :math:`\mathbb E_X \mathbb E_{x\sim q_X}[-\log p(x\mid\hat z)]`.
 
@@ -193,6 +203,7 @@ def density_nll(
         samples: M.
         epsilon: ε in normalised units.
         generator: optional CPU generator for the Monte Carlo draws.
+        first_set, total_sets: a share of a larger batch (see :func:`mixture_samples`).
 
     Returns:
         () scalar loss, nats per sample (normalised units).
@@ -200,7 +211,7 @@ def density_nll(
     n_sets = z.shape[0]
     s = decoder.n_species
     pts, set_id, species, present = mixture_samples(
-        x, types, index, n_sets, s, samples, epsilon, generator
+        x, types, index, n_sets, s, samples, epsilon, generator, first_set, total_sets
     )
     keep = present.reshape(-1)
     pts = pts.reshape(n_sets * s, samples, -1)[keep]
