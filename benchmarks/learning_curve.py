@@ -98,6 +98,9 @@ def main(argv=None) -> int:
     p.add_argument("--sizes", default="32,100,320", help="comma-separated training-set sizes (ascending)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS))
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="train seeds first-seed .. seeds-1 only (another process may do the others); the table "
+                        "shows every cached seed")
     p.add_argument("--budget", choices=("fixed", "per-frame"), default="fixed")
     p.add_argument("--threads", type=int, default=1, help="torch threads of this process")
     p.add_argument("--workers", type=int, default=1, help="simulate worker processes")
@@ -140,11 +143,12 @@ def main(argv=None) -> int:
     results: dict = {}
     for seed in range(args.seeds):
         for n in sizes:
+            tabulate_only = args.report_only or seed < args.first_seed
             k = frames_per_trajectory(args.budget, n, n_ref, strided)
             for method in methods:
                 mdir = _model_dir(out, n, n_ref, method, seed, args.budget)
                 if not (mdir / "model.pt").exists():
-                    if args.report_only:
+                    if tabulate_only:
                         continue
                     t = time.time()
                     train(TrainConfig(data=str(sets[n]), out=str(mdir), method=method, seed=seed, device="cpu",
