@@ -148,3 +148,28 @@ def train_tiny_model(out, system: str):
     torch.set_num_threads(1)
     train_on(ds, cfg)
     return out
+
+
+def assert_same_dataset(a, b, ignore=("versions",)):
+    """Two dataset directories hold bitwise the same replicas (positions, times, species,
+    observables) and the same manifest apart from the keys in ``ignore``; no temporaries
+    (``*.part.h5``) are left in ``b``."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from openmm_closure.data import load
+
+    da, db = load(a), load(b)
+    assert len(da) == len(db)
+    for i in range(len(da)):
+        ra, rb = da.replica(i), db.replica(i)
+        np.testing.assert_array_equal(ra.positions, rb.positions)
+        np.testing.assert_array_equal(ra.times, rb.times)
+        np.testing.assert_array_equal(ra.types, rb.types)
+        assert ra.observables.keys() == rb.observables.keys()
+        for k in ra.observables:
+            np.testing.assert_array_equal(ra.observables[k], rb.observables[k])
+    assert {k: v for k, v in da.manifest.items() if k not in ignore} == \
+        {k: v for k, v in db.manifest.items() if k not in ignore}
+    assert not list(Path(b).glob("*.part.h5"))

@@ -32,28 +32,13 @@ pytest.importorskip("dask_jobqueue")
 from openmm_closure.cli import main as cli_main  # noqa: E402
 from openmm_closure.data import load  # noqa: E402
 from openmm_closure.simulate import simulate_ensemble  # noqa: E402
+from conftest import assert_same_dataset
 
 #: deterministic, bitwise-reproducible (Reference), about a second a replica
 ARGS = ["particles2d", "--replicas", "4", "--n-particles", "40", "--seed", "3", "--platform", "Reference",
         "--param", "steps=100", "--param", "report_interval=1", "--no-progress"]
 ROOT = Path(__file__).resolve().parents[1]
 EXTRA = "pip install 'openmm-closure[cluster]'"
-
-
-def assert_same_dataset(a, b, ignore=("versions",)):
-    da, db = load(a), load(b)
-    assert len(da) == len(db)
-    for i in range(len(da)):
-        ra, rb = da.replica(i), db.replica(i)
-        np.testing.assert_array_equal(ra.positions, rb.positions)
-        np.testing.assert_array_equal(ra.times, rb.times)
-        np.testing.assert_array_equal(ra.types, rb.types)
-        assert ra.observables.keys() == rb.observables.keys()
-        for k in ra.observables:
-            np.testing.assert_array_equal(ra.observables[k], rb.observables[k])
-    assert {k: v for k, v in da.manifest.items() if k not in ignore} == \
-        {k: v for k, v in db.manifest.items() if k not in ignore}
-    assert not list(Path(b).glob("*.part.h5"))
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pytest
 
 from openmm_closure.data import load, replica_filename
 from openmm_closure.simulate import parse_param, replica_seed, simulate_ensemble
+from conftest import assert_same_dataset
 
 ARGS = ["particles2d", "--replicas", "6", "--n-particles", "60", "--seed", "3",
         "--platform", "Reference", "--param", "steps=300", "--param", "report_interval=1",
@@ -20,22 +21,6 @@ ARGS = ["particles2d", "--replicas", "6", "--n-particles", "60", "--seed", "3",
 
 def _cli(out, *extra):
     return [sys.executable, "-m", "openmm_closure.cli", "simulate", *ARGS, "--out", str(out), *extra]
-
-
-def assert_same_dataset(a, b):
-    da, db = load(a), load(b)
-    assert len(da) == len(db)
-    for i in range(len(da)):
-        ra, rb = da.replica(i), db.replica(i)
-        np.testing.assert_array_equal(ra.positions, rb.positions)
-        np.testing.assert_array_equal(ra.times, rb.times)
-        np.testing.assert_array_equal(ra.types, rb.types)
-        assert ra.observables.keys() == rb.observables.keys()
-        for k in ra.observables:
-            np.testing.assert_array_equal(ra.observables[k], rb.observables[k])
-    ma = {k: v for k, v in da.manifest.items() if k != "versions"}
-    mb = {k: v for k, v in db.manifest.items() if k != "versions"}
-    assert ma == mb
 
 
 def test_replica_seed():
