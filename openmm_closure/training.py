@@ -30,6 +30,7 @@ import dataclasses
 import json
 import math
 import random
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from torch import Tensor
 
 from .catalog import default_center, default_dynamics, default_latent_dim
 from .distributed import SINGLE, Distributed, from_environment
+from .fileio import LOCK_FILE, DirectoryLock
 from .frames import SetBatch, TrainingFrames, seed_for, to_device
 from .model import ClosureModel, save_model, save_torch_atomic
 from .model_config import FORMAT_VERSION, UNITS, ModelConfig
@@ -438,7 +440,7 @@ def _open_run(config: TrainConfig, missing_ok: bool) -> Optional[dict]:
         ck = load_checkpoint(path)
         _check_resume(ck, config)
         return ck
-    if not missing_ok and config.resume and out.exists() and any(out.iterdir()):
+    if not missing_ok and config.resume and out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise FileNotFoundError(f"--resume: no {CHECKPOINT} in {out}")
     return None
 
@@ -456,16 +458,25 @@ def train(config: TrainConfig) -> Optional[ClosureModel]:
     from . import data as data_mod
 
     config.check()
-    ck = _open_run(config, missing_ok=False)
-    if not Path(config.data).exists():
-        raise FileNotFoundError(f"dataset directory {config.data} does not exist")
+    # one run at a time in an output directory (rank 0 holds it under torchrun): two runs
+    # resuming from one checkpoint would overwrite each other's files
+    lock = DirectoryLock(config.out, "another train run") if os.environ.get("RANK", "0") == "0" else None
+    if lock is not None:
+        lock.acquire()
     try:
-        ds = data_mod.load(config.data)
-    except (ValueError, FileNotFoundError):
-        raise
-    except Exception as exc:  # unreadable dataset: one clear line
-        raise ValueError(f"cannot read dataset {config.data}: {exc}") from exc
-    return train_on(ds, config, checkpoint=ck)
+        ck = _open_run(config, missing_ok=False)
+        if not Path(config.data).exists():
+            raise FileNotFoundError(f"dataset directory {config.data} does not exist")
+        try:
+            ds = data_mod.load(config.data)
+        except (ValueError, FileNotFoundError):
+            raise
+        except Exception as exc:  # unreadable dataset: one clear line
+            raise ValueError(f"cannot read dataset {config.data}: {exc}") from exc
+        return train_on(ds, config, checkpoint=ck)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 class _Budget:

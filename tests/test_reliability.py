@@ -421,3 +421,27 @@ def test_reporters_refuse_typos_one_species_pairs_and_overwriting(tmp_path):
         with pytest.raises(FileExistsError, match="overwrite=True"):
             cls(tmp_path / name, 5)
         cls(tmp_path / name, 5, overwrite=True).close()
+
+
+def test_two_trainings_in_one_directory_are_refused(tmp_path, capsys):
+    """A train run holds its --out: a second run into it (say, two scripts resuming the same
+    checkpoint) gets one line naming the holder, and nothing of the first is touched."""
+    from openmm_closure.fileio import DirectoryLock
+
+    data = contracting_clusters(20, 3, 6).save(tmp_path / "data")
+    out = tmp_path / "model"
+    holder = DirectoryLock(out, "another train run").acquire()  # as a running train holds it
+    try:
+        (out / "checkpoint.pt").write_bytes(b"not touched")
+        assert main(["train", "--data", str(data), "--out", str(out), "--resume", "--epochs-stage1", "1",
+                     "--epochs-stage2", "1"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"in use by another train run (pid {os.getpid()})" in err[0]
+        assert (out / "checkpoint.pt").read_bytes() == b"not touched"
+    finally:
+        holder.release()
+    # released: an empty directory holding only the lock file is a fresh run, not a bad --resume
+    (out / "checkpoint.pt").unlink()
+    assert main(["train", "--data", str(data), "--out", str(out), "--resume", "--epochs-stage1", "1",
+                 "--epochs-stage2", "1", "--samples", "16", "--flow-transforms", "1", "--no-progress"]) == 0
+    assert (out / "model.pt").exists()
