@@ -166,8 +166,8 @@ def rollout_rows(model_dir: str, device: str, z0, start: int, total: int, steps:
     for a stacked initial state Z0 of ``total`` rows, unscaled: one Dask task of
     ``evaluate --scheduler``.
 
-    The SDE noise is drawn for all ``total`` rows exactly as :meth:`ClosureModel.rollout`
-    draws it and then sliced, so the rows equal the ones of the single rollout.
+    The SDE noise is drawn for all ``total`` rows and then sliced (the ``rows`` argument of
+    :meth:`ClosureModel.rollout`), so the rows equal the ones of the single rollout.
 
     Arguments:
         model_dir: model directory (workers load it from there).
@@ -184,14 +184,8 @@ def rollout_rows(model_dir: str, device: str, z0, start: int, total: int, steps:
     from .model import load_model
 
     model = load_model(model_dir, device=device)
-    z = torch.as_tensor(np.asarray(z0)).to(device=model.device, dtype=model.dtype)
-    noise = None
     with torch.no_grad():
-        if getattr(model.dynamics, "stochastic", False):
-            gen = torch.Generator().manual_seed(int(seed))
-            noise = torch.randn((int(steps), int(total), model.dim), generator=gen, dtype=torch.float64)
-            noise = noise[:, start: start + z.shape[0]].to(device=model.device, dtype=model.dtype)
-        traj = model.dynamics.rollout(z, int(steps), float(dt), noise)
+        traj = model.rollout(torch.as_tensor(np.asarray(z0)), steps, dt=dt, seed=seed, rows=(start, total))
         return model.unscale(traj).cpu().numpy()
 
 

@@ -234,6 +234,7 @@ class ClosureModel(nn.Module):
         samples: int = 1,
         dt: Optional[float] = None,
         seed: Optional[int] = None,
+        rows: Optional[tuple[int, int]] = None,
     ) -> Tensor:
         """Extrapolate the scaled state.
 
@@ -243,6 +244,10 @@ class ClosureModel(nn.Module):
             samples: ensemble size K (ignored when z0 is (K, dim)).
             dt: step in ps (default: the training frame spacing ``model.dt``).
             seed: seed for the SDE noise (None: torch's global generator).
+            rows: ``(start, total)``: the K members are members ``[start, start + K)`` of
+                an ensemble of ``total``; the SDE noise is drawn for all ``total`` and this
+                slice kept, so the members equal those of the whole ensemble's rollout
+                (None: the members are the whole ensemble).
 
         Returns:
             (K, steps + 1, dim) scaled states; ``model.unscale`` maps them to raw units.
@@ -263,8 +268,11 @@ class ClosureModel(nn.Module):
         noise = None
         if getattr(self.dynamics, "stochastic", False):
             gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-            noise = torch.randn((steps,) + tuple(z0.shape), generator=gen, dtype=torch.float64)
-            noise = noise.to(device=self.device, dtype=self.dtype)
+            start, total = (0, z0.shape[0]) if rows is None else (int(rows[0]), int(rows[1]))
+            if not 0 <= start <= total - z0.shape[0]:
+                raise ValueError(f"rows {rows!r}: {z0.shape[0]} members do not fit at {start} in {total}")
+            noise = torch.randn((steps, total) + tuple(z0.shape[1:]), generator=gen, dtype=torch.float64)
+            noise = noise[:, start:start + z0.shape[0]].to(device=self.device, dtype=self.dtype)
         return self.dynamics.rollout(z0, steps, dt, noise)
 
     # ------------------------------------------------------------------ decoding
