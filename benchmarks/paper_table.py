@@ -25,10 +25,15 @@ reference N and horizon but few replicas; the mixture in a 26 x 12 nm box (26 x 
 diff-N, the reference's 32 -> 26 shrink applied to y) for 20 ps instead of 200 ps, and
 small networks. The half_l intervals scale with Lx (in-dst 10/32-22/32 of Lx, diff-init
 8/32-10/32 or 22/32-24/32), so at Lx = 26 the A/B boundary starts 8.1-17.9 nm (in-dst).
-``--scale medium`` (planned for <= 3 h on 2 CPU cores; not yet run end to end):
-particles2d with 1,000 training trajectories at the small table's stage-1 cost, 64 per
-test set; lj-mixing in the reference box (32 x 32, 529 atoms) for 20 ps, 64 training
-and 96 per test set (the MMD floor, not the training set, limits what that table resolves). ``--scale full`` uses the reference sizes and wants a GPU.
+``--scale medium`` (about 3 h on 2 CPU cores with ``--jobs 2``): particles2d with 1,000
+training trajectories at the small table's stage-1 cost, 64 per test set; lj-mixing in
+the reference box (32 x 32, 529 atoms; 32 x 26 for diff-N) for 20 ps, 64 training and 64
+per test set (a perfect model's MMD floor at 64 test trajectories is ~7e-3; the
+simulation, ~30 s per replica on one core, is what limits the mixing sets).
+``--scale full`` uses the reference sizes and wants a GPU.
+
+``--simulate-only`` stops after the datasets (e.g. to simulate on one machine and train on
+another: everything is cached under ``--out``).
 
 Example:
     $ python benchmarks/paper_table.py --scale small --out runs/paper_table
@@ -106,7 +111,7 @@ SCALES = {
             "eval_samples": 1,
         },
         "lj-mixing": {
-            "train": 64, "test": 96,   # 96 test trajectories: perfect-model floor ~4.6e-3 (mmd_floor.py)
+            "train": 64, "test": 64,   # 64 test trajectories x 4 rollouts: perfect-model floor ~7e-3 (mmd_floor.py)
             "sim": {"steps": 10_000, "report_interval": 100, "relax_steps": 3000},
             "n": {},
             "params": {},
@@ -188,11 +193,27 @@ def _tag(method: str, seed: int) -> str:
     return method if seed == 0 else f"{method}-seed{seed}"
 
 
-def train_all(scale: dict, out: Path, dirs: dict, systems, methods, seeds, device: str, progress: bool) -> dict:
-    """Train (or resume) every (system, method, seed); returns {(system, method, seed): dir or error}."""
-    from openmm_closure.training import CHECKPOINT, TrainConfig, train
+def _train_one(cfg_kwargs: dict) -> float:
+    """Train one model (a process-pool task: plain arguments in); returns its wall seconds."""
+    import torch
 
-    models = {}
+    from openmm_closure.training import TrainConfig, train
+
+    torch.set_num_threads(1)
+    t = time.time()
+    train(TrainConfig(**cfg_kwargs))
+    return time.time() - t
+
+
+def train_all(scale: dict, out: Path, dirs: dict, systems, methods, seeds, device: str, progress: bool,
+              jobs: int = 1) -> dict:
+    """Train (or resume) every (system, method, seed); returns {(system, method, seed): dir or error}.
+
+    ``jobs`` > 1 trains that many models at once in spawned processes (one torch thread each).
+    """
+    from openmm_closure.training import CHECKPOINT
+
+    models, todo = {}, []
     for seed in seeds:
         for system in systems:
             for method in methods:
@@ -204,17 +225,36 @@ def train_all(scale: dict, out: Path, dirs: dict, systems, methods, seeds, devic
                     # trained before the whole-training-set range and encoder centring: redo
                     log(f"retraining {mdir} (saved by an older version, other defaults)")
                     shutil.rmtree(mdir)
-                cfg = TrainConfig(data=str(dirs[(system, "train")]), out=str(mdir), method=method, seed=seed,
-                                  device=device, resume=(mdir / CHECKPOINT).exists(),
-                                  progress=None if progress else False, **scale[system]["train_cfg"])
-                t = time.time()
-                try:
-                    train(cfg)
-                    models[(system, method, seed)] = mdir
-                    log(f"trained {system}/{method} seed {seed} ({time.time() - t:.0f} s)")
-                except Exception as exc:  # one failed method must not sink the table
-                    models[(system, method, seed)] = RuntimeError(f"{type(exc).__name__}: {exc}")
-                    log(f"FAILED {system}/{method} seed {seed}: {exc}\n{traceback.format_exc()}")
+                todo.append(((system, method, seed), dict(
+                    data=str(dirs[(system, "train")]), out=str(mdir), method=method, seed=seed, device=device,
+                    resume=(mdir / CHECKPOINT).exists(), progress=None if progress and jobs <= 1 else False,
+                    **scale[system]["train_cfg"])))
+
+    def done(key, seconds, exc=None):
+        system, method, seed = key
+        if exc is None:
+            models[key] = Path(dict(todo)[key]["out"])
+            log(f"trained {system}/{method} seed {seed} ({seconds:.0f} s)")
+        else:  # one failed method must not sink the table
+            models[key] = RuntimeError(f"{type(exc).__name__}: {exc}")
+            log(f"FAILED {system}/{method} seed {seed}: {exc}")
+
+    if jobs <= 1 or len(todo) <= 1:
+        for key, kw in todo:
+            try:
+                done(key, _train_one(kw))
+            except Exception as exc:
+                log(traceback.format_exc())
+                done(key, 0.0, exc)
+        return models
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_one, kw): key for key, kw in todo}
+        for fut in as_completed(futures):
+            exc = fut.exception()
+            done(futures[fut], 0.0 if exc else fut.result(), exc)
     return models
 
 
@@ -425,6 +465,10 @@ def main(argv=None) -> int:
     p.add_argument("--systems", default="particles2d,lj-mixing,polymer")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--workers", type=int, default=2, help="simulation worker processes")
+    p.add_argument("--simulate-only", action="store_true", help="stop after simulating the datasets")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="models trained at once, each in its own process with one torch thread "
+                        "(default 1; on a machine with C free cores, C)")
     p.add_argument("--seeds", type=int, default=None,
                    help="training seeds per method (default: 3 for small and medium, 1 otherwise); the table shows mean ± std")
     p.add_argument("--device", default="auto", help="torch device for training and evaluation")
@@ -442,6 +486,8 @@ def main(argv=None) -> int:
     with_polymer = "polymer" in systems  # the polymer block below runs its own pipeline
     systems = [s for s in systems if s != "polymer"]
     methods = [m for m in args.methods.split(",") if m]
+    if args.jobs < 1:
+        p.error("--jobs must be >= 1")
     for s in systems:
         if s not in ROW_NAMES:
             p.error(f"unknown system {s!r}")
@@ -458,12 +504,15 @@ def main(argv=None) -> int:
     print(sizes + f"\n  training seeds per method: {args.seeds or (3 if args.scale in ('small', 'medium') else 1)}", flush=True)
     t0 = time.time()
     dirs = simulate_all(scale, out, systems, args.workers, progress)
+    if args.simulate_only:
+        log(f"datasets complete ({time.time() - t0:.0f} s); --simulate-only: stopping before training")
+        return 0
     t1 = time.time()
     n_seeds = args.seeds or (3 if args.scale in ("small", "medium") else 1)
     if n_seeds < 1:
         p.error("--seeds must be >= 1")
     seeds = list(range(n_seeds))
-    models = train_all(scale, out, dirs, systems, methods, seeds, device, progress)
+    models = train_all(scale, out, dirs, systems, methods, seeds, device, progress, args.jobs)
     t2 = time.time()
     rows = evaluate_all(scale, out, dirs, models, systems, methods, seeds, device)
     t3 = time.time()

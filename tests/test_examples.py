@@ -80,3 +80,27 @@ def test_paper_table_smoke(tmp_path):
     ours = {(r["system"], r["regime"]): r for r in res["rows"] if r["method"] == "ours"}
     assert set(ours) == {(s, g) for s in ("particles2d", "lj-mixing") for g in ("in-dst", "diff-init", "diff-N")}
     assert all(r["status"] == "ok" and np.isfinite(r["value"]) for r in ours.values())
+
+
+def test_paper_table_parallel_training_equals_serial(tmp_path):
+    """``--simulate-only`` writes the datasets and no model; ``--jobs 2`` (spawned processes,
+    one torch thread each) trains the same models as the in-process loop: equal metrics."""
+    import shutil
+
+    args = ["--scale", "smoke", "--systems", "particles2d", "--methods", "no-closure,ours", "--seeds", "1",
+            "--workers", "1", "--no-progress"]
+    _run(ROOT / "benchmarks" / "paper_table.py", args + ["--out", str(tmp_path / "a"), "--simulate-only"], tmp_path)
+    assert (tmp_path / "a" / "data" / "particles2d" / "test-diff-N" / "manifest.json").is_file()
+    assert not (tmp_path / "a" / "models").exists() and not (tmp_path / "a" / "results.json").exists()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    _run(ROOT / "benchmarks" / "paper_table.py", args + ["--out", str(tmp_path / "a")], tmp_path)
+    _run(ROOT / "benchmarks" / "paper_table.py", args + ["--out", str(tmp_path / "b"), "--jobs", "2"], tmp_path)
+
+    def values(d):
+        rows = json.loads((tmp_path / d / "results.json").read_text())["rows"]
+        return {(r["method"], r["regime"]): r["value"] for r in rows}
+
+    a, b = values("a"), values("b")
+    assert set(a) == set(b) and {m for m, _ in a} >= {"ours", "no-closure"}
+    for key in a:
+        assert a[key] == pytest.approx(b[key], rel=1e-6), key
