@@ -193,6 +193,30 @@ def _tag(method: str, seed: int) -> str:
     return method if seed == 0 else f"{method}-seed{seed}"
 
 
+def _run_jobs(fn, tasks: list, jobs: int, on_done) -> None:
+    """``fn(task)`` for every task, ``jobs`` at a time in spawned processes (in this process
+    when ``jobs`` is 1); ``on_done(i, result, exc)`` as each finishes. One failure does not
+    stop the others."""
+    if jobs <= 1 or len(tasks) <= 1:
+        for i, task in enumerate(tasks):
+            try:
+                result = fn(task)
+            except Exception as exc:
+                log(traceback.format_exc())
+                on_done(i, None, exc)
+            else:
+                on_done(i, result, None)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
+        futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
+        for fut in as_completed(futures):
+            exc = fut.exception()
+            on_done(futures[fut], None if exc else fut.result(), exc)
+
+
 def _train_one(cfg_kwargs: dict) -> float:
     """Train one model (a process-pool task: plain arguments in); returns its wall seconds."""
     import torch
@@ -230,46 +254,44 @@ def train_all(scale: dict, out: Path, dirs: dict, systems, methods, seeds, devic
                     resume=(mdir / CHECKPOINT).exists(), progress=None if progress and jobs <= 1 else False,
                     **scale[system]["train_cfg"])))
 
-    def done(key, seconds, exc=None):
-        system, method, seed = key
+    def done(i, seconds, exc):
+        (system, method, seed), kw = todo[i]
         if exc is None:
-            models[key] = Path(dict(todo)[key]["out"])
+            models[(system, method, seed)] = Path(kw["out"])
             log(f"trained {system}/{method} seed {seed} ({seconds:.0f} s)")
         else:  # one failed method must not sink the table
-            models[key] = RuntimeError(f"{type(exc).__name__}: {exc}")
+            models[(system, method, seed)] = RuntimeError(f"{type(exc).__name__}: {exc}")
             log(f"FAILED {system}/{method} seed {seed}: {exc}")
 
-    if jobs <= 1 or len(todo) <= 1:
-        for key, kw in todo:
-            try:
-                done(key, _train_one(kw))
-            except Exception as exc:
-                log(traceback.format_exc())
-                done(key, 0.0, exc)
-        return models
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    with ProcessPoolExecutor(max_workers=min(jobs, len(todo)), mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_train_one, kw): key for key, kw in todo}
-        for fut in as_completed(futures):
-            exc = fut.exception()
-            done(futures[fut], 0.0 if exc else fut.result(), exc)
+    _run_jobs(_train_one, [kw for _, kw in todo], jobs, done)
     return models
 
 
-def evaluate_all(scale: dict, out: Path, dirs: dict, models: dict, systems, methods, seeds, device: str) -> list:
-    """Evaluate every model on every test set; one row per (system, method, seed, regime)."""
-    from openmm_closure.data import load
+def _evaluate_one(kwargs: dict) -> dict:
+    """Evaluate one model on one test set (a process-pool task)."""
+    import torch
+
     from openmm_closure.evaluation import evaluate
 
-    rows = []
+    torch.set_num_threads(1)
+    return evaluate(**kwargs)
+
+
+def evaluate_all(scale: dict, out: Path, dirs: dict, models: dict, systems, methods, seeds, device: str,
+                 jobs: int = 1) -> list:
+    """Evaluate every model on every test set; one row per (system, method, seed, regime).
+
+    ``jobs`` > 1 runs that many evaluations at once in spawned processes.
+    """
+    from openmm_closure.data import load
+
+    slots, todo = [], []  # slots: (base, a finished row or the index of a task in todo)
     for (system, method, seed), m in models.items():
         for regime in REGIMES:
             rdir = out / "reports" / system / _tag(method, seed) / regime
             base = {"system": system, "method": method, "regime": regime, "seed": seed}
             if isinstance(m, Exception):
-                rows.append({**base, "status": "failed", "value": None, "reason": str(m)})
+                slots.append((base, {**base, "status": "failed", "value": None, "reason": str(m)}))
                 continue
             cached = rdir / "metrics.json"
             if cached.exists():
@@ -278,18 +300,27 @@ def evaluate_all(scale: dict, out: Path, dirs: dict, models: dict, systems, meth
                 if (old.get("model"), old.get("n_trajectories"), old.get("samples")) == (
                         str(m), n_test, scale[system]["eval_samples"]) and "mean-curve-unshifted" in old.get(
                         "calibration", {}):
-                    rows.append({**old, "seed": seed})
-                    rows.extend(_model_free_rows(old, base))
+                    slots.append((base, {**old, "seed": seed}))
                     continue
-            try:
-                res = evaluate(m, dirs[(system, f"test-{regime}")], rdir,
-                               samples=scale[system]["eval_samples"], seed=0, device=device,
-                               plots=(seed == seeds[0]), overwrite=True)  # the cache check above decided
-            except Exception as exc:
-                res = {**base, "status": "failed", "value": None, "reason": f"{type(exc).__name__}: {exc}"}
-                log(f"evaluation FAILED {system}/{method}/{regime} seed {seed}: {exc}")
-            rows.append({**res, "seed": seed})
-            rows.extend(_model_free_rows(res, base))
+            slots.append((base, len(todo)))
+            todo.append((base, dict(model_dir=m, data_dir=dirs[(system, f"test-{regime}")], out_dir=rdir,
+                                    samples=scale[system]["eval_samples"], seed=0, device=device,
+                                    plots=(seed == seeds[0]), overwrite=True)))  # the cache check above decided
+    results = [None] * len(todo)
+
+    def done(i, res, exc):
+        base = todo[i][0]
+        if exc is not None:
+            res = {**base, "status": "failed", "value": None, "reason": f"{type(exc).__name__}: {exc}"}
+            log(f"evaluation FAILED {base['system']}/{base['method']}/{base['regime']} seed {base['seed']}: {exc}")
+        results[i] = {**res, "seed": base["seed"]}
+
+    _run_jobs(_evaluate_one, [kw for _, kw in todo], jobs, done)
+    rows = []
+    for base, slot in slots:
+        row = results[slot] if isinstance(slot, int) else slot
+        rows.append(row)
+        rows.extend(_model_free_rows(row, base))
     return rows
 
 
@@ -467,8 +498,8 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=2, help="simulation worker processes")
     p.add_argument("--simulate-only", action="store_true", help="stop after simulating the datasets")
     p.add_argument("--jobs", type=int, default=1,
-                   help="models trained at once, each in its own process with one torch thread "
-                        "(default 1; on a machine with C free cores, C)")
+                   help="models trained (then evaluated) at once, each in its own process with one torch "
+                        "thread (default 1; on a machine with C free cores, C)")
     p.add_argument("--seeds", type=int, default=None,
                    help="training seeds per method (default: 3 for small and medium, 1 otherwise); the table shows mean ± std")
     p.add_argument("--device", default="auto", help="torch device for training and evaluation")
@@ -514,7 +545,7 @@ def main(argv=None) -> int:
     seeds = list(range(n_seeds))
     models = train_all(scale, out, dirs, systems, methods, seeds, device, progress, args.jobs)
     t2 = time.time()
-    rows = evaluate_all(scale, out, dirs, models, systems, methods, seeds, device)
+    rows = evaluate_all(scale, out, dirs, models, systems, methods, seeds, device, args.jobs)
     t3 = time.time()
     floors = {s: mmd_floor(dirs, s, scale[s]["eval_samples"]) for s in systems if CATALOG[s].metric == "mmd"}
     text = tables(rows, systems, floors)
