@@ -95,7 +95,7 @@ SCALES = {
             "eval_samples": 4,
         },
     },
-    # planned for <= 3 h on 2 CPU cores, measured ~3.5 h (see the module docstring): particles2d
+    # planned for <= 3 h on 2 CPU cores; ~3.5 h (particles2d measured, lj-mixing estimated): particles2d
     # with 1,000 training trajectories at the small table's stage-1 cost (one random frame
     # per trajectory and epoch: 12,000 frame visits, like 32 x 31 x 12), lj-mixing in the
     # reference box (32 x 32, 529 atoms) for 20 ps, test sets sized by the MMD floor
