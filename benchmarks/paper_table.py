@@ -300,7 +300,7 @@ def evaluate_all(scale: dict, out: Path, dirs: dict, models: dict, systems, meth
                 n_test = len(load(dirs[(system, f"test-{regime}")]))
                 if (old.get("model"), old.get("n_trajectories"), old.get("samples")) == (
                         str(m), n_test, scale[system]["eval_samples"]) and "mean-curve-unshifted" in old.get(
-                        "calibration", {}):
+                        "calibration", {}) and "out_of_range" in old:
                     slots.append((base, {**old, "seed": seed}))
                     continue
             slots.append((base, len(todo)))
@@ -476,6 +476,12 @@ def tables(rows: list, systems, floors: dict | None = None) -> str:
         text += "\nRow by row (ours against the best other trained method, one seed std = the larger of the two):\n" + "\n".join(lines) + "\n"
     if notes:
         text += "\nN/A and failures:\n" + "\n".join(sorted(set(notes))) + "\n"
+    oor = [f"- {r['system']}, {r['regime']}, {LABELS[r['method']]} seed {r['seed']}: {o['rollouts']} of {o['of']} "
+           f"(test trajectories {o['trajectories']})"
+           for r in rows if (o := r.get("out_of_range")) and o["rollouts"] and r.get("method") in LABELS]
+    if oor:
+        text += ("\nRollouts that leave the training range of z (|z_scaled| > 1 + ood_margin; a diverging one "
+                 "dominates a mean):\n" + "\n".join(sorted(oor)) + "\n")
     text += "\n### The paper (SPEC §4)\n\n" + "\n".join(paper) + "\n"
     return text
 

@@ -236,6 +236,17 @@ def _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt, seed, no
     return rows
 
 
+def _out_of_range(model, raw: np.ndarray, k: int) -> dict:
+    """How many rollouts leave the range of z seen in training (:mod:`openmm_closure.guard`):
+    their values are extrapolations, and one that diverges can dominate a mean metric."""
+    from .guard import bound, members_out
+
+    limit = bound(model)
+    out = members_out(model.scale(raw).cpu(), limit)
+    return {"rollouts": int(out.sum()), "of": int(len(out)), "limit": limit,
+            "trajectories": sorted({int(i) // k for i in np.flatnonzero(out)})}
+
+
 def report_markdown(res: dict) -> str:
     """metrics.md: the result row, its calibration rows, and the diagnostic's reading."""
     rows = [res]
@@ -254,6 +265,11 @@ def report_markdown(res: dict) -> str:
             text += (f"| {comp} | " + " | ".join(f"{row[s_]:.2f}" for s_ in stats)
                      + f" | {row['joint']:.2f} | {diag['within_fraction'][j]:.2f} |\n")
         text += f"\nReading: {diag['reading']}.\n"
+    oor = res.get("out_of_range")
+    if oor and oor["rollouts"]:
+        text += (f"\nOut of range: {oor['rollouts']} of {oor['of']} rollouts leave the training range of z "
+                 f"(|z_scaled| > {oor['limit']:g}; test trajectories {oor['trajectories']}); their values "
+                 "are extrapolations.\n")
     if res.get("scale_note"):
         text += f"\nNote: {res['scale_note']}\n"
     return text
@@ -487,6 +503,7 @@ def evaluate(
     if not np.isclose(dt_data, model.dt, rtol=1e-6):
         result["note"] = f"test frame spacing {dt_data} ps differs from training {model.dt} ps"
     raw = _predict(model, model_dir, z0, k, steps, dt_data, seed, device, scheduler)  # (R*K, T, dim)
+    result["out_of_range"] = _out_of_range(model, raw, k)
     if not np.isfinite(raw).all():
         result.update(status="diverged", reason="the rollout produced NaN or inf")
         return write(result)

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["DEFAULT_MARGIN", "OutOfRangeWarning", "bound", "first_exit"]
+__all__ = ["DEFAULT_MARGIN", "OutOfRangeWarning", "bound", "first_exit", "members_out"]
 
 class OutOfRangeWarning(UserWarning):
     """A rollout left the range of z the model was trained on (its values are extrapolations)."""
@@ -52,3 +52,18 @@ def first_exit(scaled: Any, limit: float) -> Optional[tuple]:
     t = int(np.argmax(per_step))
     k, d = np.argwhere(out[:, t, :])[0]
     return t, int(k), int(d)
+
+
+def members_out(scaled: Any, limit: float) -> np.ndarray:
+    """Which members leave the allowed range at any time step.
+
+    Arguments:
+        scaled: (K, T, D) scaled states (numpy or torch).
+        limit: the allowed |z_scaled| (see :func:`bound`).
+
+    Returns:
+        (K,) bool: True where a component of that member is out of range at some step
+        (non-finite values count as out).
+    """
+    z = scaled.detach().cpu().numpy() if hasattr(scaled, "detach") else np.asarray(scaled)
+    return (~(np.abs(z) <= limit)).any(axis=(1, 2))

@@ -86,6 +86,26 @@ def test_mre_is_recomputed_from_an_independent_rollout(setup, tmp_path):
     assert res["metric_scale"] == "whole training set"
     expected = metrics.mre(np.stack(preds), ds.observables["energy"], lo, hi)
     assert res["value"] == pytest.approx(expected, rel=1e-6)
+    # the rollouts that leave the training range of z, counted on the same independent rollouts
+    from openmm_closure.guard import bound
+
+    limit = bound(model)
+    scaled = [model.rollout(model.state(np.asarray(ds.positions[r, 0]), ds.types[r]), F - 1)[0].numpy()
+              for r in range(len(ds))]
+    out = [r for r in range(len(ds)) if not (np.abs(scaled[r]) <= limit).all()]
+    assert res["out_of_range"] == {"rollouts": len(out), "of": len(ds), "limit": limit, "trajectories": out}
+
+
+def test_members_out_flags_every_member_that_leaves_the_range_once():
+    from openmm_closure.guard import members_out
+
+    z = np.zeros((4, 5, 2))
+    z[1, 3, 0] = 1.3     # out for one step, then back
+    z[2, 4, 1] = -1.2    # out on the last step, negative side
+    z[3, 0, 0] = np.nan  # non-finite counts as out
+    assert members_out(z, 1.25).tolist() == [False, True, False, True]
+    assert members_out(z, 1.1).tolist() == [False, True, True, True]
+    assert members_out(np.zeros((2, 3, 1)), 1.0).tolist() == [False, False]
 
 
 def test_permutation_overlay_ours_on_top_aug_apart(setup, tmp_path):
