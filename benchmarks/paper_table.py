@@ -112,7 +112,7 @@ SCALES = {
             "eval_samples": 1,
         },
         "lj-mixing": {
-            "train": 64, "test": 64,   # 64 test trajectories x 4 rollouts: perfect-model floor ~7e-3 (mmd_floor.py)
+            "train": 64, "test": 64,   # 64 test trajectories x 4 rollouts: perfect-model floor ~6e-3 in this box
             "sim": {"steps": 10_000, "report_interval": 100, "relax_steps": 3000},
             "n": {},
             "params": {},
@@ -203,7 +203,7 @@ def _run_jobs(fn, tasks: list, jobs: int, on_done) -> None:
             try:
                 result = fn(task)
             except Exception as exc:
-                log(traceback.format_exc())
+                log("".join(traceback.format_exception(exc)))
                 on_done(i, None, exc)
             else:
                 on_done(i, result, None)
@@ -215,6 +215,8 @@ def _run_jobs(fn, tasks: list, jobs: int, on_done) -> None:
         futures = {pool.submit(fn, task): i for i, task in enumerate(tasks)}
         for fut in as_completed(futures):
             exc = fut.exception()
+            if exc is not None:  # the worker's traceback travels as the exception's cause
+                log("".join(traceback.format_exception(exc)))
             on_done(futures[fut], None if exc else fut.result(), exc)
 
 

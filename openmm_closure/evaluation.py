@@ -242,7 +242,7 @@ def _out_of_range(model, raw: np.ndarray, k: int) -> dict:
     from .guard import bound, members_out
 
     limit = bound(model)
-    out = members_out(model.scale(raw).cpu(), limit)
+    out = members_out(model.scale(raw), limit)
     return {"rollouts": int(out.sum()), "of": int(len(out)), "limit": limit,
             "trajectories": sorted({int(i) // k for i in np.flatnonzero(out)})}
 

@@ -44,8 +44,7 @@ def first_exit(scaled: Any, limit: float) -> Optional[tuple]:
         ``(step, member, component)`` of the first exit (non-finite values count as out),
         or None when every state stays inside.
     """
-    z = scaled.detach().cpu().numpy() if hasattr(scaled, "detach") else np.asarray(scaled)
-    out = ~(np.abs(z) <= limit)  # NaN counts as out
+    out = _outside(scaled, limit)
     if not out.any():
         return None
     per_step = out.any(axis=(0, 2))
@@ -65,5 +64,10 @@ def members_out(scaled: Any, limit: float) -> np.ndarray:
         (K,) bool: True where a component of that member is out of range at some step
         (non-finite values count as out).
     """
+    return _outside(scaled, limit).any(axis=(1, 2))
+
+
+def _outside(scaled: Any, limit: float) -> np.ndarray:
+    """(K, T, D) bool: |z_scaled| > limit, NaN counting as out (numpy or torch input)."""
     z = scaled.detach().cpu().numpy() if hasattr(scaled, "detach") else np.asarray(scaled)
-    return (~(np.abs(z) <= limit)).any(axis=(1, 2))
+    return ~(np.abs(z) <= limit)
