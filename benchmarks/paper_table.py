@@ -433,7 +433,10 @@ def tables(rows: list, systems, floors: dict | None = None) -> str:
     n_seeds = len({r.get("seed", 0) for r in rows})
     head = "| task, regime | " + " | ".join(LABELS[m] for m in COLUMNS) + " |"
     sep = "|---" * (len(COLUMNS) + 1) + "|"
-    ours = [head, sep]
+    # the floor column: a perfect model's expected score on that test set (MMD rows only;
+    # a deterministic rollout's MRE has no finite-ensemble floor)
+    floor_of = {(s, r): v for s, f in (floors or {}).items() for r, v in f.get("perfect_model", {}).items()}
+    ours = [head[:-1] + "| floor (perfect model) |", sep + "---|"] if floor_of else [head, sep]
     notes = []
     for system in systems:
         for regime in REGIMES:
@@ -453,6 +456,9 @@ def tables(rows: list, systems, floors: dict | None = None) -> str:
             if vals:
                 best = min(vals, key=vals.get)
                 cells[COLUMNS.index(best)] = f"**{cells[COLUMNS.index(best)]}**"
+            if floor_of:
+                f = floor_of.get((system, regime))
+                cells.append(_fmt(f) if f is not None else "—")
             ours.append(f"| {ROW_NAMES[system]}, {regime} | " + " | ".join(cells) + " |")
     paper = [head, sep]
     for system in systems:
@@ -464,7 +470,8 @@ def tables(rows: list, systems, floors: dict | None = None) -> str:
             "\nCalibration columns: no closure = the same stage 2 on the observables alone (the column the "
             "closure must beat); mean curve = the training set's mean curve shifted to each test trajectory's "
             "first value; mean curve, unshifted = that curve itself; constant = the first value held (no model). The energy MRE is scaled by the whole "
-            "training set's range.\n")
+            "training set's range." + (" Floor = the score a perfect model is expected to get on that test set (below)."
+                                       if floor_of else "") + "\n")
     for system, f in (floors or {}).items():
         pm = f.get("perfect_model", {})
         text += (f"\nFinite-ensemble floor of the {ROW_NAMES[system]} (`benchmarks/mmd_floor.py`): a perfect model "

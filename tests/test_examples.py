@@ -104,3 +104,27 @@ def test_paper_table_parallel_training_equals_serial(tmp_path):
     assert set(a) == set(b) and {m for m, _ in a} >= {"ours", "no-closure"}
     for key in a:
         assert a[key] == pytest.approx(b[key], rel=1e-6), key
+
+
+def test_paper_table_prints_the_floor_beside_the_mixing_rows():
+    """The floor column holds each MMD row's perfect-model floor and never wins a row;
+    the energy rows, which have no finite-ensemble floor, show a dash."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("paper_table", ROOT / "benchmarks" / "paper_table.py")
+    pt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pt)
+    rows = [{"system": s, "method": m, "regime": "in-dst", "seed": k, "status": "ok", "value": v + 1e-4 * k}
+            for s, vals in (("lj-mixing", {"ours": 2e-2, "inve": 3e-2}), ("particles2d", {"ours": 4e-4, "inve": 5e-4}))
+            for m, v in vals.items() for k in (0, 1)]
+    floors = {"lj-mixing": {"perfect_model": {"in-dst": 5.7e-3}, "samples": 4,
+                            "two_ensembles": {"value": 1.1e-2, "sizes": [64, 64]}}}
+    text = pt.tables(rows, ["particles2d", "lj-mixing"], floors)
+    ours_part = text.split("The paper")[0]
+    lines = {ln.split(" |")[0]: ln for ln in ours_part.splitlines() if ln.startswith("| ")}
+    assert lines["| task, regime"].endswith("| floor (perfect model) |")
+    mix = lines["| mixing MMD, in-dst"].split(" | ")
+    assert mix[-1] == "5.70e-03 |" and "**2.00e-02 ± 5.0e-05**" in lines["| mixing MMD, in-dst"]
+    assert lines["| energy MRE, in-dst"].endswith("| — |")
+    assert "ours / floor = 3.5" in text  # the verdict line relates ours to the floor
+    assert "floor (perfect model)" not in text.split("The paper")[-1]  # the paper's table has no such column
