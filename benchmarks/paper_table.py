@@ -485,8 +485,11 @@ def tables(rows: list, systems, floors: dict | None = None) -> str:
         text += "\nRow by row (ours against the best other trained method, one seed std = the larger of the two):\n" + "\n".join(lines) + "\n"
     if notes:
         text += "\nN/A and failures:\n" + "\n".join(sorted(set(notes))) + "\n"
+    def which(t: list) -> str:  # name a few trajectories; a count says enough for many
+        return f"test trajectories {t}" if len(t) <= 8 else f"from {len(t)} test trajectories"
+
     oor = [f"- {r['system']}, {r['regime']}, {LABELS[r['method']]} seed {r['seed']}: {o['rollouts']} of {o['of']} "
-           f"(test trajectories {o['trajectories']})"
+           f"({which(o['trajectories'])})"
            for r in rows if (o := r.get("out_of_range")) and o["rollouts"] and r.get("method") in LABELS]
     if oor:
         text += ("\nRollouts that leave the training range of z (|z_scaled| > 1 + ood_margin; a diverging one "
