@@ -25,8 +25,9 @@ reference N and horizon but few replicas; the mixture in a 26 x 12 nm box (26 x 
 diff-N, the reference's 32 -> 26 shrink applied to y) for 20 ps instead of 200 ps, and
 small networks. The half_l intervals scale with Lx (in-dst 10/32-22/32 of Lx, diff-init
 8/32-10/32 or 22/32-24/32), so at Lx = 26 the A/B boundary starts 8.1-17.9 nm (in-dst).
-``--scale medium`` (about 3.5 h on 2 CPU cores with ``--jobs 2``: the particles2d half ran
-in 1 h 35 min plus ~20 min for its training set; the lj-mixing half is estimated):
+``--scale medium`` (about 3 h 15 min on 2 CPU cores with ``--jobs 2``, measured in parts:
+particles2d 1 h 35 min plus ~20 min for its training set; lj-mixing ~64 min of simulation,
+12 min for its 18 models and 2 min of evaluation):
 particles2d with 1,000 training trajectories at the small table's stage-1 cost, 64 per test set; lj-mixing in
 the reference box (32 x 32, 529 atoms; 32 x 26 for diff-N) for 20 ps, 64 training and 64
 per test set (a perfect model's MMD floor at 64 test trajectories is ~6e-3; the
@@ -95,7 +96,7 @@ SCALES = {
             "eval_samples": 4,
         },
     },
-    # planned for <= 3 h on 2 CPU cores; ~3.5 h (particles2d measured, lj-mixing estimated): particles2d
+    # planned for <= 3 h on 2 CPU cores; measured ~3 h 15 min (see the module docstring): particles2d
     # with 1,000 training trajectories at the small table's stage-1 cost (one random frame
     # per trajectory and epoch: 12,000 frame visits, like 32 x 31 x 12), lj-mixing in the
     # reference box (32 x 32, 529 atoms) for 20 ps, test sets sized by the MMD floor
