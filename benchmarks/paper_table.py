@@ -303,7 +303,8 @@ def evaluate_all(scale: dict, out: Path, dirs: dict, models: dict, systems, meth
                 n_test = len(load(dirs[(system, f"test-{regime}")]))
                 if (old.get("model"), old.get("n_trajectories"), old.get("samples")) == (
                         str(m), n_test, scale[system]["eval_samples"]) and "mean-curve-unshifted" in old.get(
-                        "calibration", {}) and "out_of_range" in old:
+                        "calibration", {}) and "out_of_range" in old and (
+                        old.get("metric") != "mmd" or "spread_ratio" in old.get("extra", {})):
                     slots.append((base, {**old, "seed": seed}))
                     continue
             slots.append((base, len(todo)))
@@ -428,6 +429,32 @@ def aggregate(rows: list) -> dict:
     return agg
 
 
+def spread_table(rows: list, systems) -> str:
+    """Markdown: each trained method's spread at the last frame (predicted std / simulated
+    std, averaged over the observables; mean over seeds) for the rows that carry it."""
+    import numpy as np
+
+    cells: dict = {}
+    for r in rows:
+        sr = r.get("spread_ratio") or (r.get("extra") or {}).get("spread_ratio")
+        if r.get("method") in METHODS and sr and all(v is not None for v in sr):
+            cells.setdefault((r["system"], r["regime"]), {}).setdefault(r["method"], []).append(float(np.mean(sr)))
+    if not cells:
+        return ""
+    methods = [m for m in METHODS if any(m in c for c in cells.values())]
+    out = ["| regime | " + " | ".join(LABELS[m] for m in methods) + " |", "|---" * (len(methods) + 1) + "|"]
+    for system in systems:
+        for regime in REGIMES:
+            c = cells.get((system, regime))
+            if c:
+                out.append(f"| {ROW_NAMES[system]}, {regime} | " + " | ".join(
+                    (f"{np.mean(c[m]):.2f}" + (f" ({', '.join(f'{v:.2f}' for v in c[m])})" if len(c[m]) > 1 else ""))
+                    if m in c else "—" for m in methods) + " |")
+    return ("\nSpread at the last frame (predicted ensemble's std / simulated std, mean over the observables; "
+            "mean over seeds, then each seed): 1 is right, above 1 the rollouts spread too wide, which the MMD "
+            "punishes however good their mean.\n\n" + "\n".join(out) + "\n")
+
+
 def tables(rows: list, systems, floors: dict | None = None) -> str:
     """Markdown: our table (mean over seeds ± std; best mean per row in bold) and the paper's."""
     agg = aggregate(rows)
@@ -481,6 +508,7 @@ def tables(rows: list, systems, floors: dict | None = None) -> str:
                  + f"; two independent simulated in-dst ensembles ({f['two_ensembles']['sizes'][0]} vs "
                  f"{f['two_ensembles']['sizes'][1]} trajectories) score {_fmt(f['two_ensembles']['value'])}; "
                  "differences below a few times the floor are not resolved.\n")
+    text += spread_table(rows, systems)
     lines = verdicts(rows, systems, floors)
     if lines:
         text += "\nRow by row (ours against the best other trained method, one seed std = the larger of the two):\n" + "\n".join(lines) + "\n"
@@ -572,7 +600,9 @@ def main(argv=None) -> int:
     timing = {"simulate_s": t1 - t0, "train_s": t2 - t1, "evaluate_s": t3 - t2, "total_s": t3 - t0}
     print(text)
     print("wall time this run: " + ", ".join(f"{k} {v:.0f}" for k, v in timing.items()) + " (cached steps take ~0 s)")
-    slim = [{k: v for k, v in r.items() if k not in ("over_time", "extra")} for r in rows]
+    slim = [{**{k: v for k, v in r.items() if k not in ("over_time", "extra")},
+             **({"spread_ratio": r["extra"]["spread_ratio"]} if "spread_ratio" in (r.get("extra") or {}) else {})}
+            for r in rows]
     summary = {"/".join(k): v for k, v in aggregate(rows).items()}
     (out / "results.json").write_text(json.dumps({"scale": args.scale, "sizes": sizes, "timing": timing,
                                                   "rows": slim, "summary": summary, "seeds": seeds, "mmd_floor": floors, "paper": {f"{k[0]}/{k[1]}": v for k, v in PAPER.items()}},

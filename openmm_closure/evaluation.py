@@ -265,6 +265,11 @@ def report_markdown(res: dict) -> str:
             text += (f"| {comp} | " + " | ".join(f"{row[s_]:.2f}" for s_ in stats)
                      + f" | {row['joint']:.2f} | {diag['within_fraction'][j]:.2f} |\n")
         text += f"\nReading: {diag['reading']}.\n"
+    spread = (res.get("extra") or {}).get("spread_ratio")
+    if spread:
+        text += ("\nSpread at the last frame, predicted std / simulated std: "
+                 + ", ".join(f"{n} {_format(v)}" for n, v in zip(res.get("observables", []), spread))
+                 + " (1 = the simulated ensemble's width).\n")
     oor = res.get("out_of_range")
     if oor and oor["rollouts"]:
         text += (f"\nOut of range: {oor['rollouts']} of {oor['of']} rollouts leave the training range of z "
@@ -527,7 +532,12 @@ def evaluate(
     elif kind == "mmd":
         over = metrics.mmd_over_time(pred, true)
         result["value"] = float(over.mean())
-        result["extra"] = {"sigmas": list(metrics.MMD_SIGMAS)}
+        # the predicted ensemble's spread at the last frame against the simulated one, per
+        # observable: an SDE that spreads too wide loses the MMD however good its mean
+        with np.errstate(divide="ignore", invalid="ignore"):
+            spread = pred[:, -1].std(0) / true[:, -1].std(0)
+        result["extra"] = {"sigmas": list(metrics.MMD_SIGMAS),
+                           "spread_ratio": [float(v) if np.isfinite(v) else None for v in spread]}
     else:
         j = names.index("extension") if "extension" in names else 0
         over = np.abs(metrics.extension_stats(pred[..., j])[0] - metrics.extension_stats(true[..., j])[0])

@@ -148,6 +148,9 @@ def test_mmd_path_for_the_mixture(tmp_path):
     by_hand = [np.mean([k(p, p, s).mean() + k(t, t, s).mean() - 2 * k(p, t, s).mean()
                         for s in metrics.MMD_SIGMAS]) for p, t in zip(pred.transpose(1, 0, 2), true.transpose(1, 0, 2))]
     assert res["over_time"] == pytest.approx(by_hand, rel=1e-6, abs=1e-12)
+    # the spread ratio at the last frame, from the same hand rollout
+    assert res["extra"]["spread_ratio"] == pytest.approx(list(pred[:, -1].std(0) / true[:, -1].std(0)), rel=1e-6)
+    assert "Spread at the last frame" in (tmp_path / "rep" / "metrics.md").read_text()
     # frame 0: every member starts at its replica's z̄, so the two ensembles coincide
     assert res["over_time"][0] < 1e-9 < max(res["over_time"])
 

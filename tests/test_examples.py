@@ -117,14 +117,23 @@ def test_paper_table_prints_the_floor_beside_the_mixing_rows():
     rows = [{"system": s, "method": m, "regime": "in-dst", "seed": k, "status": "ok", "value": v + 1e-4 * k}
             for s, vals in (("lj-mixing", {"ours": 2e-2, "inve": 3e-2}), ("particles2d", {"ours": 4e-4, "inve": 5e-4}))
             for m, v in vals.items() for k in (0, 1)]
+    for r in rows:  # the mixing rows carry the spread at the last frame (two observables)
+        if r["system"] == "lj-mixing":
+            r["extra"] = {"spread_ratio": [1.0 + r["seed"], 2.0 + r["seed"]] if r["method"] == "ours" else [1.1, 1.3]}
     floors = {"lj-mixing": {"perfect_model": {"in-dst": 5.7e-3}, "samples": 4,
                             "two_ensembles": {"value": 1.1e-2, "sizes": [64, 64]}}}
     text = pt.tables(rows, ["particles2d", "lj-mixing"], floors)
     ours_part = text.split("The paper")[0]
-    lines = {ln.split(" |")[0]: ln for ln in ours_part.splitlines() if ln.startswith("| ")}
+    lines: dict = {}
+    for ln in ours_part.splitlines():  # the first table's rows (the spread table repeats the row names)
+        if ln.startswith("| "):
+            lines.setdefault(ln.split(" |")[0], ln)
     assert lines["| task, regime"].endswith("| floor (perfect model) |")
     mix = lines["| mixing MMD, in-dst"].split(" | ")
     assert mix[-1] == "5.70e-03 |" and "**2.00e-02 ± 5.0e-05**" in lines["| mixing MMD, in-dst"]
     assert lines["| energy MRE, in-dst"].endswith("| — |")
     assert "ours / floor = 3.5" in text  # the verdict line relates ours to the floor
-    assert "floor (perfect model)" not in text.split("The paper")[-1]  # the paper's table has no such column
+    assert "floor (perfect model)" not in text.split("The paper")[-1]
+    # the spread table: ours' seeds average (1+2)/2 = 1.5 and (2+3)/2 = 2.5, mean 2.0; InvE 1.2
+    assert "| mixing MMD, in-dst | InvE" not in text and "| regime | InvE | ours |" in text
+    assert "| mixing MMD, in-dst | 1.20 (1.20, 1.20) | 2.00 (1.50, 2.50) |" in text  # the paper's table has no such column
