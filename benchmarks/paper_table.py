@@ -429,6 +429,11 @@ def aggregate(rows: list) -> dict:
     return agg
 
 
+def _which_trajectories(t: list) -> str:
+    """Name a few test trajectories; for many, a count says enough."""
+    return f"test trajectories {t}" if len(t) <= 8 else f"from {len(t)} test trajectories"
+
+
 def spread_table(rows: list, systems) -> str:
     """Markdown: each trained method's spread at the last frame (predicted std / simulated
     std, averaged over the observables; mean over seeds) for the rows that carry it."""
@@ -436,7 +441,7 @@ def spread_table(rows: list, systems) -> str:
 
     cells: dict = {}
     for r in rows:
-        sr = r.get("spread_ratio") or (r.get("extra") or {}).get("spread_ratio")
+        sr = (r.get("extra") or {}).get("spread_ratio")
         if r.get("method") in METHODS and sr and all(v is not None for v in sr):
             cells.setdefault((r["system"], r["regime"]), {}).setdefault(r["method"], []).append(float(np.mean(sr)))
     if not cells:
@@ -514,11 +519,8 @@ def tables(rows: list, systems, floors: dict | None = None) -> str:
         text += "\nRow by row (ours against the best other trained method, one seed std = the larger of the two):\n" + "\n".join(lines) + "\n"
     if notes:
         text += "\nN/A and failures:\n" + "\n".join(sorted(set(notes))) + "\n"
-    def which(t: list) -> str:  # name a few trajectories; a count says enough for many
-        return f"test trajectories {t}" if len(t) <= 8 else f"from {len(t)} test trajectories"
-
     oor = [f"- {r['system']}, {r['regime']}, {LABELS[r['method']]} seed {r['seed']}: {o['rollouts']} of {o['of']} "
-           f"({which(o['trajectories'])})"
+           f"({_which_trajectories(o['trajectories'])})"
            for r in rows if (o := r.get("out_of_range")) and o["rollouts"] and r.get("method") in LABELS]
     if oor:
         text += ("\nRollouts that leave the training range of z (|z_scaled| > 1 + ood_margin; a diverging one "
