@@ -211,7 +211,7 @@ def _predict(model, model_dir, z0: np.ndarray, k: int, steps: int, dt: float, se
 
 
 def _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt, seed, no_closure, device,
-                 client=None) -> dict:
+                 client=None, frames=None) -> dict:
     """{row name: {"value", "note"?}} of the calibration rows (see the module docstring)."""
     rows: dict[str, dict] = {}
     if no_closure is not None:
@@ -227,13 +227,88 @@ def _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt, seed, no
         else:
             rows["no-closure"] = {"value": _score(kind, pred, true, lo, hi, kk)[0], "model": str(no_closure)}
     mc = model.spec.observable_mean_curve
-    preds = calibration_predictions(true, mc if mc else None)
+    if mc and frames is not None:  # the training mean curve at the scored frames
+        mc = np.asarray(mc, dtype=np.float64)
+        mc = mc[np.minimum(frames, len(mc) - 1)]
+    preds = calibration_predictions(true, mc if mc is not None and len(mc) else None)
     if "mean-curve" not in preds:
         rows["mean-curve"] = {"value": None, "note": "the model predates observable_mean_curve"}
     for name in ("mean-curve", "mean-curve-unshifted", "constant"):
         if name in preds:
             rows[name] = {"value": _score(kind, preds[name], true, lo, hi, 1)[0]}
     return rows
+
+
+def _scored_frames(model, times: np.ndarray, result: dict) -> tuple[np.ndarray, float]:
+    """The test frames a rollout is compared at, and its step (ps).
+
+    The dynamics steps by ``model.dt`` (the training step, ``stage2_step`` frame spacings):
+    when that is a whole number m of the test data's frame spacing the rollout steps by it
+    and is scored at frames 0, m, 2m, ...; otherwise it steps by the test spacing (every
+    frame) and the result carries a note.
+    """
+    dt_data = float(times[1] - times[0]) if len(times) > 1 else model.dt
+    m = int(round(model.dt / dt_data))
+    if m >= 1 and np.isclose(m * dt_data, model.dt, rtol=1e-6):
+        return np.arange(0, len(times), m), float(model.dt)
+    result["note"] = (f"the model's step {model.dt} ps is not a whole number of the test frame spacing "
+                      f"{dt_data} ps: rolled out at the test spacing")
+    return np.arange(len(times)), dt_data
+
+
+def _ensemble_calibration(pred: np.ndarray, true: np.ndarray) -> dict:
+    """Calibration of the predicted ensemble (K, T, M) against the simulated one (R, T, M):
+    the spread ratio over time, the coverage of central intervals (50% and 90%, and a
+    reliability curve over levels 0.1 .. 0.9), and which observables leave the band
+    :data:`~openmm_closure.metrics.CALIBRATION_BAND` at the last frame."""
+    from . import metrics
+
+    levels = [round(0.1 * i, 1) for i in range(1, 10)]
+    ratio = metrics.spread_ratio_over_time(pred, true)  # (T, M)
+    cover = metrics.interval_coverage(pred, true, levels)
+    lo, hi = metrics.CALIBRATION_BAND
+    last = ratio[-1]
+    return {
+        "spread_ratio_over_time": [[None if not np.isfinite(v) else float(v) for v in row] for row in ratio],
+        "spread_ratio_mean": [float(np.nanmean(ratio[1:, j])) if len(ratio) > 1 else None
+                              for j in range(ratio.shape[1])],
+        "levels": levels,
+        "coverage": [float(c) for c in cover],
+        "coverage_50": float(cover[levels.index(0.5)]),
+        "coverage_90": float(cover[levels.index(0.9)]),
+        "band": [lo, hi],
+        "outside_band": [bool(np.isfinite(v) and not lo <= v <= hi) for v in last],
+    }
+
+
+def _reliability_plot(out: Path, result: dict, times, cal: dict, names) -> str:
+    """calibration.png: the spread ratio over time (with the band) and the reliability
+    curve (observed coverage against the nominal level)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ratio = np.asarray([[np.nan if v is None else v for v in row] for row in cal["spread_ratio_over_time"]])
+    for j, name in enumerate(names):
+        a.plot(times[1:len(ratio)], ratio[1:, j], label=name)
+    a.axhspan(*cal["band"], color="0.85", zorder=0, label="band")
+    a.axhline(1.0, color="k", lw=0.8)
+    a.set_xlabel("time (ps)")
+    a.set_ylabel("predicted std / simulated std")
+    a.legend(fontsize=8)
+    b.plot([0, 1], [0, 1], "k--", lw=0.8, label="calibrated")
+    b.plot(cal["levels"], cal["coverage"], "o-", label="observed")
+    b.set_xlabel("nominal central-interval level")
+    b.set_ylabel("share of simulated members inside")
+    b.legend(fontsize=8)
+    fig.suptitle(f"{result['method']} on {result['data_name']}: calibration")
+    fig.tight_layout()
+    path = str(out / "calibration.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def _out_of_range(model, raw: np.ndarray, k: int) -> dict:
@@ -270,6 +345,19 @@ def report_markdown(res: dict) -> str:
         text += ("\nSpread at the last frame, predicted std / simulated std: "
                  + ", ".join(f"{n} {_format(v)}" for n, v in zip(res.get("observables", []), spread))
                  + " (1 = the simulated ensemble's width).\n")
+    cal = (res.get("extra") or {}).get("calibration")
+    if cal:
+        obs = res.get("observables", [])
+        text += (f"\nCalibration: central 50% intervals hold {cal['coverage_50']:.0%} and 90% intervals "
+                 f"{cal['coverage_90']:.0%} of the simulated members; mean spread ratio over time "
+                 + ", ".join(f"{n} {_format(v)}" for n, v in zip(obs, cal["spread_ratio_mean"])) + ".\n")
+        flagged = [n for n, f in zip(obs, cal["outside_band"]) if f]
+        if flagged:
+            lo, hi = cal["band"]
+            text += (f"\n**Flag**: the last-frame spread ratio of {', '.join(flagged)} is outside [{lo}, {hi}]: "
+                     "the predicted ensemble is " + ("too wide" if any(
+                         v is not None and v > hi for v, f in zip(spread or [], cal["outside_band"]) if f)
+                         else "too narrow") + ".\n")
     oor = res.get("out_of_range")
     if oor and oor["rollouts"]:
         text += (f"\nOut of range: {oor['rollouts']} of {oor['of']} rollouts leave the training range of z "
@@ -502,11 +590,10 @@ def evaluate(
         result.update(status="n/a", reason=str(exc).split("\n")[0])
         return write(result)
 
-    steps = int(ds.n_frames) - 1
     times = np.asarray(ds.times, dtype=np.float64)
-    dt_data = float(times[1] - times[0]) if len(times) > 1 else model.dt
-    if not np.isclose(dt_data, model.dt, rtol=1e-6):
-        result["note"] = f"test frame spacing {dt_data} ps differs from training {model.dt} ps"
+    frames, dt_data = _scored_frames(model, times, result)
+    steps = len(frames) - 1
+    times = times[frames]
     raw = _predict(model, model_dir, z0, k, steps, dt_data, seed, device, scheduler)  # (R*K, T, dim)
     result["out_of_range"] = _out_of_range(model, raw, k)
     if not np.isfinite(raw).all():
@@ -514,6 +601,7 @@ def evaluate(
         return write(result)
     pred = raw[..., : model.macro_dim]  # (R*K, T, M)
     true = np.stack([np.asarray(ds.observables[n_], dtype=np.float64)[replicas] for n_ in names], -1)
+    true = true[:, frames]
 
     lo, hi, whole = metric_range(model)
     result["metric_scale"] = "whole training set" if whole else "training replicas after the validation split"
@@ -538,6 +626,8 @@ def evaluate(
             spread = pred[:, -1].std(0) / true[:, -1].std(0)
         result["extra"] = {"sigmas": list(metrics.MMD_SIGMAS),
                            "spread_ratio": [float(v) if np.isfinite(v) else None for v in spread]}
+        if stochastic and len(pred) > 1:
+            result["extra"]["calibration"] = _ensemble_calibration(pred, true)
     else:
         j = names.index("extension") if "extension" in names else 0
         over = np.abs(metrics.extension_stats(pred[..., j])[0] - metrics.extension_stats(true[..., j])[0])
@@ -549,7 +639,7 @@ def evaluate(
                            "true_mean": tm_.tolist(), "true_std": ts_.tolist()}
     result["over_time"] = np.asarray(over).tolist()
     result["calibration"] = _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt_data, seed,
-                                         no_closure, device, scheduler)
+                                         no_closure, device, scheduler, frames)
     if diagnostic:
         from .diagnostics import diagnose
 
@@ -566,4 +656,7 @@ def evaluate(
         result["permutation_curve_spread"] = float(np.max(np.abs(perm_curves - perm_curves[0])))
     if plots:
         result["plots"] = _plots(out, result, times, pred, true, over, perm_curves, names)
+        cal = (result.get("extra") or {}).get("calibration")
+        if cal:
+            result["plots"]["reliability"] = _reliability_plot(out, result, times, cal, names)
     return write(result)

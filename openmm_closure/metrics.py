@@ -12,6 +12,9 @@ r"""The paper's metrics (SPEC §3), numpy only.
   (the V-statistic's expectation for two independent samples of one distribution).
 - :func:`extension_stats`, :func:`moment_errors`: mean and standard deviation of the
   polymer extension over time (SPEC §3C) and their distance to the simulation's.
+- :func:`spread_ratio_over_time`, :func:`interval_coverage`: calibration of a predicted
+  ensemble against a simulated one (is it as wide as the simulation, do its central
+  intervals hold the simulated members as often as they claim).
 
 This module never imports torch or openmm.
 
@@ -40,7 +43,13 @@ __all__ = [
     "mmd_floor",
     "extension_stats",
     "moment_errors",
+    "CALIBRATION_BAND",
+    "spread_ratio_over_time",
+    "interval_coverage",
 ]
+
+#: a predicted/simulated spread ratio outside this band is flagged by ``evaluate``
+CALIBRATION_BAND: tuple[float, float] = (0.8, 1.25)
 
 #: RBF bandwidths of the MMD (SPEC §3B), in the observable's units
 MMD_SIGMAS: tuple[float, ...] = (0.01, 0.05, 0.25, 1.25)
@@ -294,3 +303,69 @@ def moment_errors(pred, true) -> dict:
         "mean_abs_error_std": float(np.mean(np.abs(ps - ts))),
         "rel_error_mean": float(np.sum((pm - tm) ** 2) / den) if den > 0 else float("nan"),
     }
+
+
+def spread_ratio_over_time(pred, true) -> np.ndarray:
+    """Predicted over simulated ensemble standard deviation at every time.
+
+    Arguments:
+        pred: (K, T, M) predicted ensemble; true: (R, T, M) simulated ensemble (raw units).
+
+    Returns:
+        (T, M): std_pred / std_true (NaN where the simulated std is zero). 1 is a
+        perfectly wide ensemble; above 1 too wide, below too narrow.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> r = spread_ratio_over_time(2 * rng.standard_normal((4000, 3, 1)), rng.standard_normal((4000, 3, 1)))
+        >>> bool(np.all(np.abs(r - 2) < 0.15))
+        True
+    """
+    p, t = _ensembles(pred, true)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = p.std(0) / t.std(0)
+    return np.where(np.isfinite(ratio), ratio, np.nan)
+
+
+def interval_coverage(pred, true, levels: Sequence[float] = (0.5, 0.9), skip_first: bool = True) -> np.ndarray:
+    """How often the simulated members fall inside the predicted ensemble's central intervals.
+
+    At each time and for each observable, the central interval of level p is the predicted
+    ensemble's [(1 - p)/2, (1 + p)/2] quantile range; the coverage is the share of
+    simulated members inside it, pooled over times and observables. A calibrated ensemble
+    covers a share p; more means too wide, less too narrow or biased.
+
+    Arguments:
+        pred: (K, T, M) predicted ensemble; true: (R, T, M) simulated ensemble.
+        levels: nominal levels p in (0, 1).
+        skip_first: leave out frame 0 (every member starts from a simulated state).
+
+    Returns:
+        (len(levels),) observed coverage.
+
+    Example:
+        >>> rng = np.random.default_rng(1)
+        >>> c = interval_coverage(rng.standard_normal((4000, 2, 1)), rng.standard_normal((4000, 2, 1)))
+        >>> bool(np.all(np.abs(c - [0.5, 0.9]) < 0.03))
+        True
+    """
+    p, t = _ensembles(pred, true)
+    if skip_first and p.shape[1] > 1:
+        p, t = p[:, 1:], t[:, 1:]
+    out = []
+    for level in levels:
+        if not 0 < float(level) < 1:
+            raise ValueError(f"interval levels must be in (0, 1), got {level}")
+        lo = np.quantile(p, (1 - level) / 2, axis=0)  # (T, M)
+        hi = np.quantile(p, (1 + level) / 2, axis=0)
+        out.append(float(((t >= lo[None]) & (t <= hi[None])).mean()))
+    return np.asarray(out)
+
+
+def _ensembles(pred, true) -> tuple[np.ndarray, np.ndarray]:
+    """Two ensembles (K, T, M) and (R, T, M) as float64, checked to share T and M."""
+    p = np.asarray(pred, dtype=np.float64)
+    t = np.asarray(true, dtype=np.float64)
+    if p.ndim != 3 or t.ndim != 3 or p.shape[1:] != t.shape[1:] or not len(p) or not len(t):
+        raise ValueError(f"pred and true must be (K, T, M) and (R, T, M) ensembles, got {p.shape} and {t.shape}")
+    return p, t

@@ -284,9 +284,10 @@ class InvEObjective(Objective):
         count, rows = batch.draws()  # the whole step's pairs are drawn, this share's kept
         reps = np.asarray(f.train)
         r = reps[torch.randint(len(reps), (count,), generator=generator).numpy()[rows]]
-        t = torch.randint(f.n_frames - 1, (count,), generator=generator).numpy()[rows]
+        step = int(getattr(self.config, "stage2_step", 1))  # frames per dynamics step (model.dt)
+        t = torch.randint(f.n_frames - step, (count,), generator=generator).numpy()[rows]
         now = np.stack([r, t], 1).astype(np.int64)
-        nxt = np.stack([r, t + 1], 1).astype(np.int64)
+        nxt = np.stack([r, t + step], 1).astype(np.int64)
         z0 = torch.cat([self._zbar(now), self._encode(now)], -1)
         z1 = torch.cat([self._zbar(nxt), self._encode(nxt)], -1)
         return self.model.dynamics.loss(z0, z1, self.model.dt)

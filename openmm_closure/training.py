@@ -7,8 +7,16 @@ resumed in one place (``_open_run``); the model's configuration is a
 :class:`~openmm_closure.model_config.ModelConfig` built from the dataset's facts
 (:mod:`openmm_closure.catalog`) and the options.
 Stage 2 freezes the encoder, encodes every frame once, fits the state scaler on
-z = [z̄, ẑ] of the training replicas, and trains the ODE/SDE dynamics on consecutive
-frame pairs.
+z = [z̄, ẑ] of the training replicas, and trains the ODE/SDE dynamics on windows of the
+trajectories: pairs ``stage2_step`` frames apart (the dynamics' time step is that many
+frame spacings), and with ``stage2_horizon`` H > 1 also the path of H such steps (an
+unrolled error for an ODE, the energy score of sampled paths for an SDE). An SDE's
+diffusion is scaled by the training data's own increment variance (no fixed floor in
+scaled units), and the dynamics is confined outside the training range
+(:mod:`openmm_closure.models.dynamics`). Every few epochs the dynamics is rolled out
+from the validation trajectories' first states over their whole length and scored with
+the system's metric (:mod:`openmm_closure.selection`); the best snapshot is kept, over
+``stage2_seeds`` independent stage-2 trainings.
 
 Reproducibility: the data order and the Monte Carlo draws of every epoch come from
 generators seeded by (seed, stage, epoch), and a checkpoint (model, optimizer, history,
@@ -48,6 +56,7 @@ from .frames import SetBatch, TrainingFrames, seed_for, to_device
 from .model import ClosureModel, save_model, save_torch_atomic
 from .model_config import FORMAT_VERSION, UNITS, ModelConfig
 from .objectives import OBJECTIVES, DensityObjective, NoClosure, Stage1Objective
+from .selection import rollout_score
 
 __all__ = [
     "TrainConfig",
@@ -81,7 +90,10 @@ class TrainConfig:
     samples: int = 600
     dynamics: Optional[str] = None
     drift: str = "mlp"
-    sigma0_sq: float = 0.01
+    sigma0_sq: Optional[float] = None
+    diffusion_floor: float = 0.01
+    confine: bool = True
+    restore_steps: float = 5.0
     encoder: str = "deepset"
     center: Optional[bool] = None
     encoder_hidden: tuple = (64, 64)
@@ -99,6 +111,13 @@ class TrainConfig:
     frame_stride: int = 1
     frames_per_trajectory: Optional[int] = None
     frames_per_trajectory_stage2: Optional[int] = None
+    stage2_step: int = 1
+    stage2_horizon: int = 1
+    stage2_horizon_weight: float = 1.0
+    stage2_seeds: int = 1
+    select: str = "rollout"
+    select_every: Optional[int] = None
+    select_samples: int = 4
     loader_workers: int = 0
     amp: bool = False
     seed: int = 0
@@ -140,6 +159,25 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or int(v) != v or int(v) <= 0):
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        for name in ("stage2_step", "stage2_horizon", "stage2_seeds", "select_samples"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {v!r}")
+        if self.select_every is not None and (isinstance(self.select_every, bool)
+                                              or int(self.select_every) != self.select_every
+                                              or int(self.select_every) < 1):
+            raise ValueError(f"--select-every must be an integer >= 1, got {self.select_every!r}")
+        if self.select not in SELECT_MODES:
+            raise ValueError(f"--select must be one of {', '.join(SELECT_MODES)}, got {self.select!r}")
+        if self.sigma0_sq is not None and not (math.isfinite(float(self.sigma0_sq)) and self.sigma0_sq > 0):
+            raise ValueError(f"--sigma0-sq must be a finite floor > 0 (or unset: the diffusion is scaled by "
+                             f"the data), got {self.sigma0_sq!r}")
+        if not (math.isfinite(float(self.diffusion_floor)) and 0 < self.diffusion_floor < 1):
+            raise ValueError(f"--diffusion-floor must be a fraction in (0, 1), got {self.diffusion_floor!r}")
+        if not (math.isfinite(float(self.restore_steps)) and self.restore_steps > 0):
+            raise ValueError(f"--restore-steps must be > 0, got {self.restore_steps!r}")
+        if not (math.isfinite(float(self.stage2_horizon_weight)) and self.stage2_horizon_weight >= 0):
+            raise ValueError(f"--stage2-horizon-weight must be >= 0, got {self.stage2_horizon_weight!r}")
         if isinstance(self.loader_workers, bool) or int(self.loader_workers) != self.loader_workers \
                 or int(self.loader_workers) < 0:
             raise ValueError(f"--loader-workers must be >= 0, got {self.loader_workers!r}")
@@ -151,6 +189,10 @@ class TrainConfig:
                 d[k] = list(v)
         return d
 
+
+#: ``--select``: keep the stage-2 snapshot with the best rollout score on the validation
+#: trajectories (:mod:`openmm_closure.selection`), or the lowest one-step validation loss
+SELECT_MODES = ("rollout", "one-step")
 
 #: ``--method`` name -> stage-1 objective class (:data:`openmm_closure.objectives.OBJECTIVES`)
 STAGE1_OBJECTIVES: dict[str, type] = OBJECTIVES
@@ -233,6 +275,18 @@ def _build_model(config: TrainConfig, frames: TrainingFrames) -> ClosureModel:
     center = default_center(frames.system) if config.center is None else bool(config.center)
     kind = config.dynamics or default_dynamics(frames.system)
     params = dict(frames.manifest.get("params", {}))
+    step = int(config.stage2_step)
+    if step * int(config.stage2_horizon) > frames.n_frames - 1:
+        raise ValueError(f"--stage2-step {step} x --stage2-horizon {config.stage2_horizon} frames is longer than "
+                         f"the trajectories ({frames.n_frames} frames): shorten the step or the horizon")
+    dt = _frame_dt(frames.manifest) * step  # the dynamics' time step, ps
+    dynamics = {"kind": kind, "drift": config.drift, "hidden": list(config.dynamics_hidden)}
+    if kind == "sde":
+        dynamics.update({"diffusion": "floor", "sigma0_sq": float(config.sigma0_sq)} if config.sigma0_sq is not None
+                        else {"diffusion": "data", "floor_fraction": float(config.diffusion_floor)})
+    if config.confine:
+        # the box is the guard's range; the excess relaxes in restore_steps dynamics steps
+        dynamics.update({"bound": 1.0 + OOD_MARGIN, "restore_rate": 1.0 / (float(config.restore_steps) * dt)})
     from . import __version__
 
     # a baseline may bring its own encoder (the objective's ``encoder_config`` hook)
@@ -255,19 +309,14 @@ def _build_model(config: TrainConfig, frames: TrainingFrames) -> ClosureModel:
         observables=frames.observables,
         observable_params=params,
         ood_margin=OOD_MARGIN,  # the surrogate's out-of-range guard, scaled units
-        dt=_frame_dt(frames.manifest),
+        dt=dt,
         encoder=encoder,
         decoder={
             "transforms": int(config.flow_transforms),
             "bins": int(config.flow_bins),
             "hidden": list(config.flow_hidden),
         },
-        dynamics={
-            "kind": kind,
-            "drift": config.drift,
-            "hidden": list(config.dynamics_hidden),
-            **({"sigma0_sq": float(config.sigma0_sq)} if kind == "sde" else {}),
-        },
+        dynamics=dynamics,
         units=UNITS,
         # whole training set (all replicas): the metric's min-max scale and the mean curve
         # of the model-free calibration predictor, (F, M) raw units
@@ -373,21 +422,14 @@ def _states(model: ClosureModel, frames: TrainingFrames, zhat: dict, replicas) -
     return out
 
 
-def _pairs(model: ClosureModel, states: dict, replicas, device):
-    if not replicas:
-        return None
-    z = torch.as_tensor(np.stack([states[r] for r in replicas]), dtype=torch.float64)
-    zs = model.state_scaler(z).to(model.dtype).to(device)  # (R, F, D)
-    return zs[:, :-1].reshape(-1, zs.shape[-1]), zs[:, 1:].reshape(-1, zs.shape[-1])
-
-
 # ---------------------------------------------------------------------------- training
 def _save_checkpoint(out: Path, stage: int, epoch: int, model, optimizer, history, config, done=False, best=None,
-                     fingerprint=None, extra: Optional[dict] = None):
+                     fingerprint=None, extra: Optional[dict] = None, stage2_seed: int = 0):
     save_torch_atomic(out / CHECKPOINT, {
         "data_fingerprint": fingerprint,
         "stage": stage,
         "epoch": epoch,
+        "stage2_seed": int(stage2_seed),
         "done": done,
         "best": best,
         "model": model.state_dict(),
@@ -689,81 +731,204 @@ def _train_on(ds, config: TrainConfig, checkpoint: Optional[dict], dist: Distrib
     zhat = _encode_all(model, frames, reps, device)
     states = _states(model, frames, zhat, reps)
     model.state_scaler.fit(np.concatenate([states[r] for r in frames.train]))
-    train_pairs = _pairs(model, states, frames.train, device)
-    val_pairs = _pairs(model, states, frames.val, device)
-    dt = model.dt
-    opt = torch.optim.Adam(model.dynamics.parameters(), lr=config.lr_stage2)
-    if opt_state is not None:
-        opt.load_state_dict(opt_state)
-    n_pairs = train_pairs[0].shape[0]
+    step, horizon = int(config.stage2_step), int(config.stage2_horizon)
+    train_z = _scaled(model, states, frames.train, device)  # (R, F, D)
+    val_z = _scaled(model, states, frames.val, device)
+    train_w = _windows(train_z, step, horizon)  # (N, H + 1, D)
+    val_w = _windows(val_z, step, 1) if val_z is not None else None
+    dt = model.dt  # the dynamics' step: stage2_step frame spacings
+    if getattr(model.dynamics, "data_scaled", False):  # deterministic: the same on resume
+        model.dynamics.set_data_scale(_increment_variance(train_z, step, dt))
+    per_replica = frames.n_frames - step * horizon
+    n_items = train_w.shape[0]
     if config.frames_per_trajectory_stage2 is not None:
-        n_pairs = len(frames.train) * min(int(config.frames_per_trajectory_stage2), frames.n_frames - 1)
+        n_items = len(frames.train) * min(int(config.frames_per_trajectory_stage2), per_replica)
     if int(config.epochs_stage2) > epoch:
-        _check_count(dist, n_pairs, "stage-2 frame pairs")
-    call2 = dist.wrap(list(model.dynamics.parameters()))
+        _check_count(dist, n_items, "stage-2 training windows")
+    kind = _metric_kind(model)
+    rollout_select = config.select == "rollout" and val_z is not None
+    every = int(config.select_every or max(1, int(config.epochs_stage2) // 25))
+    seed_index = int(checkpoint.get("stage2_seed", 0)) if checkpoint is not None and stage == 2 else 0
+    history.setdefault("stage2_select", "rollout" if rollout_select else "one-step")
 
     def stage2_epoch(e: int) -> Callable[[int], Tensor]:
         model.dynamics.train()
-        gen = torch.Generator().manual_seed(seed_for(config.seed, 2, e))
-        order = torch.randperm(n_pairs, generator=gen)
+        gen = torch.Generator().manual_seed(seed_for(config.seed, 2, e, 100 * seed_index))
+        order = torch.randperm(n_items, generator=gen)
         if config.frames_per_trajectory_stage2 is not None:
-            pick = _stage2_pick(config, e, len(frames.train), frames.n_frames - 1)
+            pick = _stage2_pick(config, e, len(frames.train), per_replica, seed_index)
             order = order if pick is None else pick[order]
         order = order.to(device)
         bs = config.batch_size_stage2
 
-        def step(s: int) -> Tensor:
+        def loss_of(w: Tensor) -> Tensor:
+            loss = model.dynamics.loss(w[:, 0], w[:, 1], dt)
+            if horizon > 1 and config.stage2_horizon_weight > 0:
+                loss = loss + config.stage2_horizon_weight * path_loss(model.dynamics, w, dt, gen)
+            return loss
+
+        def step_loss(s: int) -> Tensor:
             idx = order[s * bs:(s + 1) * bs]
             if not dist.active:
-                return model.dynamics.loss(train_pairs[0][idx], train_pairs[1][idx], dt)
+                return loss_of(train_w[idx])
             start, stop = dist.share(len(idx))
             mine = idx[start:stop]
-            return call2(lambda: None if start == stop else
-                         model.dynamics.loss(train_pairs[0][mine], train_pairs[1][mine], dt) * dist.weight(len(idx)))
+            return call2(lambda: None if start == stop else loss_of(train_w[mine]) * dist.weight(len(idx)))
 
-        return step
+        return step_loss
 
     def stage2_val() -> Optional[float]:
-        if val_pairs is None:
+        if val_w is None:
             return None
         model.dynamics.eval()
         with torch.no_grad():
             # every process computes it; rank 0's value decides, the same everywhere
-            return dist.same(float(model.dynamics.loss(val_pairs[0], val_pairs[1], dt)))
+            return dist.same(float(model.dynamics.loss(val_w[:, 0], val_w[:, 1], dt)))
 
     def keep_best(e: int, val: Optional[float]) -> None:
         nonlocal best
-        if val is not None and math.isfinite(val) and (best is None or val < best["val"]):
-            best = {"epoch": e + 1, "val": val,
+        entry = history["stage2"][-1]
+        entry["seed"] = seed_index
+        if rollout_select:
+            if (e + 1) % every and e + 1 != int(config.epochs_stage2):
+                return
+            res = rollout_score(model, val_z, step, kind, int(config.select_samples))
+            score = dist.same(float(res["score"]))
+            entry["rollout"] = {**res, "score": score}
+            _report(config, f"stage 2 epoch {e + 1}: rollout score {score:.4g} ({kind} {res['metric']:.4g}"
+                    + (f", spread {', '.join(f'{v:.2f}' for v in res['spread'])}" if res.get("spread") else "")
+                    + f", out of range {res['out']:.0%})")
+        else:
+            score = val
+        if score is not None and math.isfinite(score) and (best is None or score < best["val"]):
+            best = {"epoch": e + 1, "val": score, "seed": seed_index,
                     "dynamics": {k: v.detach().cpu().clone() for k, v in model.dynamics.state_dict().items()}}
 
-    done = _run_stage(
-        2, config.epochs_stage2, epoch, config.lr_stage2, opt, math.ceil(n_pairs / config.batch_size_stage2),
-        stage2_epoch, stage2_val,
-        lambda e: _checkpoint(dist, out, 2, e, model, opt, history, config, best=best, fingerprint=fp),
-        config, history, budget, digits=5, stop_on_last=False, after_epoch=keep_best, dist=dist)
-    if not done:
-        return None
+    call2 = None
+    while True:
+        opt = torch.optim.Adam(model.dynamics.parameters(), lr=config.lr_stage2)
+        if opt_state is not None:
+            opt.load_state_dict(opt_state)
+            opt_state = None
+        call2 = dist.wrap(list(model.dynamics.parameters()))
+        done = _run_stage(
+            2, config.epochs_stage2, epoch, config.lr_stage2, opt, math.ceil(n_items / config.batch_size_stage2),
+            stage2_epoch, stage2_val,
+            lambda e: _checkpoint(dist, out, 2, e, model, opt, history, config, best=best, fingerprint=fp,
+                                  stage2_seed=seed_index),
+            config, history, budget, digits=5, stop_on_last=False, after_epoch=keep_best, dist=dist)
+        if not done:
+            return None
+        if seed_index + 1 >= int(config.stage2_seeds):
+            break
+        # another independent stage 2 from fresh weights (same data scale, same encoder)
+        seed_index, epoch = seed_index + 1, 0
+        _fresh_dynamics(model, config, seed_index)
+        _checkpoint(dist, out, 2, 0, model, None, history, config, best=best, fingerprint=fp, stage2_seed=seed_index)
     if best is not None:
-        # keep the dynamics of the epoch with the lowest validation loss (all methods alike)
+        # keep the best snapshot (rollout score, or the one-step validation loss)
         model.dynamics.load_state_dict(best["dynamics"])
         history["stage2_best_epoch"] = best["epoch"]
+        history["stage2_best_seed"] = best.get("seed", 0)
+        history["stage2_best_score"] = best["val"]
     model.eval()
     if dist.is_main:
         save_model(model, out, history)
     _checkpoint(dist, out, 2, config.epochs_stage2, model, None, history, config, done=True, best=best,
-                fingerprint=fp)
+                fingerprint=fp, stage2_seed=seed_index)
     return model
 
 
-def _stage2_pick(config: TrainConfig, epoch: int, replicas: int, pairs: int) -> Optional[Tensor]:
-    """Stage 2's frame pairs of one epoch when ``frames_per_trajectory_stage2`` is set:
-    that many pairs per replica, drawn without replacement (seeded by seed and epoch),
-    as (K,) int64 indices into the replica-major pair list; None when it keeps all."""
+def _metric_kind(model: ClosureModel) -> str:
+    from .evaluation import metric_kind
+
+    return metric_kind(model.spec.system or "custom", list(model.observables))
+
+
+def _scaled(model: ClosureModel, states: dict, replicas, device) -> Optional[Tensor]:
+    """(R, F, D) scaled states of the replicas in the model's dtype (None for none)."""
+    if not replicas:
+        return None
+    z = torch.as_tensor(np.stack([states[r] for r in replicas]), dtype=torch.float64)
+    return model.state_scaler(z).to(model.dtype).to(device)
+
+
+def _windows(z: Tensor, step: int, horizon: int) -> Tensor:
+    """(R * (F - step * horizon), horizon + 1, D): every window of horizon + 1 states
+    ``step`` frames apart, replica-major, from (R, F, D)."""
+    r, f, d = z.shape
+    starts = f - step * horizon
+    idx = torch.arange(starts, device=z.device)[:, None] + step * torch.arange(horizon + 1, device=z.device)
+    return z[:, idx].reshape(r * starts, horizon + 1, d)
+
+
+def _increment_variance(z: Tensor, step: int, dt: float) -> Tensor:
+    """The data's increment variance per ps of each scaled component at the training step,
+    (D,): Var(z_{t+step} - z_t) / dt over every training pair (a component that never moves
+    gets 1e-10 rather than 0)."""
+    inc = (z[:, step:] - z[:, :-step]).reshape(-1, z.shape[-1]).double()
+    return (inc.var(0) / dt).clamp_min(1e-10).cpu()
+
+
+def _fresh_dynamics(model: ClosureModel, config: TrainConfig, seed_index: int) -> None:
+    """Re-initialise the dynamics' weights for stage-2 seed ``seed_index`` (the data scale
+    buffer is kept)."""
+    from .models.dynamics import build_dynamics
+
+    torch.manual_seed(seed_for(config.seed, 2, seed_index, 9))
+    spec = model.spec
+    fresh = build_dynamics(spec.dynamics_kind, model.dim, dt=model.dt, **spec.dynamics_kwargs)
+    state = fresh.state_dict()
+    for name, value in model.dynamics.state_dict().items():
+        if name == "data_var":
+            state[name] = value
+    model.dynamics.load_state_dict({k: v.to(device=model.device, dtype=model.dynamics.state_dict()[k].dtype)
+                                    for k, v in state.items()})
+
+
+def path_loss(dyn, w: Tensor, dt: float, gen: torch.Generator, members: int = 8) -> Tensor:
+    """The multi-step objective on windows ``w`` (B, H + 1, D) of scaled states.
+
+    ODE: the mean squared error of the unrolled path against the observed one, the error
+    after j steps divided by j dt (the one-step loss's units). SDE: the energy score of
+    ``members`` sampled paths (Euler–Maruyama with reparametrised noise) against the
+    observed path, a proper scoring rule of the whole path's distribution, divided by
+    sqrt(H dt) so that it does not grow with the horizon.
+
+    Returns:
+        () tensor.
+    """
+    b, h1, d = w.shape
+    h = h1 - 1
+    if not getattr(dyn, "stochastic", False):
+        z, err = w[:, 0], w.new_zeros(())
+        empty = w.new_zeros(0)
+        for j in range(1, h + 1):
+            z = dyn.step(z, dt, empty)
+            err = err + (((z - w[:, j]) / (j * dt)) ** 2).mean()
+        return err / h
+    m = int(members)
+    z = w[:, 0].repeat(m, 1)  # (m B, D)
+    path = []
+    for _ in range(h):
+        noise = torch.randn(z.shape, generator=gen, dtype=torch.float64).to(device=z.device, dtype=z.dtype)
+        z = dyn.step(z, dt, noise)
+        path.append(z)
+    x = torch.stack(path, 1).reshape(m, b, h * d)
+    y = w[:, 1:].reshape(1, b, h * d)
+    fit = (x - y).norm(dim=-1).mean(0)  # (B,)
+    pair = (x[:, None] - x[None]).norm(dim=-1).sum((0, 1)) / (m * (m - 1))  # (B,)
+    return (fit - 0.5 * pair).mean() / math.sqrt(h * dt)
+
+
+def _stage2_pick(config: TrainConfig, epoch: int, replicas: int, pairs: int, seed_index: int = 0) -> Optional[Tensor]:
+    """Stage 2's windows of one epoch when ``frames_per_trajectory_stage2`` is set:
+    that many per replica, drawn without replacement (seeded by seed, epoch and stage-2
+    seed), as (K,) int64 indices into the replica-major window list; None when it keeps all."""
     k = int(config.frames_per_trajectory_stage2)
     if k >= pairs:
         return None
-    g = torch.Generator().manual_seed(seed_for(config.seed, 2, epoch, 3))
+    g = torch.Generator().manual_seed(seed_for(config.seed, 2, epoch, 3 + 100 * seed_index))
     chosen = torch.stack([torch.randperm(pairs, generator=g)[:k] for _ in range(replicas)])  # (R, k)
     return (chosen + pairs * torch.arange(replicas)[:, None]).reshape(-1)
 

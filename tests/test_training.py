@@ -107,12 +107,14 @@ def test_bad_input(tmp_path, capsys):
 
 
 def test_stage2_keeps_the_best_validation_epoch(tmp_path):
+    """--select one-step: the snapshot with the lowest one-step validation loss."""
     _dataset(tmp_path / "ds")
     out = tmp_path / "m"
     args = ["train", "--data", str(tmp_path / "ds"), "--out", str(out), "--epochs-stage1", "1",
-            "--epochs-stage2", "8", "--lr-stage2", "0.3", "--seed", "1", *SMALL]
+            "--epochs-stage2", "8", "--lr-stage2", "0.3", "--seed", "1", "--select", "one-step", *SMALL]
     assert main(args) == 0
     hist = json.loads((out / "history.json").read_text())
+    assert hist["stage2_select"] == "one-step"
     vals = [h["val"] for h in hist["stage2"]]
     best = int(np.argmin(vals)) + 1
     assert best < len(vals)  # this over-large learning rate makes later epochs worse

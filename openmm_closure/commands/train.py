@@ -35,7 +35,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--dynamics", choices=["ode", "sde"], default=None,
       help="dynamics (default: ode for particles2d, sde otherwise)")
     a("--drift", choices=["mlp", "onsager"], default=d.drift, help="drift structure")
-    a("--sigma0-sq", type=float, default=d.sigma0_sq, help="SDE diffusion floor σ0²")
+    a("--sigma0-sq", type=float, default=d.sigma0_sq,
+      help="a fixed SDE diffusion floor σ0² in scaled units² per ps, σ = sqrt(σ0² + MLP²) (the reference "
+           "code's form); default: unset, the diffusion is scaled by the training data's increment variance "
+           "(see --diffusion-floor)")
+    a("--diffusion-floor", type=float, default=d.diffusion_floor, metavar="F",
+      help="SDE: σ_k² >= F times the data's increment variance per ps of component k (default %(default)s)")
+    a("--confine", action=argparse.BooleanOptionalAction, default=d.confine,
+      help="confine the dynamics outside the training range (the guard's box): a restoring flow that is zero "
+           "inside it, so no rollout diverges (default: on)")
+    a("--restore-steps", type=float, default=d.restore_steps,
+      help="relaxation time of that restoring flow, in dynamics steps (default %(default)s)")
     a("--encoder", choices=["deepset", "settransformer"], default=d.encoder)
     a("--center", action=argparse.BooleanOptionalAction, default=None,
       help="subtract each set's centroid before encoding (translation-invariant ẑ); "
@@ -60,6 +70,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
            "(seeded; default all frames)")
     a("--frames-per-trajectory-stage2", type=int, default=None, metavar="K",
       help="stage 2: K frame pairs of each training trajectory per epoch (default all)")
+    a("--stage2-step", type=int, default=d.stage2_step, metavar="FRAMES",
+      help="the dynamics' time step in frame spacings: stage 2 fits transitions this many frames apart "
+           "(default %(default)s)")
+    a("--stage2-horizon", type=int, default=d.stage2_horizon, metavar="H",
+      help="add a multi-step objective over H steps (ODE: unrolled path error; SDE: energy score of sampled "
+           "paths); 1: one-step loss only (default %(default)s)")
+    a("--stage2-horizon-weight", type=float, default=d.stage2_horizon_weight,
+      help="weight of the multi-step objective (default %(default)s)")
+    a("--stage2-seeds", type=int, default=d.stage2_seeds, metavar="N",
+      help="train stage 2 N times from fresh weights and keep the best by the validation rollout score "
+           "(default %(default)s)")
+    a("--select", choices=["rollout", "one-step"], default=d.select,
+      help="keep the stage-2 snapshot with the best rollout score on the validation trajectories, or the lowest "
+           "one-step validation loss (default %(default)s)")
+    a("--select-every", type=int, default=None, metavar="EPOCHS",
+      help="score the rollouts every this many stage-2 epochs (default: 1/25 of --epochs-stage2, at least 1)")
+    a("--select-samples", type=int, default=d.select_samples,
+      help="SDE rollouts per validation trajectory when scoring (default %(default)s)")
     a("--loader-workers", type=int, default=d.loader_workers,
       help="DataLoader processes assembling stage-1 batches while the model trains (0: in process); "
            "results do not depend on it")
