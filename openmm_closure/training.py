@@ -199,6 +199,11 @@ STAGE1_OBJECTIVES: dict[str, type] = OBJECTIVES
 
 # the options that may differ between a killed run and its resumption
 _RESUME_FREE = {"resume", "stop_after", "progress", "device", "threads", "data", "out", "loader_workers"}
+# options that only stage 2 reads: they may differ while the checkpoint has not begun
+# stage 2 (one stage 1, several stage-2 settings: copy the run directory, resume each)
+_STAGE2_ONLY = {"sigma0_sq", "diffusion_floor", "confine", "restore_steps", "stage2_step", "stage2_horizon",
+                "stage2_horizon_weight", "stage2_seeds", "select", "select_every", "select_samples",
+                "epochs_stage2", "lr_stage2", "batch_size_stage2", "frames_per_trajectory_stage2"}
 
 
 class _EpochBatches(torch.utils.data.Dataset):
@@ -457,8 +462,11 @@ def _check_resume(ck: dict, config: TrainConfig, fingerprint: Optional[str] = No
     if fingerprint is not None and old_fp is not None and old_fp != fingerprint:
         raise ValueError(f"--resume with a different dataset: {config.data} is not the dataset "
                          f"this checkpoint was trained on (its fingerprint differs); pass the same --data")
-    old = {k: v for k, v in ck["config"].items() if k not in _RESUME_FREE}
-    new = {k: v for k, v in config.to_dict().items() if k not in _RESUME_FREE}
+    free = set(_RESUME_FREE)
+    if ck.get("stage") == 1 and config.method != "inve":  # InvE trains its dynamics in stage 1
+        free |= _STAGE2_ONLY
+    old = {k: v for k, v in ck["config"].items() if k not in free}
+    new = {k: v for k, v in config.to_dict().items() if k not in free}
     diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if diff:
         raise ValueError(f"--resume with options that differ from the checkpoint's: {', '.join(diff)}")
@@ -651,7 +659,13 @@ def _train_on(ds, config: TrainConfig, checkpoint: Optional[dict], dist: Distrib
     opt_state = None
     best = None  # stage 2: {"epoch", "val", "dynamics"} of the lowest validation loss so far
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
+        # a stage-1 checkpoint resumed with another SDE diffusion form lacks (or has an
+        # extra) data-scale buffer, which stage 2 sets from the data anyway
+        missing, unexpected = model.load_state_dict(checkpoint["model"], strict=False)
+        odd = [k for k in missing + unexpected if not (k == "dynamics.data_var" and checkpoint["stage"] == 1)]
+        if odd:
+            raise ValueError(f"--resume: the checkpoint in {config.out} does not fit this model "
+                             f"(keys {', '.join(odd[:4])}{' ...' if len(odd) > 4 else ''})")
         best = checkpoint.get("best")
         history = checkpoint["history"]
         stage, epoch = checkpoint["stage"], checkpoint["epoch"]

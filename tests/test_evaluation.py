@@ -151,6 +151,15 @@ def test_mmd_path_for_the_mixture(tmp_path):
     # the spread ratio at the last frame, from the same hand rollout
     assert res["extra"]["spread_ratio"] == pytest.approx(list(pred[:, -1].std(0) / true[:, -1].std(0)), rel=1e-6)
     assert "Spread at the last frame" in (tmp_path / "rep" / "metrics.md").read_text()
+    # calibration: the spread ratio at every frame and the interval coverage, by hand
+    cal = res["extra"]["calibration"]
+    sd_ratio = pred.std(0) / true.std(0)  # (F, 2)
+    assert np.asarray(cal["spread_ratio_over_time"][1:], dtype=float) == pytest.approx(sd_ratio[1:], rel=1e-6)
+    lo, hi = np.quantile(pred[:, 1:], 0.25, axis=0), np.quantile(pred[:, 1:], 0.75, axis=0)
+    inside = ((true[:, 1:] >= lo) & (true[:, 1:] <= hi)).mean()
+    assert cal["coverage_50"] == pytest.approx(inside)
+    assert cal["outside_band"] == [bool(not 0.8 <= v <= 1.25) for v in sd_ratio[-1]]
+    assert "Calibration: central 50% intervals hold" in (tmp_path / "rep" / "metrics.md").read_text()
     # frame 0: every member starts at its replica's z̄, so the two ensembles coincide
     assert res["over_time"][0] < 1e-9 < max(res["over_time"])
 
