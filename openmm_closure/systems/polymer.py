@@ -21,8 +21,10 @@ recorded in ``params``.
 Regimes: ``in-dst`` (training) starts each replica from its own equilibrated
 conformation (a self-avoiding growth walk relaxed without flow). The test sets
 ``slow``, ``medium`` and ``fast`` start every replica from ONE conformation each (only
-the noise differs): from a fixed pool of walks, the one with the smallest, median and
-largest x-span, which unravel slowly, at a medium rate and fast.
+the noise differs): from a fixed pool of walks, each relaxed without flow, the one with
+the smallest, median and largest x-span after that relaxation, which unravel slowly, at
+a medium rate and fast. (Ranking the walks before the relaxation, as earlier versions
+did, gave ``medium`` and ``fast`` the same starting extension.)
 """
 
 from __future__ import annotations
@@ -162,6 +164,26 @@ def _topology(n: int, n_chains: int):
     return top
 
 
+_POOLS: dict = {}
+
+
+def _relaxed_pool(chain, n: int, seed: int, relax_args: tuple) -> list:
+    """The test sets' pool of ``_POOL_SIZE`` growth walks of one chain, each relaxed
+    without flow (the same relaxation noise seed for each), made once per process."""
+    key = (n, seed, relax_args, openmm.XmlSerializer.serialize(chain))
+    if key not in _POOLS:
+        dt, kT, zeta, steps, platform = relax_args
+        rng = np.random.default_rng(seed)
+        out = []
+        for walk in [growth_walk(n, rng) for _ in range(_POOL_SIZE)]:
+            relaxer = ExtensionalFlowBrownianIntegrator(dt, n, kT=kT, zeta=zeta, strain_rate=0.0)
+            relaxer.setRandomNumberSeed(seed + 1)
+            out.append(_relax(chain, walk, relaxer, steps, platform))
+        _POOLS.clear()  # keep one pool: the regimes share it
+        _POOLS[key] = out
+    return _POOLS[key]
+
+
 def _relax(system, positions, integrator, steps, platform) -> np.ndarray:
     from ..platforms import platform_properties, select_platform
 
@@ -264,19 +286,23 @@ def build_polymer(
         start_rng, relax_seed = rng, int(rng.integers(1, 2**30))
         walks = [growth_walk(n, start_rng) for _ in range(n_chains)]
     else:
-        # one conformation per test set, shared by all replicas: only the noise differs
-        pool_rng = np.random.default_rng(_TEST_SET_SEED[regime])
-        pool = [growth_walk(n, pool_rng) for _ in range(_POOL_SIZE)]
-        order = np.argsort([np.ptp(w[:, 0]) for w in pool])
-        pick = {"slow": order[0], "medium": order[len(order) // 2], "fast": order[-1]}[regime]
-        walks = [pool[pick]] * n_chains
-        relax_seed = _TEST_SET_SEED[regime] + 1
+        walks = None
     offsets = [np.array([0.0, 0.0, 0.0]) + 3.0 * c * np.array([0.0, 0.0, 1.0]) * n for c in range(n_chains)]
-    positions = np.concatenate([w + o for w, o in zip(walks, offsets)])
     total = n * n_chains
-    relaxer = ExtensionalFlowBrownianIntegrator(dt, total, kT=kT, zeta=zeta, strain_rate=0.0)
-    relaxer.setRandomNumberSeed(relax_seed)
-    positions = _relax(system, positions, relaxer, int(equilibration_steps), relax_platform)
+    relax_args = (dt, kT, zeta, int(equilibration_steps), relax_platform)
+    if walks is None:
+        # one conformation per test set, shared by all replicas: only the noise differs;
+        # ranked by x-span AFTER the flow-free relaxation, which is what the flow sees
+        chain = _make_system(n, 1, k_fene, r0_fene, excluded_volume, repulsion, soft_a)
+        relaxed = _relaxed_pool(chain, n, _TEST_SET_SEED[regime], relax_args)
+        order = np.argsort([np.ptp(w[:, 0]) for w in relaxed])
+        pick = {"slow": order[0], "medium": order[len(order) // 2], "fast": order[-1]}[regime]
+        positions = np.concatenate([relaxed[pick] + o for o in offsets])
+    else:
+        positions = np.concatenate([w + o for w, o in zip(walks, offsets)])
+        relaxer = ExtensionalFlowBrownianIntegrator(dt, total, kT=kT, zeta=zeta, strain_rate=0.0)
+        relaxer.setRandomNumberSeed(relax_seed)
+        positions = _relax(system, positions, relaxer, int(equilibration_steps), relax_platform)
     positions = positions - positions.mean(axis=0)
 
     def integrator_factory() -> openmm.Integrator:
