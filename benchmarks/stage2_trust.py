@@ -57,13 +57,18 @@ def log(msg: str) -> None:
 
 def _stage1(base: dict, out: Path) -> Path:
     """The stage-1 checkpoint of one (system, method, seed), trained once."""
-    from openmm_closure.training import CHECKPOINT, TrainConfig, train
+    from openmm_closure.training import CHECKPOINT, TrainConfig, load_checkpoint, train
 
     d = out / "stage1"
-    if not (d / CHECKPOINT).exists():
-        if d.exists():
-            shutil.rmtree(d)
-        train(TrainConfig(**{**base, "out": str(d), "stop_after": max(1, base["epochs_stage1"]), **REFERENCE}))
+    done = 0
+    if (d / CHECKPOINT).exists():
+        ck = load_checkpoint(d / CHECKPOINT)
+        if ck["stage"] != 1:
+            raise RuntimeError(f"{d} went past stage 1; delete it and rerun")
+        done = ck["epoch"]
+    if done < base["epochs_stage1"]:  # fresh, or resume a killed stage 1 up to its last epoch
+        train(TrainConfig(**{**base, "out": str(d), "stop_after": base["epochs_stage1"] - done, **REFERENCE,
+                             "resume": done > 0}))
     return d
 
 
