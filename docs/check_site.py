@@ -41,6 +41,10 @@ def check(site: Path) -> list[str]:
         if not page.is_file():
             problems.append(f"{page} was not built (from {src.relative_to(DOCS)})")
     for page in site.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        for raw in (".. code-block::", ".. list-table::", ".. automodule::", "```{"):
+            if raw in text:
+                problems.append(f"{page.relative_to(site)} shows unrendered markup {raw!r}")
         parser = _Loads()
         parser.feed(page.read_text(encoding="utf-8"))
         for url in parser.urls:
@@ -56,7 +60,9 @@ def check(site: Path) -> list[str]:
 
         html = cli.read_text(encoding="utf-8")
         problems += [f"cli.html lacks openmm-closure {name}" for name in COMMANDS
-                     if f"openmm-closure {name}" not in html]
+                     if not re.search(rf"<h\d[^>]*>openmm-closure {name}<", html)]
+        if "<table" not in html:
+            problems.append("cli.html has no table of options")
     return problems
 
 

@@ -31,6 +31,9 @@ extensions = [
     "cli_reference",
 ]
 
+# "--flag" stays two hyphens (no en dash), quotes stay straight
+smartquotes = False
+
 source_suffix = {".md": "markdown", ".rst": "restructuredtext"}
 root_doc = "index"
 exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store"]
@@ -103,4 +106,3 @@ html_static_path = ["_static"]
 html_css_files = ["custom.css"]
 html_theme_options = {"navigation_with_keys": True}
 html_show_sourcelink = False
-pygments_style = "sphinx"

@@ -217,7 +217,7 @@ def _cli_reference() -> str:
 
 def test_cli_reference_page_lists_every_subcommand_and_flag(parsers):
     page = (ROOT / "docs" / "cli.md").read_text()
-    assert re.search(r"^```\{cli-reference\}", page, re.M), "docs/cli.md does not render the generated reference"
+    assert re.search(r"^\.\. cli-reference::", page, re.M), "docs/cli.md does not render the generated reference"
     text = _cli_reference()
     for name, p in parsers.items():
         assert f"openmm-closure {name}\n" in text, name
