@@ -86,8 +86,14 @@ def _block_math(self, node):
 html_math_renderer = "tex-source"
 
 
+def _public_bases(app, name, obj, options, bases):
+    """"Bases:" lists public classes only (a private helper base, or object, says nothing)."""
+    bases[:] = [b for b in bases if b is not object and not getattr(b, "__name__", "").startswith("_")]
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _plain_bars)
+    app.connect("autodoc-process-bases", _public_bases)
     app.add_html_math_renderer("tex-source", (_inline_math, None), (_block_math, None))
 
 
