@@ -13,18 +13,35 @@ import importlib
 import importlib.util
 import sys
 
-__all__ = ["main", "COMMANDS"]
+__all__ = ["main", "COMMANDS", "build_parser", "HelpFormatter"]
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("openmm_closure.commands.simulate", "simulate an ensemble of replicas of one system"),
     "train": ("openmm_closure.commands.train", "train encoder + flow decoder, then the dynamics"),
     "evaluate": ("openmm_closure.commands.evaluate", "roll a model out on test data and score it"),
-    "export": ("openmm_closure.commands.export", "export encoder and dynamics to TorchScript"),
+    "export": ("openmm_closure.commands.export",
+               "export the encoder, the dynamics and a closure bias for C++ hosts (TorchScript, PLUMED, "
+               "GROMACS, .pt2)"),
     "rollout": ("openmm_closure.commands.rollout", "encode a configuration and extrapolate it"),
     "demo": ("openmm_closure.commands.demo", "run the end-to-end demo"),
     "render": ("openmm_closure.commands.render", "render a polymer dataset as a video or as pixel sets"),
 }
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """``--help`` with every option's default: ``(default: VALUE)`` is added to an
+    option's help unless the text already speaks of its default, or the default is
+    None, False or empty (nothing is set)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or "default" in text.lower() or default is None
+                or default is argparse.SUPPRESS or isinstance(default, bool) or default == []):
+            return text
+        shown = ",".join(map(str, default)) if isinstance(default, (list, tuple)) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
 
 
 def _available() -> dict[str, tuple[str, str]]:
@@ -42,20 +59,29 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="openmm-closure",
         description="Learned permutation-invariant closure dynamics for OpenMM.",
+        formatter_class=HelpFormatter,
     )
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback of an error (anywhere on the command line)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                help="the subcommand to run; openmm-closure COMMAND --help lists its options")
     sub.required = True
     for name, (module, text) in _available().items():
-        p = sub.add_parser(name, help=text, description=text)
+        p = sub.add_parser(name, help=text, description=text, formatter_class=HelpFormatter)
         if command is None or name == command:
             importlib.import_module(module).configure(p)
         p.set_defaults(_module=module)
     return parser
+
+
+def _subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise KeyError(name)
 
 
 def _reason(exc: BaseException) -> str:
@@ -85,6 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser(chosen if chosen in COMMANDS else None)
         args = parser.parse_args(argv)
+        if getattr(args, "config", None) is not None:
+            # a subcommand's --config FILE: its values replace the defaults, then the
+            # command line is parsed again, so flags given there win
+            from .commands._config import config_defaults
+
+            subparser = _subparser(parser, args.command)
+            subparser.set_defaults(**config_defaults(subparser, args.config))
+            args = parser.parse_args(argv)
         module = importlib.import_module(args._module)
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

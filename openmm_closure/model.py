@@ -55,7 +55,7 @@ from .models.registry import build_encoder
 from .species import check_species
 
 __all__ = ["FORMAT_VERSION", "UNITS", "ModelConfig", "ClosureModel", "save_model", "load_model",
-           "check_model_dir", "save_torch_atomic"]
+           "check_model_dir", "save_torch_atomic", "resolve_device"]
 
 CONFIG = "config.json"
 WEIGHTS = "model.pt"
@@ -345,12 +345,31 @@ def check_model_dir(path) -> dict:
     return cfg
 
 
+def resolve_device(device="auto") -> torch.device:
+    """The torch device a ``--device`` value names: ``"auto"`` is CUDA when torch sees
+    a GPU and the CPU otherwise; anything else is passed to :class:`torch.device`.
+
+    Raises:
+        RuntimeError: ``"cuda"`` (or ``"cuda:N"``) where torch sees no GPU.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {str(device)!r} requested but torch sees no CUDA device; use cpu or auto")
+    return dev
+
+
 def load_model(path, device="cpu") -> ClosureModel:
     """Rebuild a :class:`ClosureModel` from a model directory.
 
     Arguments:
         path: model directory (see module docstring).
-        device: torch device ("cpu", "cuda", ...).
+        device: torch device ("cpu", "cuda", ...), or "auto" (:func:`resolve_device`).
 
     Returns:
         The model in eval mode on ``device``.
@@ -375,4 +394,4 @@ def load_model(path, device="cpu") -> ClosureModel:
     except Exception as exc:  # pickle payloads and damaged archives alike
         raise ValueError(f"{d / WEIGHTS} is not a plain weights file ({_first_line(exc)})") from exc
     model.load_state_dict(state)
-    return model.to(device).eval()
+    return model.to(resolve_device(device)).eval()

@@ -66,9 +66,14 @@ __all__ = [
     "NoClosure",
     "STAGE1_OBJECTIVES",
     "train",
+    "TRAIN_CONFIG",
+    "train_config_values",
+    "write_train_config",
 ]
 
 CHECKPOINT = "checkpoint.pt"
+#: the effective options of a run, written beside ``config.json``; ``train --config`` reads it
+TRAIN_CONFIG = "train_config.toml"
 _VAL_MAX_SETS = 512
 _ENCODE_CHUNK = 64
 
@@ -193,6 +198,35 @@ class TrainConfig:
 #: ``--select``: keep the stage-2 snapshot with the best rollout score on the validation
 #: trajectories (:mod:`openmm_closure.selection`), or the lowest one-step validation loss
 SELECT_MODES = ("rollout", "one-step")
+
+#: options that steer one invocation, not the run: left out of ``train_config.toml``
+_INVOCATION_ONLY = ("resume", "stop_after", "progress")
+
+
+def train_config_values(config: TrainConfig) -> dict:
+    """The options of ``config`` as ``train --config`` reads them: one key per ``train``
+    flag (``--flow-hidden`` is ``flow_hidden``), tuples as lists, None for "chosen from
+    the dataset" (written as a comment); ``resume``, ``stop_after`` and ``progress``
+    are left out.
+
+    Example:
+        >>> values = train_config_values(TrainConfig(data="runs/p2d", out="models/p2d", lr=3e-4))
+        >>> values["lr"], values["flow_hidden"], values["latent_dim"], "resume" in values
+        (0.0003, [128, 128], None, False)
+    """
+    return {k: v for k, v in config.to_dict().items() if k not in _INVOCATION_ONLY}
+
+
+def write_train_config(config: TrainConfig, directory) -> Path:
+    """Write ``train_config.toml`` (:func:`train_config_values`) into ``directory``; every
+    run writes it beside ``config.json`` when it starts, and ``openmm-closure train
+    --config DIR/train_config.toml`` repeats the run."""
+    from .config_file import write_toml
+
+    return write_toml(Path(directory) / TRAIN_CONFIG, train_config_values(config),
+                      header="openmm-closure train: the options of this run "
+                             "(repeat it with: openmm-closure train --config FILE)")
+
 
 #: ``--method`` name -> stage-1 objective class (:data:`openmm_closure.objectives.OBJECTIVES`)
 STAGE1_OBJECTIVES: dict[str, type] = OBJECTIVES
@@ -490,7 +524,7 @@ def _open_run(config: TrainConfig, missing_ok: bool) -> Optional[dict]:
         ck = load_checkpoint(path)
         _check_resume(ck, config)
         return ck
-    if not missing_ok and config.resume and out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
+    if not missing_ok and config.resume and out.exists() and any(p.name not in (LOCK_FILE, TRAIN_CONFIG) for p in out.iterdir()):
         raise FileNotFoundError(f"--resume: no {CHECKPOINT} in {out}")
     return None
 
@@ -650,6 +684,8 @@ def _train_on(ds, config: TrainConfig, checkpoint: Optional[dict], dist: Distrib
     fp = data_fingerprint(ds)
     if checkpoint is not None:
         _check_resume(checkpoint, config, fp)
+    if dist.is_main:
+        write_train_config(config, out)
     frames = TrainingFrames(ds, config)
     if not frames.train:
         raise ValueError("no training replicas after the validation split")

@@ -19,7 +19,7 @@ def add_scheduler_arguments(parser: argparse.ArgumentParser, what: str, workers:
     """
     g = parser.add_argument_group("on a Dask cluster (pip install 'openmm-closure[cluster]')")
     if workers:
-        g.add_argument("--workers", type=int, default=1, help="--scheduler local: worker processes (default 1)")
+        g.add_argument("--workers", type=int, default=1, help="--scheduler local: worker processes")
     g.add_argument("--scheduler", default=None, metavar="local|ADDRESS|jobqueue",
                    help=f"run the {what} as Dask tasks: local (a LocalCluster of --workers processes), "
                         "the address of a running scheduler (tcp://host:8786), or jobqueue (a SLURM/PBS/LSF/"
@@ -28,7 +28,7 @@ def add_scheduler_arguments(parser: argparse.ArgumentParser, what: str, workers:
     g.add_argument("--jobqueue-system", default=None, metavar="slurm|pbs|lsf|sge|...",
                    help="--scheduler jobqueue: which section of jobqueue.yaml (default: the one that sets cores)")
     g.add_argument("--scheduler-timeout", type=float, default=30.0, metavar="SECONDS",
-                   help="give up connecting to --scheduler ADDRESS after this long (default 30)")
+                   help="give up connecting to --scheduler ADDRESS after this long")
 
 
 def scheduler_from_args(args: argparse.Namespace, workers: int = 1):

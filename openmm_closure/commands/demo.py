@@ -14,18 +14,18 @@ __all__ = ["configure", "run"]
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``demo`` arguments to ``parser``."""
     a = parser.add_argument
-    a("--out", default="demo_out", help="output directory (default demo_out; rerun resumes)")
+    a("--out", default="demo_out", help="output directory (a rerun resumes)")
     a("--quick", action="store_true", help="a seconds-scale smoke run of the same pipeline")
-    a("--workers", type=int, default=2, help="simulation worker processes (default 2)")
-    a("--seed", type=int, default=0)
-    a("--n-particles", type=int, default=None, help=f"particles N (default {DEFAULT['n_particles']})")
-    a("--replicas", type=int, default=None, help=f"training replicas (default {DEFAULT['replicas']})")
-    a("--test-replicas", type=int, default=None, help=f"test replicas (default {DEFAULT['test_replicas']})")
-    a("--steps", type=int, default=None, help=f"Euler steps = frames - 1 (default {DEFAULT['steps']})")
-    a("--epochs-stage1", type=int, default=None, help=f"default {DEFAULT['epochs_stage1']}")
-    a("--epochs-stage2", type=int, default=None, help=f"default {DEFAULT['epochs_stage2']}")
+    a("--workers", type=int, default=2, help="simulation worker processes")
+    a("--seed", type=int, default=0, help="seed of the simulations and the training")
+    a("--n-particles", type=int, default=None, help=f"particles N (default: {DEFAULT['n_particles']})")
+    a("--replicas", type=int, default=None, help=f"training replicas (default: {DEFAULT['replicas']})")
+    a("--test-replicas", type=int, default=None, help=f"test replicas (default: {DEFAULT['test_replicas']})")
+    a("--steps", type=int, default=None, help=f"Euler steps = frames - 1 (default: {DEFAULT['steps']})")
+    a("--epochs-stage1", type=int, default=None, help=f"stage-1 epochs (default: {DEFAULT['epochs_stage1']})")
+    a("--epochs-stage2", type=int, default=None, help=f"stage-2 epochs (default: {DEFAULT['epochs_stage2']})")
     a("--threads", type=int, default=1,
-      help="torch CPU threads (default 1: these small networks gain little from more, "
+      help="torch CPU threads (1: these small networks gain little from more, "
            "and a busy machine loses a lot)")
     a("--no-progress", action="store_true", help="no progress bars")
 

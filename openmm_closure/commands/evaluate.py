@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..evaluation import evaluate, report_markdown
+from ._device import add_device_argument
 from ._scheduler import add_scheduler_arguments, scheduler_from_args
 
 __all__ = ["configure", "run"]
@@ -24,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help="score only the first N >= 1 test trajectories (default: all)")
     a("--overwrite", action="store_true", help="replace a report already in --out")
     a("--no-plots", action="store_true", help="write metrics only")
-    a("--device", default="cpu", help="torch device (cpu, cuda)")
+    add_device_argument(parser)
     a("--no-closure", default=None, metavar="MODEL",
       help="a model trained with --method no-closure on the same data: adds its calibration row")
     a("--no-diagnostic", action="store_true", help="skip the what-ẑ-explains diagnostic")

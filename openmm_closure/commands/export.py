@@ -1,4 +1,5 @@
-"""``openmm-closure export``: export encoder and dynamics to TorchScript."""
+"""``openmm-closure export``: the encoder, the dynamics and a closure bias as TorchScript
+files, plus host profiles (PLUMED, GROMACS) and .pt2 packages on request."""
 
 from __future__ import annotations
 

@@ -14,17 +14,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("dataset", help="polymer dataset directory (openmm-closure simulate polymer)")
     a("--out", default=None, help="video file to write (.gif with Pillow; .mp4 etc. need the [video] extra)")
-    a("--replica", type=int, default=0, help="replica shown in the video (default 0)")
+    a("--replica", type=int, default=0, help="replica shown in the video")
     a("--model", default=None, help="model directory: draw its predicted extension band beside the video")
-    a("--samples", type=int, default=32, help="rollouts for the predicted band (default 32)")
-    a("--video-scale", type=float, default=1.0, help="video image size relative to 100 x 500 px (default 1)")
-    a("--fps", type=float, default=10.0, help="frames per second (default 10)")
-    a("--every", type=int, default=1, help="show every k-th frame (default 1)")
+    a("--samples", type=int, default=32, help="rollouts for the predicted band")
+    a("--video-scale", type=float, default=1.0, help="video image size relative to 100 x 500 px")
+    a("--fps", type=float, default=10.0, help="frames per second")
+    a("--every", type=int, default=1, help="show every k-th frame")
     a("--pixels", nargs="?", const="", default=None, metavar="DIR",
-      help="also write the pixel-set dataset for training (default DIR: DATASET-pixels)")
+      help="also write the pixel-set dataset for training, into DIR (default: DATASET-pixels)")
     a("--scale", type=float, default=None,
       help="pixel dataset image size relative to 100 x 500 px (default: >= 1.4 px/nm, 0.3 for 32 beads)")
-    a("--n-pixels", type=int, default=256, help="pixels kept per frame in the pixel dataset, K (default 256)")
+    a("--n-pixels", type=int, default=256, help="pixels kept per frame in the pixel dataset, K")
     a("--no-progress", action="store_true", help="no progress bar")
 
 

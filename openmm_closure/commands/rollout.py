@@ -9,6 +9,7 @@ import numpy as np
 
 from ..data import read_configuration
 from ..surrogate import SurrogateIntegrator, check_species_names, output_kind
+from ._device import add_device_argument
 
 __all__ = ["configure", "run"]
 
@@ -20,16 +21,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="dataset directory to take the configuration from")
     src.add_argument("--positions", help="configuration file: .npy (n, 3) or (F, n, 3) in nm, or a replica .h5")
-    a("--replica", type=int, default=0, help="replica of --data (default 0)")
-    a("--frame", type=int, default=0, help="frame of --data or of a multi-frame --positions file (default 0)")
+    a("--replica", type=int, default=0, help="replica of --data")
+    a("--frame", type=int, default=0, help="frame of --data or of a multi-frame --positions file")
     a("--types", default=None, help=".npy (n,) species indices for --positions .npy (default: all 0)")
     a("--steps", type=int, required=True, help="dynamics steps (each --dt ps)")
-    a("--samples", type=int, default=1, help="ensemble size (default 1; an ODE gives equal members)")
-    a("--seed", type=int, default=0, help="seed of the SDE noise (default 0)")
+    a("--samples", type=int, default=1, help="ensemble size (an ODE gives equal members)")
+    a("--seed", type=int, default=0, help="seed of the SDE noise")
     a("--dt", type=float, default=None, help="time step in ps (default: the model's frame spacing)")
     a("--out", required=True, help="output file, .csv (mean/std) or .npz (also every member)")
-    a("--device", default="cpu", help="torch device (default cpu)")
-    a("--overwrite", action="store_true", help="replace --out if it exists (default: refuse)")
+    add_device_argument(parser)
+    a("--overwrite", action="store_true", help="replace --out if it exists (without it, an existing --out is refused)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,18 +12,18 @@ __all__ = ["configure", "run"]
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``simulate`` arguments to ``parser``."""
-    parser.add_argument("system", choices=["particles2d", "lj-mixing", "polymer"], help="which system")
+    parser.add_argument("system", choices=["particles2d", "lj-mixing", "polymer"], help="the system to simulate")
     parser.add_argument("--out", required=True, help="output dataset directory (resumed if it holds this dataset)")
-    parser.add_argument("--replicas", type=int, default=8, help="number of replicas (default 8)")
+    parser.add_argument("--replicas", type=int, default=8, help="number of replicas")
     parser.add_argument("--regime", default="in-dst", choices=REGIMES,
-                        help="in-dst | diff-init | diff-N (polymer: in-dst | slow | medium | fast)")
+                        help="initial-state regime: in-dst, diff-init or diff-N (polymer: in-dst, slow, medium or fast)")
     parser.add_argument("--n-particles", type=int, default=None, help="particles per replica (default: the regime's)")
     parser.add_argument("--seed", type=int, default=0, help="base seed; replica i is seeded from (seed, i)")
-    parser.add_argument("--platform", default="auto", help="auto | CUDA | OpenCL | CPU | Reference")
+    parser.add_argument("--platform", default="auto", help="OpenMM platform: auto (CUDA > OpenCL > CPU > Reference), CUDA, OpenCL, CPU or Reference")
     parser.add_argument("--workers", type=int, default=1,
-                        help="parallel worker processes (default 1); with --scheduler local, the LocalCluster's")
+                        help="parallel worker processes; with --scheduler local, the LocalCluster's")
     parser.add_argument("--batch", type=int, default=1,
-                        help="replicas packed into one OpenMM Context (default 1); the files do not depend "
+                        help="replicas packed into one OpenMM Context; the files do not depend "
                              "on it for particles2d; stochastic systems agree in distribution")
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="builder parameter, VALUE parsed as JSON if possible (repeatable), "

@@ -9,9 +9,10 @@ Protocol (done at build time up to the production run):
      place of the reference's Nose-Hoover (damping 0.1 tau). Langevin is exact in
      distribution and local (each atom is thermostatted), which suits the walled,
      non-momentum-conserving box; the friction is a parameter.
+
 Walls: reflecting in x and y (a coordinate that crosses a wall is mirrored back and its
 velocity component flips), done inside the integrator; z is frozen by a per-DOF mask.
-Non-bonded: the per-type-pair (epsilon, sigma) table from ``Discrete2DFunction``s (not
+Non-bonded: the per-type-pair (epsilon, sigma) table from ``Discrete2DFunction`` tables (not
 Lorentz-Berthelot), cut at 2.5 and shifted to zero there (the shift changes energies,
 not forces).
 """
