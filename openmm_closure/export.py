@@ -491,7 +491,8 @@ def _finish_export_dir(out: Path, written: list) -> None:
     from .hosts import HOST_FILES
     from .hosts.cv import stale_cv_files
 
-    names = {Path(p).name for p in written} | {Path(p).with_suffix(".json").name for p in written}
+    names = {Path(p).name for p in written} | {Path(p).with_suffix(".json").name for p in written
+                                                 if Path(p).suffix in (".pt", ".pt2")}
     for p in stale_cv_files(out, names):
         p.unlink(missing_ok=True)
     for name in HOST_FILES:
