@@ -30,7 +30,11 @@ format, :data:`EXPORT_FORMAT_VERSION`), ``model_format_version``, ``package_vers
 before the encoder; ``centered_per_set``: each set's centroid is subtracted first, inside
 the exported module, so ẑ is translation invariant), ``state_range`` (``lo``/``hi`` of ``[z̄, ẑ]`` in raw units mapped to
 [-1, 1]), ``dynamics`` (the dynamics hyperparameters, ``kind`` "ode"/"sde"), ``units``,
-``dtype`` of the weights, and for the collective variable ``component``,
+``dtype`` of the weights, ``versions`` (``torch``, ``libtorch_cxx11_abi``, ``openmm``,
+``openmm_closure``, ``python`` of the exporting environment), ``inputs`` / ``outputs`` (the
+call the file expects: name, shape, dtype, units of each argument), ``records_sha256``
+(digest of the file's TorchScript records; see :mod:`openmm_closure.provenance` and
+``openmm-closure info``), and for the collective variable ``component``,
 ``force_constant``, ``target``, ``n_particles`` and ``global_parameters`` (the defaults
 of ``closure_k`` and ``closure_target``).
 
