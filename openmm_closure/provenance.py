@@ -73,6 +73,9 @@ CONTRACTS = {
     "closure_cv": {"inputs": [_arg("positions", ["N", 3], "float32|float64", "nm (every particle of the System)"),
                               _arg("box", [3, 3], "dtype of positions", "nm (optional; periodic exports)")],
                    "outputs": [_arg("zhat_c", [], "dtype of positions", "dimensionless")]},
+    "observable_cv": {"inputs": [_arg("positions", ["N", 3], "float32|float64", "nm (every particle of the System)"),
+                                 _arg("box", [3, 3], "dtype of positions", "nm (optional; periodic exports)")],
+                      "outputs": [_arg("observable", [], "dtype of positions", "the observable's units")]},
     "plumed": {"inputs": _PLUMED_IN, "outputs": [_arg("zhat", [1, "d"], "float32", "dimensionless")]},
     "gromacs-colvars": {"inputs": _PLUMED_IN, "outputs": [_arg("zhat", [1, "d"], "float32", "dimensionless")]},
 }

@@ -78,7 +78,8 @@ def closure_cv_force(path: str | os.PathLike, backend: str = "python") -> Any:
     """A Force whose energy is one closure variable: a collective variable.
 
     Arguments:
-        path: an exported ``closure_cv_<c>.pt`` (``openmm-closure export --cv``).
+        path: an exported ``closure_cv_<c>.pt`` or ``observable_cv_<name>.pt``
+            (``openmm-closure export --cv``).
         backend: ``"python"`` (default): an ``openmm.PythonForce`` that runs the exported
             TorchScript file with torch; ``"torch"``: openmm-torch's ``TorchForce`` of the
             file. Both give the same value and forces. ``CustomCVForce`` and
@@ -107,8 +108,9 @@ def closure_cv_force(path: str | os.PathLike, backend: str = "python") -> Any:
     from .export import load_exported
 
     _, meta = load_exported(path)  # checked against its export directory's index, if any
-    if meta.get("kind") != "closure_cv":
-        raise ValueError(f"{path} is a {meta.get('kind')!r} export, not closure_cv_<c>.pt (export --cv)")
+    if meta.get("kind") not in ("closure_cv", "observable_cv"):
+        raise ValueError(f"{path} is a {meta.get('kind')!r} export, not closure_cv_<c>.pt or "
+                         "observable_cv_<name>.pt (export --cv)")
     periodic = bool(meta.get("periodic", False))
     if backend == "torch":
         openmmtorch = _openmmtorch("closure_cv_force(backend='torch')")
@@ -118,7 +120,7 @@ def closure_cv_force(path: str | os.PathLike, backend: str = "python") -> Any:
         from .pythonforce import closure_python_cv
 
         force = closure_python_cv(path, periodic)
-    force.setName(f"closure CV {meta.get('name', meta.get('component'))}")
+    force.setName(f"closure CV {meta.get('observable') or meta.get('name', meta.get('component'))}")
     return force
 
 

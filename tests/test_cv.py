@@ -365,3 +365,60 @@ def test_python_force_equals_torchforce(models, tmp_path, name, platform):
         assert ep > 0.1 and ep == pytest.approx(et, rel=1e-5)
         np.testing.assert_allclose(fp, ft, rtol=0, atol=1e-5 * max(1.0, np.abs(ft).max()))
     assert results[0][0][0] == pytest.approx(0.5 * 300.0 * 0.2 ** 2, rel=1e-4)
+
+
+@pytest.mark.parametrize("platform", ["Reference", "CPU"])
+def test_observable_cv_energy_equals_numpy_and_its_forces(models, platform):
+    """observable_cv_energy.pt (particles2d's mean pair energy) in a CustomCVForce equals
+    observables.compute; its forces equal minus the finite-difference gradient."""
+    import openmm
+
+    from openmm_closure.observables import compute
+    from openmm_closure.torchforce import closure_cv_force
+
+    model_dir, export_dir = models["particles2d"]
+    model = load_model(model_dir)
+    meta = read_metadata(export_dir / "observable_cv_energy.pt")
+    assert meta["kind"] == "observable_cv" and meta["observable"] == "energy"
+    assert not list(models["lj-mixing"][1].glob("observable_cv_*"))  # R_AB / R_BA: no gradient, no CV
+    params = model.config["observable_params"]
+    n = 9
+    pos = _positions(n, 11)
+    cvf = openmm.CustomCVForce("100*e")
+    cvf.addCollectiveVariable("e", closure_cv_force(export_dir / "observable_cv_energy.pt"))
+    system = _free_system(n)
+    system.addForce(cvf)
+    ctx = _context(system, platform)
+    ctx.setPositions(pos)
+    want = float(compute(["energy"], pos[None], np.zeros(n, dtype=np.int64), **params)["energy"][0])
+    assert cvf.getCollectiveVariableValues(ctx)[0] == pytest.approx(want, rel=1e-10, abs=1e-12)
+    f = np.asarray(ctx.getState(getForces=True).getForces(asNumpy=True)._value)
+    h = 1e-4
+    for i, j in ((0, 0), (4, 1), (8, 0)):
+        xp, xm = pos.copy(), pos.copy()
+        xp[i, j] += h
+        xm[i, j] -= h
+        ep = compute(["energy"], xp[None], np.zeros(n, dtype=np.int64), **params)["energy"][0]
+        em = compute(["energy"], xm[None], np.zeros(n, dtype=np.int64), **params)["energy"][0]
+        assert f[i, j] == pytest.approx(-100 * (ep - em) / (2 * h), rel=1e-5, abs=1e-8)
+
+
+@pytest.mark.parametrize("name", ["energy", "extension", "end_to_end_x"])
+def test_observable_cv_modules_equal_numpy(name):
+    """Each differentiable observable's TorchScript form equals the numpy observable, on a
+    subset and after periodic wrapping; R_AB has none."""
+    from openmm_closure.hosts.cv import ObservableCV
+    from openmm_closure.observables import compute
+
+    rng = np.random.default_rng(2)
+    pos = rng.random((15, 3)) * 3
+    subset = np.array([3, 1, 4, 9, 12, 6, 0])
+    module = torch.jit.script(ObservableCV(name, 4.0, 0.1, subset, periodic=True))
+    want = float(np.asarray(compute([name], pos[subset][None], np.zeros(7, dtype=np.int64))[name])[0])
+    box = torch.eye(3, dtype=torch.float64) * 10.0
+    wrapped = pos.copy()
+    wrapped[4] += [10.0, -10.0, 0.0]  # a seen particle moved by box vectors
+    for x in (pos, wrapped):
+        assert float(module(torch.tensor(x), box)) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match="no differentiable CV"):
+        ObservableCV("R_AB")

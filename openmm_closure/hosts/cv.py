@@ -1,7 +1,10 @@
 r"""Closure variables as OpenMM collective variables (``openmm-closure export --cv``).
 
 One TorchScript file per closure component, ``closure_cv_<c>.pt``, whose *energy* is the
-variable itself: ``E(X) = ẑ_c(X)`` (dimensionless; OpenMM reads it as kJ/mol). That is
+variable itself: ``E(X) = ẑ_c(X)`` (dimensionless; OpenMM reads it as kJ/mol), and one per
+differentiable observable of the model, ``observable_cv_<name>.pt`` (``energy``,
+``extension``, ``end_to_end_x``; the neighbour ratios ``R_AB``/``R_BA`` count neighbours
+within a hard cutoff and have no useful gradient, so they get none). That is
 what ``openmm.CustomCVForce`` and ``openmm.app.metadynamics.BiasVariable`` take: a Force
 whose energy is the collective variable. openmm-torch's ``TorchForce`` calls
 ``forward(positions)`` with the (N, 3) positions of *every* particle of the System in nm
@@ -39,7 +42,8 @@ from torch import Tensor, nn
 
 from .common import EncoderCore
 
-__all__ = ["ClosureCV", "cv_file", "is_cv_file", "check_atom_subset", "write_cvs", "validate_cv", "parse_atom_subset",
+__all__ = ["ClosureCV", "ObservableCV", "DIFFERENTIABLE_OBSERVABLES", "observable_cv_file", "make_whole",
+           "cv_file", "is_cv_file", "check_atom_subset", "write_cvs", "validate_cv", "parse_atom_subset",
            "stale_cv_files"]
 
 #: file name of component c
@@ -52,9 +56,14 @@ def cv_file(component: int) -> str:
 
 
 def is_cv_file(name: str) -> bool:
-    """Whether ``name`` is a CV file or its JSON (``closure_cv_<c>.pt`` / ``.json``)."""
+    """Whether ``name`` is a CV file or its JSON (``closure_cv_<c>`` / ``observable_cv_<name>``,
+    ``.pt`` / ``.json``)."""
     stem, _, ext = name.rpartition(".")
-    return ext in ("pt", "json") and stem.startswith("closure_cv_") and stem[len("closure_cv_"):].isdigit()
+    if ext not in ("pt", "json"):
+        return False
+    if stem.startswith("closure_cv_"):
+        return stem[len("closure_cv_"):].isdigit()
+    return stem.startswith("observable_cv_") and len(stem) > len("observable_cv_")
 
 
 def parse_atom_subset(text: str) -> np.ndarray:
@@ -95,6 +104,17 @@ def check_atom_subset(atom_subset: Optional[Any]) -> Optional[np.ndarray]:
     if int(a.min()) < 0 or len(np.unique(a)) != a.size:
         raise ValueError("--atom-subset indices must be distinct and >= 0")
     return a.astype(np.int64)
+
+
+def make_whole(x: Tensor, box: Tensor) -> Tensor:
+    """Each row of x (m, 3) nm at its minimum image relative to row 0, for OpenMM's reduced,
+    lower-triangular box (rows a, b, c; a along x, b in the xy plane)."""
+    b = box.to(x.dtype)
+    d = x - x[0:1]
+    d = d - b[2].unsqueeze(0) * torch.round(d[:, 2:3] / b[2, 2])
+    d = d - b[1].unsqueeze(0) * torch.round(d[:, 1:2] / b[1, 1])
+    d = d - b[0].unsqueeze(0) * torch.round(d[:, 0:1] / b[0, 0])
+    return x[0:1] + d
 
 
 class ClosureCV(nn.Module):
@@ -140,16 +160,6 @@ class ClosureCV(nn.Module):
         self.register_buffer("subset", torch.zeros(0, dtype=torch.long) if subset is None
                              else torch.from_numpy(subset.copy()))
 
-    def _whole(self, x: Tensor, box: Tensor) -> Tensor:
-        """Each row of x (m, 3) at its minimum image relative to row 0 (OpenMM's reduced,
-        lower-triangular box: a along x, b in the xy plane)."""
-        b = box.to(x.dtype)
-        d = x - x[0:1]
-        d = d - b[2].unsqueeze(0) * torch.round(d[:, 2:3] / b[2, 2])
-        d = d - b[1].unsqueeze(0) * torch.round(d[:, 1:2] / b[1, 1])
-        d = d - b[0].unsqueeze(0) * torch.round(d[:, 0:1] / b[0, 0])
-        return x[0:1] + d
-
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
         """The closure variable.
 
@@ -175,7 +185,7 @@ class ClosureCV(nn.Module):
             if box is None:
                 raise ValueError("this collective variable was exported with periodic=True: "
                                  "call TorchForce.setUsesPeriodicBoundaryConditions(True)")
-            x = self._whole(x, box.to(positions.device))
+            x = make_whole(x, box.to(positions.device))
         n = x.shape[0]
         if self.n_particles >= 0:
             if n != self.n_particles:
@@ -185,6 +195,83 @@ class ClosureCV(nn.Module):
         else:
             types = torch.zeros(n, dtype=torch.long, device=positions.device)
         return self.core(x, types)[self.component].to(positions.dtype)
+
+
+#: observables with a differentiable TorchScript form (R_AB / R_BA count neighbours within a
+#: hard cutoff: piecewise constant, no useful gradient)
+DIFFERENTIABLE_OBSERVABLES = ("energy", "extension", "end_to_end_x")
+
+
+def observable_cv_file(name: str) -> str:
+    """File name of the CV of observable ``name``."""
+    return f"observable_cv_{name}.pt"
+
+
+class ObservableCV(nn.Module):
+    """A macroscopic observable z̄ as the TorchForce energy, the same function as
+    :mod:`openmm_closure.observables` computes in numpy:
+
+    - ``energy``: mean pair energy ``Σ_{i<j} P(r_ij) / (n (n - 1) / 2)`` in the xy plane,
+      ``P(r) = (1/a) log cosh(a (1 - r)) + b (1 - r)`` (kJ/mol);
+    - ``extension``: ``max x - min x`` (nm; its gradient acts on the two extreme beads);
+    - ``end_to_end_x``: x of the last seen particle minus x of the first (nm).
+
+    Arguments:
+        name: one of :data:`DIFFERENTIABLE_OBSERVABLES`.
+        a, b: pair potential parameters (``energy``).
+        atom_subset: (m,) seen particles in System order, or None (all).
+        periodic: make the seen set whole with the box first.
+    """
+
+    kind: int
+    a: float
+    b: float
+    periodic: bool
+    use_subset: bool
+
+    def __init__(self, name: str, a: float = 4.0, b: float = 0.1, atom_subset: Optional[Any] = None,
+                 periodic: bool = False):
+        super().__init__()
+        if name not in DIFFERENTIABLE_OBSERVABLES:
+            raise ValueError(f"observable {name!r} has no differentiable CV; choose from "
+                             f"{', '.join(DIFFERENTIABLE_OBSERVABLES)}")
+        self.kind = DIFFERENTIABLE_OBSERVABLES.index(name)
+        self.a, self.b = float(a), float(b)
+        self.periodic = bool(periodic)
+        subset = check_atom_subset(atom_subset)
+        self.use_subset = subset is not None
+        self.register_buffer("subset", torch.zeros(0, dtype=torch.long) if subset is None
+                             else torch.from_numpy(subset.copy()))
+
+    def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        """The observable of (N, 3) nm positions (float32/float64), () in their dtype."""
+        if positions.dim() != 2 or positions.shape[1] != 3:
+            raise ValueError("positions must have shape (N, 3)")
+        x = positions
+        if self.use_subset:
+            if int(self.subset.max()) >= positions.shape[0]:
+                raise ValueError("this collective variable's atom subset needs at least "
+                                 + str(int(self.subset.max()) + 1) + " particles, got "
+                                 + str(positions.shape[0]))
+            x = positions.index_select(0, self.subset.to(positions.device))
+        if self.periodic:
+            if box is None:
+                raise ValueError("this collective variable was exported with periodic=True: "
+                                 "call TorchForce.setUsesPeriodicBoundaryConditions(True)")
+            x = make_whole(x, box.to(positions.device))
+        if self.kind == 0:
+            n = x.shape[0]
+            if n < 2:
+                raise ValueError("the mean pair energy needs at least 2 particles")
+            ij = torch.triu_indices(n, n, 1, device=x.device)
+            d = x[ij[0], :2] - x[ij[1], :2]
+            r = torch.sqrt((d * d).sum(dim=1))
+            u = self.a * (1.0 - r)
+            log_cosh = u.abs() + torch.log1p(torch.exp(-2.0 * u.abs())) - 0.6931471805599453
+            return (log_cosh / self.a + self.b * (1.0 - r)).mean()
+        if self.kind == 1:
+            return x[:, 0].max() - x[:, 0].min()
+        return x[-1, 0] - x[0, 0]
 
 
 def validate_cv(path: Path, encoder: nn.Module, probe: np.ndarray, types: Optional[Tensor],
@@ -280,6 +367,38 @@ def write_cvs(model, out: Path, meta: dict, *, types: Optional[Any] = None, atom
             "host": "openmm-torch TorchForce (forward(positions[, box])) for CustomCVForce / BiasVariable",
         })
         validate_cv(path, model.encoder, probe, t, subset, c)
+        written.append(path)
+    written += _write_observable_cvs(model, out, meta, subset, periodic, probe)
+    return written
+
+
+def _write_observable_cvs(model, out: Path, meta: dict, subset: Optional[np.ndarray], periodic: bool,
+                          probe: np.ndarray) -> List[Path]:
+    """``observable_cv_<name>.pt`` for every differentiable observable of the model, each
+    checked against the numpy observable at the probe (float32 and float64)."""
+    from ..observables import compute
+    from ..scripting import save_script
+
+    params = dict(meta.get("observable_params") or {})
+    written = []
+    for name in model.observables:
+        if name not in DIFFERENTIABLE_OBSERVABLES:
+            continue
+        module = ObservableCV(name, params.get("a", 4.0), params.get("b", 0.1), subset, periodic)
+        path = out / observable_cv_file(name)
+        save_script(module, path, {
+            **meta, "kind": "observable_cv", "observable": name,
+            "atom_subset": None if subset is None else subset.tolist(), "periodic": bool(periodic),
+            "energy": f"the observable {name} itself (its own units, read by OpenMM as kJ/mol)",
+            "host": "openmm-torch TorchForce (forward(positions[, box])) for CustomCVForce / BiasVariable",
+        })
+        seen = probe if subset is None else probe[subset]
+        want = float(np.asarray(compute([name], seen[None], np.zeros(len(seen), dtype=np.int64), **params)[name])[0])
+        loaded = torch.jit.load(str(path), map_location="cpu")
+        for dtype in (torch.float32, torch.float64):
+            got = float(loaded(torch.tensor(probe, dtype=dtype), torch.eye(3, dtype=dtype) * 1e3))
+            if abs(got - want) > 1e-5 * max(1.0, abs(want)):
+                raise RuntimeError(f"{path.name}: differs from the numpy observable {name} ({got} vs {want})")
         written.append(path)
     return written
 
