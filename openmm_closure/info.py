@@ -141,7 +141,8 @@ def _file_summary(path: Path, meta: dict, checks: list) -> dict:
     cr = meta.get("coordinate_range") or {}
     return {
         "kind": f"exported file ({meta.get('kind')})", "path": str(path), "system": meta.get("system"),
-        "species": meta.get("species"), "n_particles": "any" if meta.get("n_particles") is None else meta["n_particles"],
+        "species": meta.get("species"),
+        "n_particles": "any" if meta.get("n_particles") is None else meta["n_particles"],
         "dims": {"in_features": meta.get("in_features"), "latent_dim": meta.get("latent_dim"),
                  "state_dim": meta.get("dim"), "component": meta.get("component"),
                  "centered_per_set": cr.get("centered_per_set")},

@@ -13,7 +13,8 @@ __all__ = ["configure", "run"]
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``info`` arguments to ``parser``."""
     parser.add_argument("path", metavar="PATH",
-                        help="a model directory, an export directory, one exported .pt/.pt2 file or a dataset directory")
+                        help="a model directory, an export directory, one exported .pt/.pt2 file "
+                             "or a dataset directory")
     parser.add_argument("--json", action="store_true",
                         help="print the description as JSON instead of text (default: text)")
 
