@@ -54,7 +54,7 @@ class EagerClosureBias:
     def __init__(self, encoder, component: int, types: Optional[Any] = None):
         import torch
 
-        self.encoder = copy.deepcopy(encoder).eval()
+        self.encoder = copy.deepcopy(encoder).cpu().eval()
         for p in self.encoder.parameters():
             p.requires_grad_(False)
         self.component = int(component)
@@ -147,7 +147,7 @@ def closure_python_force(model, component: int = 0, force_constant: float = 1.0,
         raise ValueError(f"the model has {model.n_species} species: pass the species of every particle (types)")
     if not (np.isfinite(force_constant) and np.isfinite(target)):
         raise ValueError("force_constant and target must be finite")
-    comp = EagerClosureBias(model.encoder.cpu(), component, types)
+    comp = EagerClosureBias(model.encoder, component, types)
     force = openmm.PythonForce(comp, {GLOBAL_K: float(force_constant), GLOBAL_TARGET: float(target)})
     force.setName(f"closure bias zhat_{int(component)}")
     return force
