@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "rollout": ("openmm_closure.commands.rollout", "encode a configuration and extrapolate it"),
     "demo": ("openmm_closure.commands.demo", "run the end-to-end demo"),
     "render": ("openmm_closure.commands.render", "render a polymer dataset as a video or as pixel sets"),
+    "info": ("openmm_closure.commands.info", "say what a model, export, exported file or dataset is, and check it"),
 }
 
 

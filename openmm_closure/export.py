@@ -9,6 +9,8 @@ Export directory (written by :func:`export_model`)::
       dynamics.json              its metadata (also inside dynamics.pt)
       collective_variable.pt     TorchScript bias for openmm-torch's TorchForce, see ClosureBias
       collective_variable.json   its metadata (also inside collective_variable.pt)
+      closure_cv_<c>.pt          with --cv: TorchForce whose energy is ẑ_c, see hosts/cv.py
+      closure_cv_<c>.json        its metadata (also inside closure_cv_<c>.pt)
       export.json                index: sha256 of every file above that this export wrote
                                  (written last; checked by load_exported / check_export_dir)
 
@@ -28,7 +30,11 @@ format, :data:`EXPORT_FORMAT_VERSION`), ``model_format_version``, ``package_vers
 before the encoder; ``centered_per_set``: each set's centroid is subtracted first, inside
 the exported module, so ẑ is translation invariant), ``state_range`` (``lo``/``hi`` of ``[z̄, ẑ]`` in raw units mapped to
 [-1, 1]), ``dynamics`` (the dynamics hyperparameters, ``kind`` "ode"/"sde"), ``units``,
-``dtype`` of the weights, and for the collective variable ``component``,
+``dtype`` of the weights, ``versions`` (``torch``, ``libtorch_cxx11_abi``, ``openmm``,
+``openmm_closure``, ``python`` of the exporting environment), ``inputs`` / ``outputs`` (the
+call the file expects: name, shape, dtype, units of each argument), ``records_sha256``
+(digest of the file's TorchScript records; see :mod:`openmm_closure.provenance` and
+``openmm-closure info``), and for the collective variable ``component``,
 ``force_constant``, ``target``, ``n_particles`` and ``global_parameters`` (the defaults
 of ``closure_k`` and ``closure_target``).
 
@@ -378,6 +384,9 @@ def export_model(
     hosts: Sequence[str] = (),
     formats: Sequence[str] = (),
     rollout_steps: int = 10,
+    cv: bool = False,
+    atom_subset: Optional[Any] = None,
+    periodic: bool = False,
 ) -> dict:
     """Export a model directory to TorchScript (see the module docstring for the format).
 
@@ -393,10 +402,16 @@ def export_model(
             :mod:`openmm_closure.hosts`.
         formats: ``"pt2"`` adds the AOTInductor packages (TorchScript is always written).
         rollout_steps: steps baked into the ``.pt2`` rollout.
+        cv: also write ``closure_cv_<c>.pt`` for every closure component c, whose
+            TorchForce energy is ẑ_c itself (for ``CustomCVForce`` / ``BiasVariable``; see
+            :mod:`openmm_closure.hosts.cv`).
+        atom_subset: (m,) indices of the particles the CVs see (None: all); with ``cv``.
+        periodic: the CVs take the box and make the set whole first; with ``cv``.
 
     Returns:
         ``{"encoder": path, "dynamics": path, "collective_variable": path or None,
-        "skipped": reason or None, "hosts": [paths of the host profiles' files]}``.
+        "skipped": reason or None, "hosts": [paths of the host profiles' files],
+        "cv": [paths of the closure CVs]}``.
 
     Raises:
         ValueError: the model directory is missing or malformed, or bad bias options.
@@ -425,6 +440,15 @@ def export_model(
     from .hosts.profiles import check_host_options, write_hosts
 
     check_host_options(model, hosts, formats, types)
+    if cv:
+        from .hosts.cv import ClosureCV
+
+        if model.latent_dim == 0:
+            raise ValueError("--cv: the model has no closure variables (method no-closure)")
+        ClosureCV(model.encoder, 0, None if types is None else torch.as_tensor(np.asarray(types)).reshape(-1),
+                  atom_subset, periodic)  # validates subset and types before anything is written
+    elif atom_subset is not None or periodic:
+        raise ValueError("--atom-subset and --periodic apply to the closure CVs: add --cv")
 
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
@@ -454,7 +478,12 @@ def export_model(
     paths["hosts"] = write_hosts(model, out, meta, hosts=hosts, formats=formats, component=component,
                                  force_constant=force_constant, target=target, types=types,
                                  rollout_steps=rollout_steps)
-    _finish_export_dir(out, [paths[k] for k in FILES if paths.get(k) is not None] + paths["hosts"])
+    paths["cv"] = []
+    if cv:
+        from .hosts.cv import write_cvs
+
+        paths["cv"] = write_cvs(model, out, meta, types=types, atom_subset=atom_subset, periodic=periodic)
+    _finish_export_dir(out, [paths[k] for k in FILES if paths.get(k) is not None] + paths["hosts"] + paths["cv"])
     return paths
 
 
@@ -464,8 +493,12 @@ def _finish_export_dir(out: Path, written: list) -> None:
     from .fileio import atomic_write_bytes, sha256_file
 
     from .hosts import HOST_FILES
+    from .hosts.cv import stale_cv_files
 
-    names = {Path(p).name for p in written} | {Path(p).with_suffix(".json").name for p in written}
+    names = {Path(p).name for p in written} | {Path(p).with_suffix(".json").name for p in written
+                                                 if Path(p).suffix in (".pt", ".pt2")}
+    for p in stale_cv_files(out, names):
+        p.unlink(missing_ok=True)
     for name in HOST_FILES:
         if name not in names:
             (out / name).unlink(missing_ok=True)

@@ -55,9 +55,24 @@ def _torchforce_bias(tmp: Path, models) -> None:
     assert "bias energy" in out and (tmp / "x" / "collective_variable.pt").is_file()
 
 
+#: the metadynamics example at test size: a tiny model trained in the script, 300 MD steps
+METAD_SMALL = ["--n-particles", "12", "--train-replicas", "4", "--train-steps", "20", "--epochs", "2",
+               "--steps", "300", "--pace", "20", "--platform", "CPU"]
+
+
+def _metadynamics_closure(tmp: Path, models) -> None:
+    out = _run(ROOT / "examples" / "metadynamics_closure.py", ["--out", str(tmp / "m"), *METAD_SMALL], tmp)
+    assert "15 hills deposited" in out
+    table = np.genfromtxt(tmp / "m" / "free_energy.csv", delimiter=",", names=True)
+    fe = table["free_energy_kJ_per_mol"]
+    assert len(fe) == 101 and np.all(np.isfinite(fe)) and fe.min() == 0.0 and fe.max() > 0.1
+    png = (tmp / "m" / "free_energy.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
 #: every example script and how the test runs it (small sizes where the script takes them)
 EXAMPLES = {"attach_reporters.py": _attach_reporters, "closure_handover.py": _closure_handover,
-            "torchforce_bias.py": _torchforce_bias}
+            "torchforce_bias.py": _torchforce_bias, "metadynamics_closure.py": _metadynamics_closure}
 
 
 def test_every_example_is_run_here():
@@ -68,6 +83,12 @@ def test_every_example_is_run_here():
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_example_runs(name, tmp_path, simulated_models):
     EXAMPLES[name](tmp_path, simulated_models)
+
+
+def test_metadynamics_example_at_small_size(tmp_path):
+    """The metadynamics example in the default suite: trains its tiny model, deposits 15 hills
+    on the exported closure CV, writes a finite free-energy profile and its PNG."""
+    _metadynamics_closure(tmp_path, None)
 
 
 @pytest.mark.slow

@@ -217,6 +217,11 @@ def test_cpp_host_matches_python(models, cpp_host, tmp_path, name):
         assert np.allclose(table[0, 1 + model.macro_dim:1 + model.dim], zhat, atol=1e-5)
         assert np.all(table[-1, 1 + model.dim:] > 0)
 
+    # the header: each model's kind and the versions it was exported with
+    header = [ln for ln in res.stdout.splitlines() if ln.startswith("# ") and ": kind " in ln]
+    assert len(header) == 2 and ": kind encoder, system " + name in header[0]
+    assert f"torch {torch.__version__}, libtorch C++11 ABI " in header[0] and ": kind dynamics" in header[1]
+
     # bad input: one line on stderr, exit code 1
     (tmp_path / "bad.txt").write_text("3 0\n0 0 0 0\n")
     res = subprocess.run([str(cpp_host), str(export_dir / "encoder.pt"), str(export_dir / "dynamics.pt"),
@@ -345,3 +350,24 @@ def test_centred_model_translation_invariant_eager_and_exported(models):
         got = enc(torch.tensor(shifted), torch.tensor(types)).double().numpy()
         assert np.abs(got - ref).max() <= 1e-5
         assert abs(float(cv(torch.tensor(shifted))) - ref_cv) <= 1e-5 * max(1.0, abs(ref_cv))
+
+
+def test_cpp_host_refuses_another_torch(models, cpp_host, tmp_path):
+    """An encoder whose metadata records another torch (or C++ ABI) is refused in one line."""
+    from openmm_closure.export import ExportedEncoder
+    from openmm_closure.scripting import save_script
+
+    model_dir, export_dir = models["particles2d"]
+    model = load_model(model_dir)
+    meta = read_metadata(export_dir / "encoder.pt")
+    base = {k: v for k, v in meta.items() if k not in ("versions", "records_sha256")}
+    pos, types = _config(10, model, 3)
+    _write_host_input(tmp_path / "config.txt", pos, types, model.macro(pos, types))
+    abi = meta["versions"]["libtorch_cxx11_abi"]
+    for versions, needle in (({**meta["versions"], "torch": "1.8.2"}, "exported with torch 1.8.2"),
+                             ({**meta["versions"], "libtorch_cxx11_abi": not abi}, f"C++11 ABI {str(not abi).lower()}")):
+        save_script(ExportedEncoder(model.encoder), tmp_path / "old.pt", {**base, "versions": versions})
+        res = subprocess.run([str(cpp_host), str(tmp_path / "old.pt"), str(export_dir / "dynamics.pt"),
+                              str(tmp_path / "config.txt")], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 1 and needle in res.stderr and "matching libtorch" in res.stderr, res.stderr
+        assert res.stderr.strip().count("\n") == 0 and "zhat" not in res.stdout

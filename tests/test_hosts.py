@@ -1,4 +1,4 @@
-"""Host profiles (PLUMED PYTORCH_MODEL, GROMACS NNPot, .pt2): a compiled C++ harness calls
+"""Host profiles (PLUMED PYTORCH_MODEL, GROMACS Colvars torchANN, .pt2): a compiled C++ harness calls
 each saved model the way its host's source does and must match the eager model.
 
 Tolerance: ẑ, energies and forces to 1e-5 relative to max(1, |value|): the hosts compute
@@ -120,35 +120,70 @@ def test_plumed_harness_matches_eager(host_models, harness, tmp_path, name):
 
 
 # ---------------------------------------------------------------------------- GROMACS
+@pytest.mark.parametrize("mode", ["colvars", "colvars-f64"])
 @pytest.mark.parametrize("name", ["particles2d", "lj-mixing"])
-def test_gromacs_harness_energy_and_forces(host_models, harness, tmp_path, name):
+def test_gromacs_colvars_harness_matches_eager(host_models, harness, tmp_path, name, mode):
+    """colvars_model.pt called as Colvars' torchANN does inside GROMACS (float32, and float64
+    with doubleInputTensor): each m_output_index j is ẑ_j, its gradient that of the eager model."""
     model_dir, export_dir = host_models[name]
     model = load_model(model_dir)
     n = N if name == "lj-mixing" else 19
     pos, types = _config(model, n, 4)
     _write_tensors(tmp_path / "in.txt", [("f64", pos)])
-    res, out = _run(harness, "gromacs", export_dir / "nnpot_model.pt", tmp_path / "in.txt")
+    res, out = _run(harness, mode, export_dir / "colvars_model.pt", tmp_path / "in.txt")
     assert res.returncode == 0, res.stderr
     x = torch.tensor(pos, dtype=torch.float32, requires_grad=True)
-    zc = model.encoder(x, torch.tensor(types))[1]
-    e = 0.5 * 250.0 * (zc - 0.2) ** 2
-    (g,) = torch.autograd.grad(e, x)
-    assert float(e.detach()) > 1e-3
-    _close(out["energy"], float(e.detach()))
-    _close(out["forces"], -g.numpy(), tol=TOL * max(1.0, float(g.abs().max())))
-    if name == "particles2d":  # a centred encoder is translation invariant: no net force
-        assert np.abs(out["forces"].sum(0)).max() < 1e-4 * max(1.0, np.abs(out["forces"]).max())
-    mdp = (export_dir / "nnpot_model.mdp").read_text()
-    assert "nnpot-modelfile     = nnpot_model.pt" in mdp
-    assert [ln.split("=")[1].strip() for ln in mdp.splitlines() if ln.startswith("nnpot-model-input")] == \
-        ["atom-positions", "atom-numbers", "box", "pbc"]
+    want = model.encoder(x, torch.tensor(types))
+    for j in range(model.latent_dim):
+        (g,) = torch.autograd.grad(want[j], x, retain_graph=True)
+        _close(out[f"value_{j}"], float(want[j].detach()))
+        assert np.abs(g.numpy()).max() > 0
+        _close(out[f"grad_{j}"].reshape(n, 3), g.numpy(), tol=TOL * max(1.0, float(g.abs().max())))
+    assert not any(k.startswith("value_") and int(k.split("_")[1]) >= model.latent_dim for k in out)
+
+
+@pytest.mark.parametrize("name", ["particles2d", "lj-mixing"])
+def test_gromacs_colvars_config_and_mdp(host_models, name):
+    """The Colvars config: one torchANN colvar per closure component on the same atoms in
+    order, the harmonic bias on the exported component with its k and centre; the .mdp lines
+    switch Colvars on (no nnpot option anywhere: the force field stays)."""
+    model_dir, export_dir = host_models[name]
+    model = load_model(model_dir)
+    cfg = (export_dir / "gromacs_colvars.dat").read_text()
+    n = N if name == "lj-mixing" else 16
+    live = [ln.split("#")[0].strip() for ln in cfg.splitlines() if ln.split("#")[0].strip()]
+    names = [ln.split()[1] for ln in live if ln.startswith("name ") and ln != "name closure_restraint"]
+    assert names == [f"zhat_{j}" for j in range(model.latent_dim)]
+    assert [ln for ln in live if ln.startswith("m_output_index")] == \
+        [f"m_output_index {j}" for j in range(model.latent_dim)]
+    assert live.count("modelFile colvars_model.pt") == model.latent_dim
+    atoms = [ln for ln in live if ln.startswith("atoms {")]
+    assert len(atoms) == model.latent_dim
+    assert all(a == "atoms { atomNumbers " + " ".join(str(i) for i in range(1, n + 1)) + " }" for a in atoms)
+    harmonic = live[live.index("harmonic {"):]
+    assert harmonic[:5] == ["harmonic {", "name closure_restraint", "colvars zhat_1", "centers 0.2",
+                            "forceConstant 250.0"]
+    assert "doubleInputTensor no" in live and not any("nnpot" in ln for ln in live)
+    mdp = (export_dir / "gromacs_colvars.mdp").read_text()
+    assert "colvars-active      = yes" in mdp and "colvars-configfile  = gromacs_colvars.dat" in mdp
+    assert not any(ln.strip().startswith("nnpot") for ln in mdp.splitlines())
+    meta = json.loads((export_dir / "colvars_model.json").read_text())
+    assert meta["kind"] == "gromacs-colvars" and "colvarcomp_torchann.cpp" in meta["host"]
+
+
+def test_gromacs_nnpot_refused_in_one_line(host_models, tmp_path, capsys):
+    model_dir, _ = host_models["particles2d"]
+    assert main(["export", "--model", str(model_dir), "--out", str(tmp_path / "o"), "--host", "gromacs-nnpot"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "NNP/MM" in err and "replace the group's force field" in err
+    assert "--host gromacs" in err and not (tmp_path / "o").exists()
 
 
 def test_baked_particle_count_enforced(host_models, harness, tmp_path):
     _, export_dir = host_models["lj-mixing"]
     pos = np.random.default_rng(0).random((N + 1, 3))
     _write_tensors(tmp_path / "in.txt", [("f64", pos)])
-    for mode, f in (("plumed", "plumed_model.pt"), ("gromacs", "nnpot_model.pt")):
+    for mode, f in (("plumed", "plumed_model.pt"), ("colvars", "colvars_model.pt")):
         res, _ = _run(harness, mode, export_dir / f, tmp_path / "in.txt")
         assert res.returncode == 1 and f"exported for {N} atoms" in res.stderr, res.stderr
         assert res.stderr.strip().count("\n") == 0
@@ -173,15 +208,15 @@ def test_cli_hosts_indexed_and_removed(host_models, tmp_path, capsys):
     assert main(["export", "--model", str(model_dir), "--out", str(out), "--host", "plumed",
                  "--host", "gromacs"]) == 0
     index = check_export_dir(out)["sha256"]
-    for f in ("plumed_model.pt", "plumed_model.json", "plumed_model.dat", "nnpot_model.pt",
-              "nnpot_model.json", "nnpot_model.mdp"):
+    for f in ("plumed_model.pt", "plumed_model.json", "plumed_model.dat", "colvars_model.pt",
+              "colvars_model.json", "gromacs_colvars.dat", "gromacs_colvars.mdp"):
         assert f in index and (out / f).exists()
     assert "wrote " + str(out / "plumed_model.dat") in capsys.readouterr().out
     (out / "plumed_model.dat").write_text("edited\n")
     with pytest.raises(ValueError):
         check_export_dir(out)
     assert main(["export", "--model", str(model_dir), "--out", str(out)]) == 0  # no --host: profiles removed
-    assert not (out / "plumed_model.pt").exists() and not (out / "nnpot_model.mdp").exists()
+    assert not (out / "plumed_model.pt").exists() and not (out / "gromacs_colvars.mdp").exists()
     check_export_dir(out)
 
 

@@ -10,13 +10,18 @@
 //   zbar_1 ... zbar_m   the m observables z̄ of this configuration (raw units)
 //
 // Output (stdout):
+//   # FILE: kind K, system S, torch T, libtorch C++11 ABI A, openmm O, openmm-closure V
+//                                          one header line per model (its metadata)
 //   zhat v_1 ... v_d                       closure variables ẑ (raw encoder output)
 //   names n_1 ... n_D                      state components [z̄, ẑ]
 //   step i t_ps mean_1 ... mean_D std_1 ... std_D   one line per step, unscaled (std ddof 0)
 //
-// Exit code 0 on success, 1 on bad input or a TorchScript error (one line on stderr).
+// Exit code 0 on success, 1 on bad input or a TorchScript error (one line on stderr). A
+// model whose metadata records another torch major.minor or C++ ABI than the libtorch this
+// program links is refused (one line), before it is run.
 
 #include <torch/script.h>
+#include <torch/version.h>
 
 #include <cstdio>
 #include <fstream>
@@ -86,6 +91,45 @@ Config read_config(const std::string& path) {
   return c;
 }
 
+// The value of "key" at nesting depth `depth` (1: top level, 2: inside "versions") of the
+// metadata JSON, which json.dumps writes with two spaces of indent a level, without quotes;
+// empty when the key is absent.
+std::string json_value(const std::string& json, const std::string& key, int depth) {
+  const std::string needle = "\n" + std::string(2 * depth, ' ') + "\"" + key + "\": ";
+  const size_t at = json.find(needle);
+  if (at == std::string::npos) return "";
+  size_t begin = at + needle.size();
+  if (begin < json.size() && json[begin] == '"') {
+    const size_t end = json.find('"', begin + 1);
+    return end == std::string::npos ? "" : json.substr(begin + 1, end - begin - 1);
+  }
+  size_t end = json.find_first_of(",}\n", begin);
+  return json.substr(begin, end == std::string::npos ? std::string::npos : end - begin);
+}
+
+// One header line from a model's metadata; refuses a torch major.minor or a C++ ABI other
+// than the libtorch linked here (TorchScript files are read by the libtorch that wrote
+// them or a compatible one; a C++ host built against another ABI fails at load or later).
+void check_and_print_header(const std::string& file, const std::string& json) {
+  const std::string torch_version = json_value(json, "torch", 2);
+  const std::string abi = json_value(json, "libtorch_cxx11_abi", 2);
+  std::printf("# %s: kind %s, system %s, torch %s, libtorch C++11 ABI %s, openmm %s, openmm-closure %s\n",
+              file.c_str(), json_value(json, "kind", 1).c_str(), json_value(json, "system", 1).c_str(),
+              torch_version.empty() ? "(not recorded)" : torch_version.c_str(), abi.empty() ? "?" : abi.c_str(),
+              json_value(json, "openmm", 2).c_str(), json_value(json, "openmm_closure", 2).c_str());
+  if (torch_version.empty()) return;  // exported before versions were recorded
+  const std::string here = std::to_string(TORCH_VERSION_MAJOR) + "." + std::to_string(TORCH_VERSION_MINOR);
+  const bool here_abi = _GLIBCXX_USE_CXX11_ABI != 0;
+  const bool same_version = torch_version.compare(0, here.size() + 1, here + ".") == 0;
+  const bool same_abi = abi.empty() || (abi == "true") == here_abi;
+  if (!same_version || !same_abi) {
+    throw std::runtime_error(file + " was exported with torch " + torch_version + " (C++11 ABI " +
+                             (abi.empty() ? "?" : abi) + "), this program links libtorch " + TORCH_VERSION +
+                             " (C++11 ABI " + (here_abi ? "true" : "false") +
+                             "): build it against the matching libtorch or export again");
+  }
+}
+
 void print_row(const char* head, const std::vector<double>& values) {
   std::printf("%s", head);
   for (double v : values) std::printf(" %.9g", v);
@@ -116,6 +160,8 @@ int main(int argc, char** argv) {
     torch::jit::Module encoder = torch::jit::load(argv[1], torch::kCPU, encoder_extra);
     torch::jit::ExtraFilesMap dynamics_extra{{"metadata.json", ""}};
     torch::jit::Module dynamics = torch::jit::load(argv[2], torch::kCPU, dynamics_extra);
+    check_and_print_header(argv[1], encoder_extra["metadata.json"]);
+    check_and_print_header(argv[2], dynamics_extra["metadata.json"]);
     encoder.eval();
     dynamics.eval();
     Config config = read_config(argv[3]);

@@ -2,18 +2,20 @@
 //
 // Usage:
 //   host_harness plumed  MODEL.pt  INPUT.txt   PLUMED PYTORCH_MODEL (src/pytorch/PytorchModel.cpp)
-//   host_harness gromacs MODEL.pt  INPUT.txt   GROMACS NNPot (applied_forces/nnpot/torchmodel.cpp)
+//   host_harness colvars MODEL.pt  INPUT.txt   GROMACS Colvars torchANN (colvarcomp_torchann.cpp),
+//                                               float32 input (doubleInputTensor no)
+//   host_harness colvars-f64 MODEL.pt INPUT.txt the same with doubleInputTensor yes
 //   host_harness pt2     MODEL.pt2 INPUT.txt   torch::inductor::AOTIModelPackageLoader
 //
 // INPUT.txt holds tensors, each as a header line and its values (row-major):
 //   tensor DTYPE NDIM DIM_1 ... DIM_NDIM      DTYPE: f32 f64 i32 i64 bool
 //   v_1 v_2 ...
-// plumed and gromacs read one tensor: the positions (n, 3) in nm. pt2 passes every
+// plumed and colvars read one tensor: the positions (n, 3) in nm. pt2 passes every
 // tensor, in order, to AOTIModelPackageLoader::run.
 //
 // Output (stdout), one line a tensor: NAME NDIM DIM_1 ... values
 //   plumed:  out (1, d) = node-0..; grad_j (1, 3n) = d node-j / d arguments
-//   gromacs: energy (), forces (n, 3) = -dE/dpositions (kJ/mol/nm)
+//   colvars: value_j () = output[0][j] and grad_j (1, 3n) = d value_j / d inputs, every j
 //   pt2:     metadata lines "meta KEY" + value, then out_i for each output
 // Exit code 0 on success, 1 on bad input or a torch error (one line on stderr).
 
@@ -94,28 +96,33 @@ void run_plumed(const std::string& model_path, const torch::Tensor& positions) {
   }
 }
 
-// GROMACS NNPot: positions float32 (N, 3) with requires_grad, atomic numbers int32 (N),
-// box float32 (3, 3), pbc bool (3), in the order of nnpot-model-input1..4; forces by backward().
-void run_gromacs(const std::string& model_path, const torch::Tensor& positions) {
-  torch::jit::script::Module model = torch::jit::load(model_path, torch::kCPU);
-  model.eval();
-  const int64_t n = positions.size(0);
-  std::vector<torch::jit::IValue> inputs;
-  auto pos = positions.to(torch::kFloat32).clone().requires_grad_(true);
-  inputs.push_back(pos);
-  inputs.push_back(torch::ones({n}, torch::kInt32));
-  inputs.push_back(torch::eye(3, torch::kFloat32));
-  inputs.push_back(torch::tensor({true, true, true}, torch::kBool));
-  c10::IValue out = model.forward(inputs);
-  auto tuple = out.isTuple() ? out.toTuple() : c10::ivalue::Tuple::create({out.toTensor()});
-  torch::Tensor energy = tuple->elements()[0].toTensor();
-  inputs[0].toTensor().retain_grad();
-  energy.backward();
-  torch::Tensor forces = -1. * inputs[0].toTensor().grad();
-  std::cout << "energy 0 ";
-  std::cout.precision(17);
-  std::cout << energy.item<float>() << "\n";
-  print("forces", forces);
+// Colvars torchANN inside GROMACS: the module goes to the CPU (and to float64 with
+// doubleInputTensor); the input is one (1, n_inputs) tensor with requires_grad whose values
+// are written under NoGradGuard (here the cartesian x, y, z of each atom); a zero input is
+// evaluated once at start-up; each component j is forward(input)[0][j], its derivatives
+// torch::autograd::grad of it with respect to the input.
+void run_colvars(const std::string& model_path, const torch::Tensor& positions, bool use_double) {
+  torch::jit::script::Module nn = torch::jit::load(model_path);
+  nn.to(torch::kCPU);
+  auto options = torch::TensorOptions().dtype(torch::kFloat32).requires_grad(true);
+  if (use_double) {
+    options = options.dtype(torch::kFloat64);
+    nn.to(torch::kFloat64);
+  }
+  const int64_t n_in = positions.numel();
+  torch::Tensor input = torch::zeros({1, n_in}, options);
+  const int64_t n_out = nn.forward({input}).toTensor().size(1);  // the start-up check
+  {
+    torch::NoGradGuard no_grad;
+    auto flat = positions.to(torch::kFloat64).contiguous().view({-1});
+    for (int64_t i = 0; i < n_in; ++i) input[0][i] = flat[i].item<double>();
+  }
+  for (int64_t j = 0; j < n_out; ++j) {
+    torch::Tensor value = nn.forward({input}).toTensor()[0][j];
+    torch::Tensor grad = torch::autograd::grad({value}, {input})[0];
+    print("value_" + std::to_string(j), value);
+    print("grad_" + std::to_string(j), grad);
+  }
 }
 
 void run_pt2(const std::string& package, const std::vector<torch::Tensor>& inputs) {
@@ -141,7 +148,7 @@ int fail(const std::string& what) {
 
 int main(int argc, char** argv) {
   if (argc != 4) {
-    std::cerr << "usage: host_harness plumed|gromacs|pt2 MODEL INPUT.txt\n";
+    std::cerr << "usage: host_harness plumed|colvars|colvars-f64|pt2 MODEL INPUT.txt\n";
     return 1;
   }
   try {
@@ -151,12 +158,12 @@ int main(int argc, char** argv) {
     if (tensors.empty()) throw std::runtime_error("no tensors in " + std::string(argv[3]));
     if (mode == "plumed") {
       run_plumed(argv[2], tensors[0]);
-    } else if (mode == "gromacs") {
-      run_gromacs(argv[2], tensors[0]);
+    } else if (mode == "colvars" || mode == "colvars-f64") {
+      run_colvars(argv[2], tensors[0], mode == "colvars-f64");
     } else if (mode == "pt2") {
       run_pt2(argv[2], tensors);
     } else {
-      throw std::runtime_error("unknown mode " + mode + " (plumed, gromacs or pt2)");
+      throw std::runtime_error("unknown mode " + mode + " (plumed, colvars, colvars-f64 or pt2)");
     }
   } catch (const c10::Error& e) {
     return fail(e.what_without_backtrace());

@@ -3,7 +3,10 @@
 One module a host, each following that host's own calling code:
 
 - :mod:`.plumed`: PLUMED ``PYTORCH_MODEL`` (``src/pytorch/PytorchModel.cpp`` in plumed2).
-- :mod:`.gromacs`: GROMACS NNPot (``src/gromacs/applied_forces/nnpot/torchmodel.cpp``).
+- :mod:`.gromacs`: GROMACS' Colvars module, ``torchANN`` component
+  (``src/external/colvars/colvarcomp_torchann.cpp``); NNPot is refused (it replaces the
+  input group's force field).
+- :mod:`.cv`: closure variables as OpenMM collective variables (``export --cv``).
 - :mod:`.pt2`: ``torch.export`` + AOTInductor packages (``.pt2``) for
   ``torch::inductor::AOTIModelPackageLoader``.
 

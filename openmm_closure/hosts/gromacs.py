@@ -1,135 +1,165 @@
-r"""GROMACS NNPot profile: the harmonic closure bias as a neural-network potential.
+r"""GROMACS profile: closure variables as Colvars ``torchANN`` collective variables.
 
-Follows GROMACS ``src/gromacs/applied_forces/nnpot/torchmodel.cpp`` (inputs) and
-``nnpotoptions.cpp`` (the .mdp options): GROMACS loads the file with
-``torch::jit::load``, pushes the inputs named by ``nnpot-model-input1..4`` in that
-order — ``atom-positions`` float32 (N, 3) nm with ``requires_grad``, ``atom-numbers``
-int32 (N), ``box`` float32 (3, 3) nm, ``pbc`` bool (3) — calls ``forward``, reads the
-energy (kJ/mol) with ``item()`` and, when the model returns no forces, takes
-``F = -∂E/∂positions`` by ``backward()`` on the energy. N atoms of the ``nnpot-input-group``
-index group, in ascending atom index order.
+Why Colvars and not NNPot. GROMACS' NNPot module (``src/gromacs/applied_forces/nnpot``) is
+an NNP/MM interface: ``E_tot = E_NNP + E_MM + E_NNP-MM``, and grompp's
+``NNPotTopologyPreprocessor`` excludes the non-bonded interactions among the atoms of
+``nnpot-input-group``, turns their bonds into connection-only bonds and removes angles
+(2+ NNP atoms) and dihedrals (3+), so the model's energy *replaces* the group's own force
+field. A closure bias shipped as an NNPot model would delete the physics it is meant to
+bias. :data:`NNPOT_REFUSAL` says so when ``--host gromacs-nnpot`` is asked for.
 
-The bias ignores the atomic numbers (the species of the group are baked in at export),
-the box and pbc: the closure encoder sees the positions as they are.
+The route that adds a bias on ẑ and leaves the system's interactions alone is the Colvars
+library GROMACS builds in (``cmake/gmxManageColvars.cmake``): from GROMACS 2025, when GROMACS
+is built with LibTorch (``-DGMX_NNPOT=TORCH``, the same build NNPot needs) it compiles
+Colvars with ``COLVARS_TORCH``, which enables the ``torchANN`` component
+(``src/external/colvars/colvarcomp_torchann.cpp``). Its calling code: ``torch::jit::load``
+of ``modelFile``, moved to the CPU (and to float64 with ``doubleInputTensor yes``); the
+inputs are the values of the sub-components, here one ``cartesian`` component whose value
+is ``x1, y1, z1, x2, ...`` of its atoms (``colvarcomp_distances.cpp``), as one
+(1, n_inputs) float32 tensor with ``requires_grad``; a zero tensor is evaluated once at
+start-up; then every step ``forward(input).toTensor()[0][m_output_index]`` is the
+variable and ``torch::autograd::grad`` of it with respect to the input gives the
+derivatives that Colvars turns into atomic forces. Units are GROMACS' (nm, kJ/mol;
+``colvarproxygromacs.cpp`` accepts no other unit system), and the GROMACS proxy makes the
+Colvars atom groups whole across periodic boundaries before computing.
+
+That is PLUMED's ``PYTORCH_MODEL`` convention too (float32 (1, n_args) in, (1, d) out,
+autograd): the module is :class:`~openmm_closure.hosts.plumed.PlumedClosure`, saved as
+``colvars_model.pt``. The same export also serves ``gmx mdrun -plumed`` (GROMACS >= 2025
+ships a basic PLUMED interface; PLUMED built with ``--enable-libtorch``) through
+``--host plumed``.
+
+Files: ``colvars_model.pt`` (+ ``.json``), ``gromacs_colvars.dat`` (the Colvars
+configuration: one ``colvar`` per closure component and a ``harmonic`` bias on the chosen
+one, a commented well-tempered ``metadynamics`` block) and ``gromacs_colvars.mdp`` (the
+``colvars-active`` / ``colvars-configfile`` lines).
 """
 
 from pathlib import Path
-from typing import Optional
+from typing import List
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from .common import EncoderCore, register_baked_types
+__all__ = ["NNPOT_REFUSAL", "FILE", "CONFIG", "MDP", "colvars_config", "mdp_lines", "validate_colvars"]
 
-__all__ = ["NNPotClosureBias", "mdp_lines", "validate_gromacs"]
+FILE = "colvars_model.pt"
+CONFIG = "gromacs_colvars.dat"
+MDP = "gromacs_colvars.mdp"
 
-FILE = "nnpot_model.pt"
-MDP = "nnpot_model.mdp"
-INPUTS = ("atom-positions", "atom-numbers", "box", "pbc")
+#: why ``--host gromacs-nnpot`` is refused (one line)
+NNPOT_REFUSAL = (
+    "--host gromacs-nnpot is refused: GROMACS NNPot is NNP/MM (grompp removes the input group's own "
+    "non-bonded interactions, bonds, angles and dihedrals and uses the model's energy instead), so a "
+    "closure bias shipped as an NNPot model would replace the group's force field; use --host gromacs "
+    "(Colvars torchANN, which adds the bias) or --host plumed (gmx mdrun -plumed)"
+)
 
 
-class NNPotClosureBias(nn.Module):
-    r"""Harmonic bias ``0.5 k (ẑ_c(X) - target)²`` (kJ/mol) with NNPot's inputs.
+def colvars_config(n_particles: int, latent_dim: int, names: List[str], model_file: str = FILE, component: int = 0,
+                   force_constant: float = 1.0, target: float = 0.0) -> str:
+    """The Colvars configuration for GROMACS' ``colvars-configfile``.
 
     Arguments:
-        encoder: the model's set encoder (a deep copy is taken).
-        component: index c of the biased closure variable.
-        force_constant: k in kJ/mol.
-        target: target of ẑ_c (raw units).
-        types: (N,) int64 species of the group's atoms (baked; N fixed), or None for a
-            one-species model (any N).
+        n_particles: atoms passed to the model (GROMACS atom numbers 1..n; edit
+            ``atomNumbers`` to map them to yours, in the order the species were baked).
+        latent_dim: d, one ``colvar`` per closure component.
+        names: the d closure variable names (``zhat_0`` ...).
+        model_file: the TorchScript file as GROMACS will open it.
+        component: the closure component the ``harmonic`` bias acts on.
+        force_constant: its force constant, kJ/mol (Colvars' ``width`` is 1: ẑ is raw).
+        target: its centre (raw ẑ units).
+
+    Returns:
+        The configuration text.
     """
-
-    component: int
-    force_constant: float
-    target: float
-    n_particles: int
-
-    def __init__(self, encoder: nn.Module, component: int, force_constant: float, target: float,
-                 types: Optional[Tensor]):
-        super().__init__()
-        d = int(encoder.latent_dim)
-        if not 0 <= int(component) < d:
-            raise ValueError(f"component must be in [0, {d}), got {component}")
-        self.core = EncoderCore(encoder)
-        self.component = int(component)
-        self.force_constant = float(force_constant)
-        self.target = float(target)
-        register_baked_types(self, types)
-
-    def forward(self, positions: Tensor, atomic_numbers: Tensor, box: Tensor, pbc: Tensor) -> Tensor:
-        """Bias energy.
-
-        Arguments:
-            positions: (N, 3) float32 nm (GROMACS sets ``requires_grad``).
-            atomic_numbers: (N,) int32 (shape checked; species are baked in).
-            box: (3, 3) float32 nm (unused).
-            pbc: (3,) bool (unused).
-
-        Returns:
-            () float32 energy in kJ/mol.
-        """
-        n = positions.shape[0]
-        if positions.dim() != 2 or positions.shape[1] != 3:
-            raise ValueError("atom-positions must have shape (N, 3)")
-        if atomic_numbers.dim() != 1 or atomic_numbers.shape[0] != n:
-            raise ValueError("atom-numbers must have shape (N,) matching atom-positions")
-        if self.n_particles >= 0:
-            if n != self.n_particles:
-                raise ValueError("this bias was exported for " + str(self.n_particles)
-                                 + " atoms in the nnpot-input-group, got " + str(n))
-            types = self.types.to(positions.device)
-        else:
-            types = torch.zeros(n, dtype=torch.long, device=positions.device)
-        zc = self.core(positions, types)[self.component].to(positions.dtype)
-        return 0.5 * self.force_constant * (zc - self.target) ** 2
-
-
-def mdp_lines(model_file: str = FILE, group: str = "closure", n_particles: Optional[int] = None) -> str:
-    """The .mdp lines selecting this model and its inputs, with the index-group note."""
-    n = "the atoms the model was exported for" if n_particles is None else f"exactly {n_particles} atoms"
+    atoms = " ".join(str(i + 1) for i in range(n_particles))
     lines = [
-        "; openmm-closure: harmonic closure bias as a GROMACS NNPot model (GROMACS >= 2025,",
-        "; built with -DGMX_NNPOT=TORCH). Energy kJ/mol, positions nm; forces by autograd.",
-        f"; index group '{group}' (gmx make_ndx): {n}, in ascending atom order;",
-        "; the species of each are baked into the model in that order.",
-        "; grompp checks the model with a one-atom dummy input: a model exported for a fixed",
-        "; atom count answers that check with an error, which grompp reports as a warning only.",
-        "nnpot-active        = yes",
-        f"nnpot-modelfile     = {model_file}",
-        f"nnpot-input-group   = {group}",
+        "# openmm-closure: closure variables as Colvars collective variables in GROMACS (>= 2025,",
+        "# built with LibTorch: -DGMX_NNPOT=TORCH enables Colvars' torchANN). Units: nm, kJ/mol.",
+        f"# The model takes the x, y, z of {n_particles} atoms in this order (edit atomNumbers to",
+        "# pick your atoms; the species of each are baked into the model in the same order).",
+        "# Only this bias is added: the system's own interactions are untouched.",
+        "colvarsTrajFrequency 100",
+        "",
     ]
-    lines += [f"nnpot-model-input{i + 1}  = {name}" for i, name in enumerate(INPUTS)]
+    for j in range(latent_dim):
+        lines += [
+            "colvar {",
+            f"  name {names[j]}",
+            "  torchANN {",
+            f"    modelFile {model_file}",
+            f"    m_output_index {j}   # GROMACS 2026 also reads it as output_component {j}",
+            "    doubleInputTensor no",
+            "    cartesian {",
+            f"      atoms {{ atomNumbers {atoms} }}",
+            "    }",
+            "  }",
+            "}",
+            "",
+        ]
+    lines += [
+        f"# harmonic bias 0.5 * forceConstant * ({names[component]} - centers)^2, kJ/mol",
+        "harmonic {",
+        "  name closure_restraint",
+        f"  colvars {names[component]}",
+        f"  centers {target!r}",
+        f"  forceConstant {force_constant!r}",
+        "}",
+        "",
+        f"# or well-tempered metadynamics on it (give {names[component]} lowerBoundary,",
+        "# upperBoundary and width in raw closure units first):",
+        "# metadynamics {",
+        f"#   colvars {names[component]}",
+        "#   hillWeight 1.0",
+        "#   newHillFrequency 500",
+        "#   wellTempered on",
+        "#   biasTemperature 1200",
+        "# }",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def validate_gromacs(path: Path, encoder: nn.Module, component: int, force_constant: float, target: float,
-                     positions, types, rtol: float = 1e-5) -> float:
-    """Load ``path`` and call it as ``torchmodel.cpp`` does; compare energy and forces
-    with the eager encoder. Returns the largest relative deviation.
+def mdp_lines(config_file: str = CONFIG) -> str:
+    """The .mdp lines that switch Colvars on with this configuration."""
+    return "\n".join([
+        "; openmm-closure: bias closure variables through the Colvars module (adds a bias;",
+        "; the force field is untouched). GROMACS must be built with LibTorch for torchANN.",
+        "colvars-active      = yes",
+        f"colvars-configfile  = {config_file}",
+    ]) + "\n"
+
+
+def validate_colvars(path: Path, encoder: nn.Module, positions, types, atol: float = 1e-5) -> float:
+    """Load ``path`` and call it as ``colvarcomp_torchann.cpp`` does (zero-tensor check at
+    start-up; (1, 3n) float32 input with ``requires_grad``; ``output[0][j]``; autograd),
+    also in float64 as ``doubleInputTensor yes`` does; compare with the eager encoder.
+
+    Returns:
+        The largest deviation (relative to max(1, |value|)).
 
     Raises:
         RuntimeError: the saved module disagrees with the eager model.
     """
-    module = torch.jit.load(str(path), map_location="cpu")
-    module.eval()
+    worst = 0.0
     n = len(positions)
-    pos32 = torch.as_tensor(positions, dtype=torch.float32)
-    x = pos32.clone().requires_grad_(True)
-    inputs = [x, torch.ones(n, dtype=torch.int32), torch.eye(3, dtype=torch.float32),
-              torch.ones(3, dtype=torch.bool)]
-    e = module(*inputs)
-    x.retain_grad()
-    e.backward()
-    forces = -x.grad
-    p = pos32.clone().requires_grad_(True)
-    zc = encoder(p, torch.as_tensor(types, dtype=torch.long))[component].to(torch.float32)
-    ew = 0.5 * force_constant * (zc - target) ** 2
-    (gw,) = torch.autograd.grad(ew, p)
-    scale_f = max(1.0, float(gw.abs().max()))
-    e, ew = e.detach(), ew.detach()
-    worst = max(abs(float(e) - float(ew)) / max(1.0, abs(float(ew))),
-                float((forces + gw).abs().max()) / scale_f)
-    if e.numel() != 1 or worst > rtol:
-        raise RuntimeError(f"{path.name}: NNPot-style call differs from the eager model by {worst:.3g} (> {rtol})")
+    typ = torch.as_tensor(types, dtype=torch.long)
+    for dtype in (torch.float32, torch.float64):
+        module = torch.jit.load(str(path), map_location="cpu")
+        module.to(dtype)
+        zero = torch.zeros(1, 3 * n, dtype=dtype, requires_grad=True)
+        d = module(zero).shape[1]
+        x = torch.as_tensor(positions, dtype=dtype).reshape(1, 3 * n).clone().requires_grad_(True)
+        p = torch.as_tensor(positions, dtype=torch.float32).clone().requires_grad_(True)
+        want = encoder(p, typ)
+        for j in range(d):
+            out = module(x)[0][j]
+            (g,) = torch.autograd.grad(out, x)
+            (gw,) = torch.autograd.grad(want[j], p, retain_graph=True)
+            scale = max(1.0, float(gw.abs().max()))
+            dev = max(abs(float(out.detach()) - float(want[j].detach())) / max(1.0, abs(float(want[j].detach()))),
+                      float((g.reshape(n, 3).double() - gw.double()).abs().max()) / scale)
+            worst = max(worst, dev)
+    if worst > atol:
+        raise RuntimeError(f"{path.name}: Colvars-style call differs from the eager model by {worst:.3g} (> {atol})")
     return worst

@@ -8,15 +8,18 @@ import torch
 from . import gromacs, plumed, pt2
 from .common import baked_types, probe_positions
 
-__all__ = ["HOSTS", "FORMATS", "HOST_FILES", "write_hosts", "check_host_options"]
+__all__ = ["HOSTS", "FORMATS", "HOST_FILES", "REFUSED_HOSTS", "write_hosts", "check_host_options"]
 
 #: ``--host`` choices (TorchForce is always written: ``collective_variable.pt``)
 HOSTS = ("plumed", "gromacs")
 #: ``--format`` choices (TorchScript is always written: every other part reads it)
 FORMATS = ("torchscript", "pt2")
 #: every file a host profile may write (a re-export removes the ones it does not write)
+#: ``--host`` values that are refused, with the one-line reason
+REFUSED_HOSTS = {"gromacs-nnpot": gromacs.NNPOT_REFUSAL}
 HOST_FILES = (plumed.FILE, plumed.FILE.replace(".pt", ".json"), plumed.FRAGMENT,
-              gromacs.FILE, gromacs.FILE.replace(".pt", ".json"), gromacs.MDP,
+              gromacs.FILE, gromacs.FILE.replace(".pt", ".json"), gromacs.CONFIG, gromacs.MDP,
+              "nnpot_model.pt", "nnpot_model.json", "nnpot_model.mdp",  # the former NNPot profile's files
               *pt2.FILES.values(), *(f.replace(".pt2", ".json") for f in pt2.FILES.values()))
 
 
@@ -31,6 +34,8 @@ def check_host_options(model, hosts: Sequence[str], formats: Sequence[str], type
             host that passes no species, or no C++ compiler for ``pt2``.
     """
     for h in hosts:
+        if h in REFUSED_HOSTS:
+            raise ValueError(REFUSED_HOSTS[h])
         if h not in HOSTS:
             raise ValueError(f"unknown --host {h!r}; choose from {', '.join(HOSTS)}")
     for f in formats:
@@ -59,7 +64,7 @@ def write_hosts(model, out: Path, meta: dict, *, hosts: Sequence[str] = (), form
         meta: the common metadata of this export (:func:`openmm_closure.export._common_metadata`).
         hosts: subset of :data:`HOSTS`.
         formats: subset of :data:`FORMATS`.
-        component, force_constant, target: the harmonic bias (GROMACS, pt2).
+        component, force_constant, target: the harmonic bias (GROMACS' Colvars config, pt2).
         types: (n,) species of every particle (required for a multi-species model).
         rollout_steps: steps baked into the ``.pt2`` rollout.
 
@@ -85,16 +90,22 @@ def write_hosts(model, out: Path, meta: dict, *, hosts: Sequence[str] = (), form
         atomic_write_bytes(out / plumed.FRAGMENT, plumed.plumed_input(
             n, model.latent_dim, plumed.FILE, force_constant=force_constant, target=target).encode())
         written += [path, out / plumed.FRAGMENT]
-    if "gromacs" in hosts:
+    if "gromacs" in hosts:  # Colvars torchANN: the PLUMED module's calling convention
         path = out / gromacs.FILE
-        save_script(gromacs.NNPotClosureBias(model.encoder, component, force_constant, target, t), path,
-                     {**meta, "kind": "gromacs", "host": "GROMACS NNPot (applied_forces/nnpot/torchmodel.cpp)",
-                      "component": int(component), "force_constant": float(force_constant), "target": float(target),
-                      "n_particles": None if t is None else n, "inputs": list(gromacs.INPUTS), "host_units": units,
-                      "energy": "0.5 * force_constant * (zhat[component] - target)**2, kJ/mol"})
-        gromacs.validate_gromacs(path, model.encoder, component, force_constant, target, probe, t_probe)
-        atomic_write_bytes(out / gromacs.MDP, gromacs.mdp_lines(gromacs.FILE, n_particles=None if t is None else n).encode())
-        written += [path, out / gromacs.MDP]
+        save_script(plumed.PlumedClosure(model.encoder, t), path,
+                     {**meta, "kind": "gromacs-colvars",
+                      "host": "GROMACS Colvars torchANN (src/external/colvars/colvarcomp_torchann.cpp)",
+                      "n_particles": None if t is None else n,
+                      "outputs": [f"m_output_index {j}" for j in range(model.latent_dim)],
+                      "input": "(1, 3n) float32 (float64 with doubleInputTensor): x, y, z of each atom in nm",
+                      "host_units": units})
+        gromacs.validate_colvars(path, model.encoder, probe, t_probe)
+        names = meta["names"][model.macro_dim:]
+        atomic_write_bytes(out / gromacs.CONFIG, gromacs.colvars_config(
+            n, model.latent_dim, names, gromacs.FILE, component=component, force_constant=force_constant,
+            target=target).encode())
+        atomic_write_bytes(out / gromacs.MDP, gromacs.mdp_lines(gromacs.CONFIG).encode())
+        written += [path, out / gromacs.CONFIG, out / gromacs.MDP]
     if "pt2" in formats:
         written += pt2.export_pt2(model, out, meta, component=component, force_constant=force_constant,
                                   target=target, types=t, steps=rollout_steps, probe=probe)

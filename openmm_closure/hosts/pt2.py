@@ -114,7 +114,9 @@ def _compile(module: nn.Module, args: tuple, dynamic_shapes, path: Path, metadat
     module = module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    text = json.dumps(metadata, indent=2, sort_keys=True) + "\n"
+    from ..provenance import stamp
+
+    text = json.dumps(stamp(metadata), indent=2, sort_keys=True) + "\n"
     try:
         ep = torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
     except Exception as exc:
