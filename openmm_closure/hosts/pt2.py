@@ -120,10 +120,57 @@ def _compile(module: nn.Module, args: tuple, dynamic_shapes, path: Path, metadat
     except Exception as exc:
         raise RuntimeError(f"torch.export cannot export {path.name}: {str(exc).splitlines()[0]}") from exc
     tmp = path.with_name("." + path.stem + ".partial.pt2")
-    torch._inductor.aoti_compile_and_package(
-        ep, package_path=str(tmp), inductor_configs={"aot_inductor.metadata": {METADATA: text}})
+    base = {"aot_inductor.metadata": {METADATA: text}}
+    try:
+        try:
+            torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp), inductor_configs=base)
+        except Exception as exc:
+            if not _vectoriser_failed(exc):
+                raise
+            # Inductor's vectorising C++ generator asserts on a scatter whose index and value
+            # do not vary along the vectorised loop (the member count of the one set, on
+            # AVX-512 CPUs): generate the scalar C++ of the same graph instead
+            torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp),
+                                                     inductor_configs={**base, "cpp.simdlen": 1})
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"AOTInductor cannot compile {path.name}: {_compiler_message(exc)}") from exc
     os.replace(tmp, path)
     atomic_write_bytes(path.with_name(path.name.replace(".pt2", ".json")), text.encode())
+
+
+def _chain(exc: BaseException):
+    """``exc`` and the exceptions it was raised from."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _vectoriser_failed(exc: BaseException) -> bool:
+    """Whether Inductor's vectorising CPU code generator raised (an AssertionError from
+    ``torch/_inductor/codegen/cpp.py``)."""
+    import traceback
+
+    for e in _chain(exc):
+        if isinstance(e, AssertionError) or "AssertionError" in str(e).split("\n")[0]:
+            frames = traceback.extract_tb(e.__traceback__)
+            if any(f.filename.replace(os.sep, "/").endswith("_inductor/codegen/cpp.py") for f in frames) \
+                    or "AssertionError" in str(e):
+                return True
+    return False
+
+
+def _compiler_message(exc: BaseException) -> str:
+    """One line saying why AOTInductor failed: the C++ compiler named when it is the cause."""
+    for e in _chain(exc):
+        if type(e).__name__ in ("InvalidCxxCompiler", "CppCompileError"):
+            cxx = os.environ.get("CXX", "g++")
+            return (f"the C++ compiler {cxx!r} failed ({type(e).__name__}); set CXX to a working C++ "
+                    "compiler (g++ or clang++)")
+    first = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
 
 
 def load_pt2_metadata(path) -> dict:
