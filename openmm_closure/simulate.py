@@ -338,7 +338,12 @@ def _simulate_locked(out: Path, request: dict, system: str, regime: str, n_parti
         bar.close()
 
     ordered = [metas[i] for i in range(replicas)]
-    write_manifest(out, _manifest(request, ordered, replicas))
+    from .data.reader import content_sha256, read_replica
+
+    final = _manifest(request, ordered, replicas)
+    # the content of every replica, checked by fingerprint() (train, train --resume)
+    final["replica_sha256"] = [content_sha256(read_replica(out / replica_filename(i))) for i in range(replicas)]
+    write_manifest(out, final)
     return out
 
 

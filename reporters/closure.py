@@ -62,19 +62,15 @@ def load_encoder(model: Any, device: str = "cpu") -> tuple[Any, dict]:
         return _script_encoder(load_model(path, device="cpu"), path, device)
     if not path.is_file():
         raise ValueError(f"{path} does not exist: pass an exported encoder.pt or a model directory")
-    extra = {"metadata.json": ""}
-    try:
-        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
-    except Exception as exc:
+    from openmm_closure.export import load_exported
+
+    try:  # a TorchScript file is a program: its hash against the export index, its operators
+        module, meta = load_exported(path, map_location=device)  # against the allow-list
+    except (OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()
         raise ValueError(
-            f"{path} is neither an exported encoder (TorchScript .pt) nor a model directory "
-            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+            f"ClosureReporter: cannot use {path} as an exported encoder: {first[0] if first else type(exc).__name__}"
         ) from None
-    meta = json.loads(extra["metadata.json"]) if extra["metadata.json"] else None
-    if meta is None:
-        beside = path.with_suffix(".json")
-        if beside.is_file():
-            meta = json.loads(beside.read_text())
     if not meta or meta.get("kind") not in ("encoder", "collective_variable"):
         raise ValueError(
             f"{path} is not an exported encoder (metadata kind {None if not meta else meta.get('kind')!r}): "

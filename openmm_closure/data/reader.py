@@ -15,7 +15,7 @@ from .manifest import _jsonable, complete_manifest
 from .validation import check_dataset
 from .writer import save
 
-__all__ = ["Replica", "Dataset", "ArrayDataset", "read_replica", "load", "fingerprint"]
+__all__ = ["Replica", "Dataset", "ArrayDataset", "read_replica", "load", "fingerprint", "replica_hashes", "content_sha256"]
 
 
 @dataclass
@@ -391,20 +391,67 @@ class Dataset(_DatasetBase):
         return dict(self._load_small()[2])
 
 
+def content_sha256(replica: Replica) -> str:
+    """sha256 of one replica's content: positions, species, times, observables (by name)
+    and species names; equal for equal data whatever the HDF5 file's bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    arrays = [("positions", replica.positions), ("types", replica.types), ("times", replica.times)]
+    arrays += [(f"obs:{k}", replica.observables[k]) for k in sorted(replica.observables)]
+    for name, a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{name}:{a.dtype.str}{a.shape};".encode())
+        h.update(a.tobytes())
+    h.update(json.dumps(replica.species_names).encode())
+    return h.hexdigest()
+
+
+def replica_hashes(dataset: "_DatasetBase | str | os.PathLike") -> list[str]:
+    """The content hash (:func:`content_sha256`) of every replica, in replica order.
+
+    On disk each replica file is read and its hash checked against the one the manifest
+    records (``replica_sha256``, written by ``simulate`` and :func:`save`): a replica edited
+    after it was written is a ValueError naming the file.
+
+    Raises:
+        ValueError: a replica differs from the hash its manifest records.
+    """
+    ds = load(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
+    files = list(getattr(ds, "files", []))
+    if not files:
+        return [content_sha256(ds.replica(i)) for i in range(len(ds))]
+    out = [content_sha256(read_replica(p)) for p in files]
+    recorded = ds.manifest.get("replica_sha256")
+    if isinstance(recorded, list) and len(recorded) == len(out):
+        for p, want, got in zip(files, recorded, out):
+            if want != got:
+                raise ValueError(f"{p} does not match its hash in {Path(p).parent / 'manifest.json'} "
+                                 "(key replica_sha256): the replica was edited after it was written; "
+                                 "simulate it again")
+    return out
+
+
 def fingerprint(dataset: "_DatasetBase | str | os.PathLike") -> str:
-    """A path-independent fingerprint of a dataset: sha256 of its manifest (canonical JSON),
-    its shape and, on disk, the byte size of every replica file.
+    """A path-independent fingerprint of a dataset's content: sha256 of its manifest
+    (canonical JSON), its shape and the content hash of every replica
+    (:func:`replica_hashes`), so a replica edited in place (same size, other coordinates)
+    changes it.
 
     ``train --resume`` compares it with the one stored in the checkpoint.
+
+    Raises:
+        ValueError: a replica file differs from the hash its manifest records.
     """
     import hashlib
 
     ds = load(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
     h = hashlib.sha256()
-    h.update(json.dumps(_jsonable(dict(ds.manifest)), sort_keys=True).encode())
+    manifest = {k: v for k, v in dict(ds.manifest).items() if k != "replica_sha256"}
+    h.update(json.dumps(_jsonable(manifest), sort_keys=True).encode())
     h.update(json.dumps([len(ds), int(ds.n_frames), list(map(int, ds.n_particles))]).encode())
-    for p in getattr(ds, "files", []):
-        h.update(f"{Path(p).name}:{Path(p).stat().st_size};".encode())
+    for digest in replica_hashes(ds):
+        h.update(f"{digest};".encode())
     return h.hexdigest()
 
 
