@@ -239,6 +239,7 @@ class ClosureModel(nn.Module):
         dt: Optional[float] = None,
         seed: Optional[int] = None,
         rows: Optional[tuple[int, int]] = None,
+        allow_large: bool = False,
     ) -> Tensor:
         """Extrapolate the scaled state.
 
@@ -252,10 +253,12 @@ class ClosureModel(nn.Module):
                 an ensemble of ``total``; the SDE noise is drawn for all ``total`` and this
                 slice kept, so the members equal those of the whole ensemble's rollout
                 (None: the members are the whole ensemble).
+            allow_large: run a rollout over the memory bound of :mod:`openmm_closure.budget`.
 
         Returns:
             (K, steps + 1, dim) scaled states; ``model.unscale`` maps them to raw units.
         """
+        from .budget import check_rollout, check_seed
         if isinstance(steps, bool) or int(steps) != steps or steps < 0:
             raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
         steps = int(steps)
@@ -263,7 +266,10 @@ class ClosureModel(nn.Module):
             raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
         if dt is not None and not (math.isfinite(float(dt)) and float(dt) > 0):
             raise ValueError(f"dt must be a finite time step > 0 ps, got {dt!r}")
+        check_seed(seed)
         z0 = torch.as_tensor(z0).to(device=self.device, dtype=self.dtype)
+        total = int(rows[1]) if rows is not None else (int(samples) if z0.dim() == 1 else z0.shape[0])
+        check_rollout(steps, total, self.dim, allow_large)
         if z0.dim() == 1:
             z0 = z0.unsqueeze(0).expand(int(samples), -1).contiguous()
         if z0.shape[-1] != self.dim:
