@@ -86,24 +86,28 @@ def _run_replica(task: dict) -> dict:
                  seed=task["seed"], **task["params"])
     sim = spec.make_simulation(task["platform"], task.get("deterministic", True))
     obs_params = {k: spec.params[k] for k in OBSERVABLE_PARAMS if k in spec.params}
-    rep = DatasetReporter(tmp, spec.report_interval, types=spec.types,
-                          observables=spec.observables, **obs_params)
-    try:
-        # frame 0: the initial state
-        rep.report(sim, sim.context.getState(getPositions=True))
-        sim.reporters.append(rep)
-        sim.step(spec.report_interval * (spec.n_frames - 1))
-    finally:
-        rep.close()
-    if rep.n_frames != spec.n_frames:
-        raise RuntimeError(f"replica {task['index']}: {rep.n_frames} frames written, expected {spec.n_frames}")
-    meta = replica_meta(task, spec, sim.context.getPlatform().getName())
-    with tables.open_file(str(tmp), "a") as h:
-        h.root._v_attrs[REPLICA_META_ATTR] = json.dumps(meta)
-    if _finished_meta(tmp) is None:  # complete and readable, or not finished at all
-        raise RuntimeError(f"replica {task['index']}: {tmp.name} did not read back complete")
-    os.chmod(tmp, file_mode())
-    os.replace(tmp, final)
+    try:  # a replica that fails leaves no temporary behind
+        rep = DatasetReporter(tmp, spec.report_interval, types=spec.types,
+                              observables=spec.observables, **obs_params)
+        try:
+            # frame 0: the initial state
+            rep.report(sim, sim.context.getState(getPositions=True))
+            sim.reporters.append(rep)
+            sim.step(spec.report_interval * (spec.n_frames - 1))
+        finally:
+            rep.close()
+        if rep.n_frames != spec.n_frames:
+            raise RuntimeError(f"replica {task['index']}: {rep.n_frames} frames written, expected {spec.n_frames}")
+        meta = replica_meta(task, spec, sim.context.getPlatform().getName())
+        with tables.open_file(str(tmp), "a") as h:
+            h.root._v_attrs[REPLICA_META_ATTR] = json.dumps(meta)
+        if _finished_meta(tmp) is None:  # complete and readable, or not finished at all
+            raise RuntimeError(f"replica {task['index']}: {tmp.name} did not read back complete")
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return meta
 
 
