@@ -130,7 +130,14 @@ class DirectoryLock:
     def acquire(self) -> "DirectoryLock":
         import fcntl
 
-        made_dir = not self.directory.exists()
+        d = self.directory
+        if d.is_symlink() and not d.is_dir():
+            target = os.readlink(d)
+            what = "a dangling symbolic link" if not d.exists() else "a symbolic link to a file"
+            raise FileExistsError(f"--out {d} is {what} ({target}), not a directory; choose another --out")
+        if d.exists() and not d.is_dir():
+            raise FileExistsError(f"--out {d} is a file, not a directory; choose another --out")
+        made_dir = not d.exists()
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / LOCK_FILE
         made_lock = not path.exists()

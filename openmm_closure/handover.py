@@ -95,6 +95,7 @@ class ClosureSimulation:
         self.last_result = None
         self._handover_time: Optional[float] = None
         self._out, self._own = None, False
+        self._closed = False
         if file is not None:
             if hasattr(file, "write"):
                 self._out = file
@@ -111,6 +112,9 @@ class ClosureSimulation:
 
     # ------------------------------------------------------------------ timeline
     def _row(self, t: float, step: int, source: str, mean: np.ndarray, std: np.ndarray, ood: int) -> None:
+        if self._closed:
+            raise ValueError("ClosureSimulation: step(), extrapolate() or lift() after close(); the timeline "
+                             "is closed (create a new ClosureSimulation to go on)")
         row = {"time_ps": float(t), "step": int(step), "source": source, "mean": np.asarray(mean, float),
                "std": np.asarray(std, float), "ood": int(ood)}
         self.timeline.append(row)
@@ -243,3 +247,4 @@ class ClosureSimulation:
         if self._out is not None and self._own:
             self._out.close()
         self._out = None
+        self._closed = True
