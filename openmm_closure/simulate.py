@@ -342,7 +342,7 @@ def _simulate_locked(out: Path, request: dict, system: str, regime: str, n_parti
         bar.close()
 
     ordered = [metas[i] for i in range(replicas)]
-    from .data.reader import content_sha256, read_replica
+    from .data.replica import content_sha256, read_replica
 
     final = _manifest(request, ordered, replicas)
     # the content of every replica, checked by fingerprint() (train, train --resume)

@@ -146,7 +146,7 @@ def save(dataset: Any, directory: str | os.PathLike) -> Path:
         with ReplicaWriter(tmp, r.types, names, tuple(r.observables), box) as w:
             w.append(r.positions, r.times, r.observables)
         os.replace(tmp, final)
-    from .reader import content_sha256, read_replica
+    from .replica import content_sha256, read_replica
 
     # the content of every replica as written, checked by fingerprint() (train, train --resume)
     manifest["replica_sha256"] = [content_sha256(read_replica(d / replica_filename(i))) for i in range(len(dataset))]
