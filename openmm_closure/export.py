@@ -407,6 +407,10 @@ def export_model(
         ValueError: the model directory is missing or malformed, or bad bias options.
     """
     model_dir, out = Path(model_dir), Path(out_dir)
+    if "pt2" in formats and (isinstance(rollout_steps, bool) or int(rollout_steps) != rollout_steps
+                             or int(rollout_steps) < 1):
+        raise ValueError(f"--rollout-steps must be an integer >= 1 (steps baked into the .pt2 rollout), "
+                         f"got {rollout_steps!r}")
     model = _load_model_checked(model_dir)
     if types is not None:
         types = check_export_types(model, types)

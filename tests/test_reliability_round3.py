@@ -212,6 +212,10 @@ def test_failed_reexport_leaves_the_previous_export_intact(models, tmp_path, cap
     check_export_dir(out)
     assert load_exported(out / "encoder.pt")[1]["system"] == "lj-mixing"
     assert [p.name for p in tmp_path.iterdir()] == ["exp"]  # no staging directory left behind
+    rc = main(["export", "--model", str(models["particles2d"]), "--out", str(out), "--format", "pt2",
+               "--rollout-steps", "-1"])
+    _one_line(capsys, rc, "--rollout-steps", "-1")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     monkeypatch.delenv("CXX")
     # a successful re-export replaces it whole and keeps the user's file
     export_model(models["particles2d"], out)
@@ -491,3 +495,31 @@ def test_small_findings(models, tmp_path, capsys):
     cs.close()
     with pytest.raises(ValueError, match="after close"):
         cs.step(2)
+
+
+@pytest.mark.slow
+def test_pt2_export_of_a_default_width_model(tmp_path):
+    """A particles2d model with the default network widths (40 particles, 1 epoch): on an
+    AVX-512 CPU Inductor's vectorising code generator asserted on it; now the packages are
+    written (scalar code where it must) and each matches the eager model."""
+    pytest.importorskip("torch._inductor")
+    if shutil.which(os.environ.get("CXX", "g++")) is None:
+        pytest.skip("no C++ compiler")
+    from openmm_closure import observables
+    from openmm_closure.data import ArrayDataset
+    from openmm_closure.export import check_export_dir, export_model
+    from openmm_closure.training import TrainConfig, train_on
+
+    rng = np.random.default_rng(0)
+    pos = (rng.random((4, 5, 40, 3)) * 4).astype(np.float32)
+    pos[..., 2] = 0
+    types = np.zeros(40, np.int64)
+    obs = observables.compute(["energy"], pos.astype(np.float64), types, a=4.0, b=0.1)
+    ds = ArrayDataset(pos, types, np.arange(5) * 0.02, obs,
+                      {"system": "particles2d", "observables": ["energy"], "params": {"a": 4.0, "b": 0.1}})
+    train_on(ds, TrainConfig(data="", out=str(tmp_path / "m"), epochs_stage1=1, epochs_stage2=1, samples=64,
+                             progress=False, device="cpu", seed=1))
+    paths = export_model(tmp_path / "m", tmp_path / "e", formats=["pt2"], rollout_steps=3)
+    names = {p.name for p in paths["hosts"]}
+    assert {"encoder.aoti.pt2", "dynamics.aoti.pt2", "collective_variable.aoti.pt2"} <= names
+    check_export_dir(tmp_path / "e")
