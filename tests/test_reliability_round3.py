@@ -59,9 +59,13 @@ def _lj_dataset(path, n=12, seed=0, species=None, nan=False):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """name -> a tiny trained model directory (particles2d: one species, ODE; lj-mixing: two, SDE)."""
+    """name -> a tiny trained model directory (particles2d: one species, ODE; lj-mixing: two
+    species named A and B, SDE, trained by the CLI on a dataset directory)."""
     base = tmp_path_factory.mktemp("round3")
-    return {name: train_tiny_model(base / name, name) for name in ("particles2d", "lj-mixing")}
+    torch.set_num_threads(1)
+    lj = base / "lj-mixing"
+    assert main(["train", "--data", str(_lj_dataset(base / "lj-data")), "--out", str(lj), *TINY]) == 0
+    return {"particles2d": train_tiny_model(base / "particles2d", "particles2d"), "lj-mixing": lj}
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +198,7 @@ def test_closure_reporter_checks_the_export_index(exports, tmp_path):
     ClosureReporter(tmp_path / "c.csv", 5, exports["lj-mixing"] / "encoder.pt").close()  # the real one loads
 
 
-def test_failed_reexport_leaves_the_previous_export_intact(models, tmp_path, capsys, monkeypatch):
+def test_failed_reexport_leaves_the_previous_export_intact(models, tmp_path, capsys):
     """A re-export of another model that fails half-way (its .pt2 compile: a C++ compiler
     that fails) leaves the previous export as it was: same files, same bytes, its index
     checks; no staging directory is left; the failing compiler is one line."""
@@ -204,10 +208,15 @@ def test_failed_reexport_leaves_the_previous_export_intact(models, tmp_path, cap
     export_model(models["lj-mixing"], out, types=np.arange(12) % 2, hosts=["plumed"])
     (out / "notes.txt").write_text("mine")  # a user's file in the export directory
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    monkeypatch.setenv("CXX", shutil.which("false"))
-    rc = main(["export", "--model", str(models["particles2d"]), "--out", str(out), "--format", "pt2"])
-    err = _one_line(capsys, rc, "C++ compiler", "CXX")
-    assert "InvalidCxxCompiler" in err or "CppCompileError" in err or "failed" in err
+    env = {**os.environ, "CXX": shutil.which("false"), "OMP_NUM_THREADS": "1",
+           "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}  # torch reads CXX at import: a new process
+    r = subprocess.run([sys.executable, "-m", "openmm_closure.cli", "export", "--model", str(models["particles2d"]),
+                        "--out", str(out), "--format", "pt2"], capture_output=True, text=True, timeout=300,
+                       cwd=ROOT, env=env)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "C++ compiler" in err[0] and "CXX" in err[0] and "InvalidCxxCompiler" in err[0], err
+    shutil.rmtree(tmp_path / "cache", ignore_errors=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     check_export_dir(out)
     assert load_exported(out / "encoder.pt")[1]["system"] == "lj-mixing"
@@ -216,7 +225,6 @@ def test_failed_reexport_leaves_the_previous_export_intact(models, tmp_path, cap
                "--rollout-steps", "-1"])
     _one_line(capsys, rc, "--rollout-steps", "-1")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    monkeypatch.delenv("CXX")
     # a successful re-export replaces it whole and keeps the user's file
     export_model(models["particles2d"], out)
     assert load_exported(out / "encoder.pt")[1]["system"] == "particles2d"
@@ -380,7 +388,7 @@ def test_horizons_beyond_the_memory_bound_are_refused_with_the_estimate(models, 
         cs.extrapolate(steps=3, seed="x")  # an ODE model: the seed is still checked
     rc = main(["rollout", "--model", str(models["particles2d"]), "--positions", str(_npy(tmp_path)),
                "--steps", "10000000000", "--out", str(tmp_path / "r.csv")])
-    _one_line(capsys, rc, "TiB", "--allow-large")
+    _one_line(capsys, rc, "GiB of memory", "--allow-large")
     assert time.perf_counter() - t0 < 30 and not (tmp_path / "r.csv").exists()
     res = cs.extrapolate(steps=3, seed=1)  # an ordinary horizon runs
     assert res.samples.shape[1] == 4
@@ -412,7 +420,8 @@ def _jobqueue_env(tmp_path, sbatch=None):
 
 @pytest.mark.parametrize("sbatch, words", [
     (None, ["submit command 'sbatch' is not on the PATH"]),
-    ("#!/bin/sh\nsleep 60\n", ["0 of 1 batch job(s) submitted within 2 s", "--scheduler-timeout"]),
+    ("#!/bin/sh\necho 'sbatch: error: invalid partition' >&2\nexit 1\n",
+     ["0 of 1 batch job(s) submitted within 2 s", "--scheduler-timeout"]),
 ])
 def test_jobqueue_without_a_working_submit_command_is_one_line(tmp_path, sbatch, words):
     pytest.importorskip("dask_jobqueue")
