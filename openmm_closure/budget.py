@@ -8,7 +8,8 @@ up to 8 bytes a number: about ``3 * 8 * K * (steps + 1) * D`` bytes. Above
 (``allow_large=True``, ``--allow-large``). Torch-free.
 
 Example:
-    >>> check_rollout(300, 16, 3)            # 0.3 MB: fine
+    >>> check_rollout(300, 16, 3)            # bytes: well under the bound
+    346752
     >>> check_rollout(5 * 10**10, 1, 3)      # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...

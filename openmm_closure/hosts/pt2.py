@@ -111,9 +111,34 @@ class BiasPt2(nn.Module):
 def _compile(module: nn.Module, args: tuple, dynamic_shapes, path: Path, metadata: dict) -> None:
     import warnings
 
-    with warnings.catch_warnings():  # torch.export's own deprecation notices (pytree internals)
+    with warnings.catch_warnings(), _quiet_logs("torch._inductor.scheduler", "torch.export.pt2_archive._package"):
+        # torch.export's own deprecation notices (pytree internals); Inductor's log of the
+        # code generation error the fallback handles; the loader's note that a scalar
+        # package was built on a vector CPU (it runs on any x86-64 CPU)
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"(torch|copyreg)")
         _compile_quiet(module, args, dynamic_shapes, path, metadata)
+
+
+class _quiet_logs:
+    """Raise the named loggers above CRITICAL for a ``with`` block."""
+
+    def __init__(self, *names: str):
+        import logging
+
+        self._loggers = [logging.getLogger(n) for n in names]
+        self._levels: list = []
+
+    def __enter__(self):
+        import logging
+
+        self._levels = [lg.level for lg in self._loggers]
+        for lg in self._loggers:
+            lg.setLevel(logging.CRITICAL + 1)
+        return self
+
+    def __exit__(self, *exc):
+        for lg, level in zip(self._loggers, self._levels):
+            lg.setLevel(level)
 
 
 def _compile_quiet(module: nn.Module, args: tuple, dynamic_shapes, path: Path, metadata: dict) -> None:
@@ -264,7 +289,8 @@ def export_pt2(model, out: Path, meta: dict, *, component: int, force_constant: 
 
 
 def _check(path: Path, inputs: list, want: list, atol: float = 1e-5) -> None:
-    loader = torch._inductor.aoti_load_package(str(path))
+    with _quiet_logs("torch.export.pt2_archive._package"):
+        loader = torch._inductor.aoti_load_package(str(path))
     with torch.no_grad():
         got = loader(*inputs)
     got = list(got) if isinstance(got, (list, tuple)) else [got]
