@@ -179,10 +179,6 @@ def jobqueue_cluster(system: str | None = None, **overrides: Any):
 
     name = jobqueue_system(system)
     cls = getattr(dask_jobqueue, JOBQUEUE_SYSTEMS[name])
-    cmd = str(getattr(cls.job_cls, "submit_command", "") or "").split()
-    if cmd and shutil.which(cmd[0]) is None:
-        raise OSError(f"--scheduler jobqueue ({name}): the submit command {cmd[0]!r} is not on the PATH; run "
-                      f"on a machine of the {name} cluster (a login node), or choose another --scheduler")
     try:
         return cls(**overrides)
     except ValueError as exc:  # e.g. no cores or memory configured
@@ -219,6 +215,7 @@ def open_client(config: Any) -> Iterator[Any]:
         elif config.target == "jobqueue":
             stack.enter_context(_quiet_logs("distributed.deploy.spec", "distributed.deploy.cluster",
                                             "dask_jobqueue", "asyncio", "tornado.application"))
+            _check_submit_command(config.system)
             cluster = jobqueue_cluster(config.system)
             stack.callback(_close_quietly, cluster)
             cluster.scale(jobs=config.jobs)
@@ -249,6 +246,23 @@ def _quiet_logs(*names: str) -> Iterator[None]:
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
+
+
+def _check_submit_command(system: str | None) -> None:
+    """Refuse before anything starts when the queue system's submit command (``sbatch``,
+    ``qsub``, ``bsub``...) is not on the PATH.
+
+    Raises:
+        OSError: one line naming the command.
+    """
+    import dask_jobqueue
+
+    name = jobqueue_system(system)
+    cls = getattr(dask_jobqueue, JOBQUEUE_SYSTEMS[name])
+    cmd = str(getattr(cls.job_cls, "submit_command", "") or "").split()
+    if cmd and shutil.which(cmd[0]) is None:
+        raise OSError(f"--scheduler jobqueue ({name}): the submit command {cmd[0]!r} is not on the PATH; run "
+                      f"on a machine of the {name} cluster (a login node), or choose another --scheduler")
 
 
 def _close_quietly(cluster: Any) -> None:

@@ -147,8 +147,8 @@ class SetEncoder(nn.Module):
             raise ValueError("types must have shape (n,) matching positions")
         if positions.shape[0] == 0:
             raise ValueError("an empty set (0 particles) has no closure variables: pass at least one particle")
-        if not positions.is_floating_point():
-            raise ValueError("positions must be a floating-point tensor in nm, got " + str(positions.dtype))
+        if not positions.is_floating_point():  # whole-number coordinates in nm, as model.encode takes them
+            positions = positions.to(torch.float64)
         types = types.to(device=self._probe.device, dtype=torch.long)
         if types.numel() > 0:
             if bool(types.min() < 0) or bool(types.max() >= self.n_species):
