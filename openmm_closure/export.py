@@ -440,6 +440,8 @@ def export_model(
 
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
+    if out.is_symlink():  # a link to a directory: the export goes where it points
+        out = out.resolve()
     # everything is written into a staging directory beside --out and swapped in whole
     # once complete and indexed: a failed export leaves the previous one as it was
     import shutil
