@@ -105,6 +105,12 @@ def _run_replica(task: dict) -> dict:
             raise RuntimeError(f"replica {task['index']}: {tmp.name} did not read back complete")
         os.chmod(tmp, file_mode())
         os.replace(tmp, final)
+    except ValueError as exc:
+        tmp.unlink(missing_ok=True)
+        if "non-finite" not in str(exc):
+            raise
+        given = ", ".join(f"{k}={v!r}" for k, v in sorted(task["params"].items())) or "the defaults"
+        raise ValueError(f"replica {task['index']} diverged ({exc}); check the --param values ({given})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -295,10 +301,25 @@ def _simulate_locked(out: Path, request: dict, system: str, regime: str, n_parti
                      seed: int, platform: str, workers: int, progress: bool, replicas: int,
                      params: dict, deterministic: bool, batch: int, client: Any = None,
                      retries: int = 2) -> Path:
-    if not (out / MANIFEST).exists():
+    fresh = not (out / MANIFEST).exists()
+    if fresh:
         write_manifest(out, {"system": system, "regime": regime, "request": request, "replicas": replicas,
                              "seed": int(seed), "seeds": [replica_seed(seed, i) for i in range(replicas)],
                              "complete": False, "format_version": FORMAT_VERSION})
+    try:
+        return _simulate_started(out, request, system, regime, n_particles, seed, platform, workers, progress,
+                                 replicas, params, deterministic, batch, client, retries)
+    except BaseException:
+        # a fresh run that finished no replica leaves nothing behind (the lock goes on release)
+        if fresh and not any(out.glob("replica_*.h5")):
+            (out / MANIFEST).unlink(missing_ok=True)
+        raise
+
+
+def _simulate_started(out: Path, request: dict, system: str, regime: str, n_particles: int | None,
+                      seed: int, platform: str, workers: int, progress: bool, replicas: int,
+                      params: dict, deterministic: bool, batch: int, client: Any = None,
+                      retries: int = 2) -> Path:
     for p in out.glob("replica_*.part.h5"):  # we hold the lock: only dead runs' temporaries remain
         p.unlink()
 
