@@ -12,7 +12,11 @@ Export directory (written by :func:`export_model`)::
       export.json                index: sha256 of every file above that this export wrote
                                  (written last; checked by load_exported / check_export_dir)
 
-Re-exporting into a directory removes the export files the new export does not write.
+An export is written into a staging directory beside ``EXPORT_DIR``, indexed, and swapped
+in whole: a failed export leaves the previous one intact, and a re-export leaves none of
+the previous export's files (files no export wrote are the user's and stay). Loading a
+``.pt`` from a path checks it against the index and the operator allow-list
+(:func:`load_exported`).
 Host profiles (``--host plumed``, ``--host gromacs``, ``--format pt2``) add their files
 to the same directory and index: see :mod:`openmm_closure.hosts`.
 

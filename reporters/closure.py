@@ -44,10 +44,11 @@ def load_encoder(model: Any, device: str = "cpu") -> tuple[Any, dict]:
         :mod:`openmm_closure.export`).
 
     Raises:
-        ValueError: a path that is neither an exported model file nor a model directory.
+        ValueError: a path that is neither an exported model file nor a model directory, or
+            an exported file that fails its checks (its sha256 against the export index
+            ``export.json``, its operators against
+            :data:`openmm_closure.hosts.allowlist.ALLOWED_OPERATORS`).
     """
-    import torch
-
     from openmm_closure.model import ClosureModel, load_model
 
     if isinstance(model, ClosureModel):
@@ -138,9 +139,11 @@ class ClosureReporter(_ObservableReporter):
             ``.h5``/``.hdf5`` (a table ``/closure`` with the same columns). A writable text
             file object is accepted as CSV.
         reportInterval: steps between reports (positive int).
-        model: an exported ``encoder.pt`` (TorchScript, loaded with ``torch.jit.load``;
-            metadata from inside it or from the JSON beside it), a model directory (the
-            export is made in memory), or a ClosureModel.
+        model: a model directory (the safe default: weights only; the export is made in
+            memory), a ClosureModel, or an exported ``encoder.pt`` in its export directory
+            (a TorchScript program: loaded only when its sha256 matches ``export.json`` and
+            every operator is one our exports use, see
+            :mod:`openmm_closure.hosts.allowlist`).
         types: (n,) int species index per atom in the model's order; default: the
             topology's atom names matched to the model's species names.
         observables: names of z̄ to report (default: the model's observables; ``()`` for none).
