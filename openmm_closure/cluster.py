@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shutil
 import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -71,6 +72,11 @@ class SchedulerConfig:
         if not isinstance(t, str) or not (t in ("local", "jobqueue") or _ADDRESS.match(t)):
             raise ValueError(f"--scheduler must be local, jobqueue or a scheduler address such as "
                              f"tcp://host:8786, got {t!r}")
+        if t not in ("local", "jobqueue"):
+            port = _port(t)
+            if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"--scheduler {t}: the port {port!r} is not a number in 1..65535 "
+                                 "(an address looks like tcp://host:8786)")
         for name in ("workers", "retries"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < (1 if name == "workers" else 0):
@@ -92,6 +98,16 @@ class SchedulerConfig:
                 raise ValueError(f"--jobqueue-system must be one of {', '.join(JOBQUEUE_SYSTEMS)}, got {self.system!r}")
         if not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise ValueError(f"--scheduler-timeout must be a number of seconds > 0, got {self.timeout!r}")
+
+
+def _port(address: str) -> str | None:
+    """The port part of a scheduler address (``tcp://host:8786`` -> ``"8786"``), or None."""
+    rest = address.split("://", 1)[-1]
+    if rest.startswith("["):  # [ipv6]:port
+        tail = rest.split("]", 1)[-1]
+        return tail[1:].split("/", 1)[0] if tail.startswith(":") else None
+    host_port = rest.split("/", 1)[0]
+    return host_port.rsplit(":", 1)[1] if ":" in host_port else None
 
 
 def scheduler_config(scheduler: Any, workers: int = 1) -> Any:
@@ -197,9 +213,14 @@ def open_client(config: Any) -> Iterator[Any]:
                 silence_logs=logging.ERROR))
             client = stack.enter_context(Client(cluster, timeout=config.timeout))
         elif config.target == "jobqueue":
-            cluster = stack.enter_context(jobqueue_cluster(config.system))
+            stack.enter_context(_quiet_logs("distributed.deploy.spec", "distributed.deploy.cluster",
+                                            "dask_jobqueue", "asyncio", "tornado.application"))
+            _check_submit_command(config.system)
+            cluster = jobqueue_cluster(config.system)
+            stack.callback(_close_quietly, cluster)
             cluster.scale(jobs=config.jobs)
-            client = stack.enter_context(Client(cluster))
+            _wait_submitted(cluster, config.jobs, config.timeout)
+            client = stack.enter_context(Client(cluster, timeout=config.timeout))
         else:
             try:
                 client = Client(config.target, timeout=config.timeout)
@@ -209,6 +230,71 @@ def open_client(config: Any) -> Iterator[Any]:
                               "--scheduler and --scheduler-timeout") from exc
             stack.enter_context(client)
         yield client
+
+
+@contextlib.contextmanager
+def _quiet_logs(*names: str) -> Iterator[None]:
+    """Silence the named loggers (a failed job submission is reported in one line instead)."""
+    import logging
+
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _check_submit_command(system: str | None) -> None:
+    """Refuse before anything starts when the queue system's submit command (``sbatch``,
+    ``qsub``, ``bsub``...) is not on the PATH.
+
+    Raises:
+        OSError: one line naming the command.
+    """
+    import dask_jobqueue
+
+    name = jobqueue_system(system)
+    cls = getattr(dask_jobqueue, JOBQUEUE_SYSTEMS[name])
+    cmd = str(getattr(cls.job_cls, "submit_command", "") or "").split()
+    if cmd and shutil.which(cmd[0]) is None:
+        raise OSError(f"--scheduler jobqueue ({name}): the submit command {cmd[0]!r} is not on the PATH; run "
+                      f"on a machine of the {name} cluster (a login node), or choose another --scheduler")
+
+
+def _close_quietly(cluster: Any) -> None:
+    """Close a job-queue cluster, cancelling its jobs; a cluster whose jobs never started
+    can fail its own consistency checks while closing: that is not the user's error."""
+    try:
+        cluster.close()
+    except Exception:
+        pass
+
+
+def _wait_submitted(cluster: Any, jobs: int, timeout: float) -> None:
+    """Wait until the queue system accepted ``jobs`` batch jobs (each has a job id), at most
+    ``timeout`` seconds (``--scheduler-timeout``).
+
+    Raises:
+        OSError: one line: the jobs were not submitted in time (the submit command failed
+            or hangs).
+    """
+    import time
+
+    deadline = time.monotonic() + float(timeout)
+    while True:
+        submitted = [j for j in list(getattr(cluster, "workers", {}).values()) if getattr(j, "job_id", None)]
+        if len(submitted) >= int(jobs):
+            return
+        if time.monotonic() > deadline:
+            cmd = getattr(getattr(cluster, "job_cls", None), "submit_command", "the submit command")
+            raise OSError(f"--scheduler jobqueue: {len(submitted)} of {jobs} batch job(s) submitted within "
+                          f"{timeout:g} s (--scheduler-timeout); check that {cmd!r} works here "
+                          f"(cluster.job_script() shows the job)")
+        time.sleep(0.1)
 
 
 def worker_count(client: Any) -> int:

@@ -474,6 +474,29 @@ def _plots(out: Path, result: dict, times, pred, true, over_time, perm_curves, n
     return paths
 
 
+def _check_test_data(model: Any, model_dir: Path, ds: Any, data_dir: Path, max_trajectories: Optional[int]) -> None:
+    """The test data's species names and values, as ``train`` checks its data: the species
+    named as the model's (same names, same order) and finite coordinates and observables.
+
+    Raises:
+        ValueError: one line naming the test data and the mismatch.
+    """
+    want = [str(x) for x in (model.spec.species or [])]
+    got = [str(x) for x in (ds.manifest.get("species") or [])]
+    unnamed = want == [str(i) for i in range(len(want))]  # a model trained without species names
+    if want and got and not unnamed and want != got:
+        raise ValueError(f"test data {data_dir} names its species {got}, model {model_dir} was trained on "
+                         f"{want} (same names in the same order needed)")
+    for i in range(len(ds))[: max_trajectories]:
+        r = ds.replica(i)
+        if not np.isfinite(r.positions).all():
+            raise ValueError(f"test data {data_dir}: replica {i} has NaN or inf coordinates")
+        for name in model.observables:
+            v = r.observables.get(name)
+            if v is not None and not np.isfinite(v).all():
+                raise ValueError(f"test data {data_dir}: replica {i} has NaN or inf values of {name}")
+
+
 def evaluate(
     model_dir: str | os.PathLike,
     data_dir: str | os.PathLike,
@@ -565,6 +588,14 @@ def evaluate(
     if _is_pixels(spec.manifest or {}) != _is_pixels(ds.manifest):
         raise ValueError(f"model {model_dir} and test data {data_dir} differ in representation (pixel sets vs "
                          "positions); render the test data with `openmm-closure render DATA --pixels`")
+    _check_test_data(model, model_dir, ds, data_dir, max_trajectories)
+    if no_closure is not None:
+        from .model import check_model_dir
+
+        nc_method = check_model_dir(no_closure).get("method", "ours")
+        if nc_method != "no-closure":
+            raise ValueError(f"--no-closure {no_closure} is a method={nc_method!r} model; pass a model trained "
+                             "with --method no-closure (its row is labelled no-closure)")
     out.mkdir(parents=True, exist_ok=True)
     kind = metric_kind(system, names)
     stochastic = bool(getattr(model.dynamics, "stochastic", False))

@@ -14,7 +14,11 @@ Export directory (written by :func:`export_model`)::
       export.json                index: sha256 of every file above that this export wrote
                                  (written last; checked by load_exported / check_export_dir)
 
-Re-exporting into a directory removes the export files the new export does not write.
+An export is written into a staging directory beside ``EXPORT_DIR``, indexed, and swapped
+in whole: a failed export leaves the previous one intact, and a re-export leaves none of
+the previous export's files (files no export wrote are the user's and stay). Loading a
+``.pt`` from a path checks it against the index and the operator allow-list
+(:func:`load_exported`).
 Host profiles (``--host plumed``, ``--host gromacs``, ``--format pt2``) add their files
 to the same directory and index: see :mod:`openmm_closure.hosts`.
 
@@ -72,6 +76,7 @@ Example:
 
 import copy
 import json
+import os
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
@@ -91,6 +96,7 @@ __all__ = [
     "load_exported",
     "read_metadata",
     "check_export_dir",
+    "check_export_types",
     "INDEX",
 ]
 
@@ -233,6 +239,7 @@ class ClosureBias(nn.Module):
         target: ẑ* (raw encoder units).
         types: (n,) species of every particle, or None for a one-species model (then
             any number of particles is accepted).
+        species, system: the model's species names and system (for error messages).
     """
 
     component: int
@@ -248,6 +255,8 @@ class ClosureBias(nn.Module):
         force_constant: float = 1.0,
         target: float = 0.0,
         types: Optional[Any] = None,
+        species: Optional[Sequence[str]] = None,
+        system: Optional[str] = None,
     ):
         super().__init__()
         d = int(encoder.latent_dim)
@@ -272,7 +281,7 @@ class ClosureBias(nn.Module):
                 raise ValueError(
                     f"types must be species indices in [0, {encoder.n_species}) for every particle"
                 )
-            t = torch.from_numpy(check_species(t, int(encoder.n_species)))
+            t = torch.from_numpy(check_species(t, int(encoder.n_species), species, system))
             self.n_particles = int(t.numel())
         self.register_buffer("types", t)
 
@@ -417,7 +426,13 @@ def export_model(
         ValueError: the model directory is missing or malformed, or bad bias options.
     """
     model_dir, out = Path(model_dir), Path(out_dir)
+    if "pt2" in formats and (isinstance(rollout_steps, bool) or int(rollout_steps) != rollout_steps
+                             or int(rollout_steps) < 1):
+        raise ValueError(f"--rollout-steps must be an integer >= 1 (steps baked into the .pt2 rollout), "
+                         f"got {rollout_steps!r}")
     model = _load_model_checked(model_dir)
+    if types is not None:
+        types = check_export_types(model, types)
     if model.latent_dim == 0:  # a no-closure model: dynamics on z̄ alone, nothing to encode
         if hosts or [f for f in formats if f != "torchscript"]:
             raise ValueError("the model has no closure variables (method no-closure): host profiles "
@@ -434,7 +449,8 @@ def export_model(
     # validate the bias options before writing anything
     bias = None
     if cv_skip is None:
-        bias = ClosureBias(model.encoder, component, force_constant, target, types)
+        bias = ClosureBias(model.encoder, component, force_constant, target, types,
+                           species=model.spec.species_names, system=model.spec.system)
     elif model.latent_dim > 0 and not 0 <= int(component) < model.latent_dim:
         raise ValueError(f"component must be in [0, {model.latent_dim}), got {component}")
     from .hosts.profiles import check_host_options, write_hosts
@@ -452,10 +468,42 @@ def export_model(
 
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    # an interrupted re-export must not pass for a complete one: the index goes first, and
-    # is written again (with the new hashes) only after every file is in place
-    (out / INDEX).unlink(missing_ok=True)
+    if out.is_symlink():  # a link to a directory: the export goes where it points
+        out = out.resolve()
+    # everything is written into a staging directory beside --out and swapped in whole
+    # once complete and indexed: a failed export leaves the previous one as it was
+    import shutil
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.export-"))
+    try:
+        os.chmod(stage, 0o777 & ~_umask())
+        paths = _write_export(model, model_dir, stage, bias=bias, cv_skip=cv_skip, component=component,
+                              force_constant=force_constant, target=target, types=types, hosts=hosts,
+                              formats=formats, rollout_steps=rollout_steps)
+        _swap_in(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    for key in FILES:
+        if paths.get(key) is not None:
+            paths[key] = out / Path(paths[key]).name
+    paths["hosts"] = [out / Path(p).name for p in paths["hosts"]]
+    return paths
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _write_export(model, model_dir: Path, out: Path, *, bias, cv_skip, component, force_constant, target,
+                  types, hosts, formats, rollout_steps) -> dict:
+    """Write every file of one export into the (empty, staging) directory ``out`` and its index."""
+    from .hosts.profiles import write_hosts
+
     meta = _common_metadata(model, model_dir)
     paths: dict = {"collective_variable": None, "skipped": cv_skip}
     paths["encoder"] = None
@@ -485,6 +533,70 @@ def export_model(
         paths["cv"] = write_cvs(model, out, meta, types=types, atom_subset=atom_subset, periodic=periodic)
     _finish_export_dir(out, [paths[k] for k in FILES if paths.get(k) is not None] + paths["hosts"] + paths["cv"])
     return paths
+
+
+def _swap_in(stage: Path, out: Path) -> None:
+    """Put the complete export ``stage`` in place of ``out``.
+
+    Files of ``out`` that no export wrote (not in its index, not export files) are the
+    user's: they move into the new export directory. The old directory is renamed aside
+    first and removed last, so a failure in between puts it back.
+    """
+    import shutil
+
+    from .fileio import LOCK_FILE, unique_temp_name
+    from .hosts import HOST_FILES
+
+    if not out.exists():
+        os.rename(stage, out)
+        return
+    ours = set(HOST_FILES) | {INDEX} | set(FILES.values()) | {Path(f).with_suffix(".json").name for f in FILES.values()}
+    try:
+        ours |= set(json.loads((out / INDEX).read_text()).get("sha256", {}))
+    except (OSError, ValueError, AttributeError):
+        pass
+    for entry in out.iterdir():
+        if entry.name not in ours and entry.name != LOCK_FILE and not (stage / entry.name).exists() \
+                and not entry.name.endswith((".tmp", ".partial.pt2")):
+            os.rename(entry, stage / entry.name)  # the user's own files stay with the export
+    old = unique_temp_name(out, ".old")
+    os.rename(out, old)
+    try:
+        os.rename(stage, out)
+    except BaseException:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def check_export_types(model, types) -> np.ndarray:
+    """The species of every particle given for an export (``--types``), checked against the
+    model: integer indices of the model's species, at least two particles, and every
+    species of the model present (a two-species model's bias needs both).
+
+    Returns:
+        (n,) int64.
+
+    Raises:
+        ValueError: one line naming ``--types``, the model's species and what was given.
+    """
+    c = model.spec
+    names = c.species_names
+    t = np.asarray(types)
+    if t.ndim != 1:
+        raise ValueError(f"--types must be one species index per particle (a 1-D array), got shape {t.shape}")
+    try:
+        t = check_species(t, model.n_species, names, c.system)
+    except ValueError as exc:
+        raise ValueError(f"--types: {exc}") from None
+    if t.size < 2:
+        raise ValueError(f"--types lists {t.size} particle(s); the encoder needs a set of at least 2")
+    missing = [names[k] for k in range(model.n_species) if not (t == k).any()]
+    if missing:
+        raise ValueError(f"--types has no particle of species {missing} of this model (trained on "
+                         f"{c.system or 'its dataset'!r} with species {names}); pass the species of every "
+                         "particle of the simulated system")
+    return t
 
 
 def _finish_export_dir(out: Path, written: list) -> None:
@@ -545,21 +657,24 @@ def check_export_dir(directory) -> dict:
 
 
 def read_metadata(path) -> dict:
-    """The metadata stored inside an exported ``.pt`` file (its ``metadata.json``)."""
-    extra = {METADATA: ""}
-    torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    if not extra[METADATA]:
+    """The metadata stored inside an exported ``.pt`` file (its ``metadata.json``), after
+    the same checks as :func:`load_exported`."""
+    _, meta = load_exported(path)
+    if not meta:
         raise ValueError(f"{path} carries no {METADATA}; was it written by openmm-closure export?")
-    return json.loads(extra[METADATA])
+    return meta
 
 
 def _check_exported_file(path: Path) -> None:
-    """Check one exported file against the index of its directory, when there is one."""
+    """Check one exported file against the index of its directory (required)."""
     from .fileio import check_hashes
 
     d = path.parent
     if not (d / INDEX).is_file():
-        return  # a file copied out on its own: nothing to check against
+        raise FileNotFoundError(
+            f"{path}: no {INDEX} beside it (the export's record of every file's sha256), so its content "
+            "cannot be checked; load it from the directory openmm-closure export wrote, or pass the model "
+            "directory instead")
     index = check_export_dir(d)
     if path.name not in index["sha256"]:
         raise ValueError(f"export directory {d}: {path.name} is not part of this export")
@@ -569,14 +684,26 @@ def _check_exported_file(path: Path) -> None:
 def load_exported(path, map_location: str = "cpu") -> tuple:
     """Load an exported ``.pt`` file: returns ``(scripted_module, metadata_dict)``.
 
-    When the file sits in an export directory its content is checked against the
-    directory's index first (:func:`check_export_dir`): an edited, truncated or stale file
-    gets a clear error instead of a wrong model.
+    A TorchScript file is a program, so before it is used: its content must match the
+    index of its export directory (:func:`check_export_dir`: an edited, truncated, stale or
+    swapped file is refused), and every operator of every method must be one our own
+    exports use (:func:`openmm_closure.hosts.allowlist.check_script_file`: file, process,
+    network and storage-sharing operators are refused, and code that runs at load time).
+
+    Raises:
+        FileNotFoundError: no such file, or no export index beside it.
+        ValueError: the file fails a check (the message names the file and the check).
     """
+    from .hosts.allowlist import check_script_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"exported model {path} does not exist")
     _check_exported_file(path)
     extra = {METADATA: ""}
-    module = torch.jit.load(str(path), map_location=map_location, _extra_files=extra)
-    return module, json.loads(extra[METADATA] or "{}")
+    module = check_script_file(path, map_location=map_location, extra_files=extra)
+    try:
+        meta = json.loads(extra[METADATA] or "{}")
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: its {METADATA} is not valid JSON ({exc})") from None
+    return module, meta

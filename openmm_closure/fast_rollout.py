@@ -75,7 +75,8 @@ def rollout_noise(model: Any, steps: int, members: int, seed: Optional[int]) -> 
 
 @torch.no_grad()
 def compiled_rollout(model: Any, z0: Any, steps: int, samples: int = 1, dt: Optional[float] = None,
-                     seed: Optional[int] = None, noise: Optional[Tensor] = None) -> Tensor:
+                     seed: Optional[int] = None, noise: Optional[Tensor] = None,
+                     allow_large: bool = False) -> Tensor:
     """Extrapolate scaled states with the compiled dynamics.
 
     Arguments:
@@ -85,14 +86,22 @@ def compiled_rollout(model: Any, z0: Any, steps: int, samples: int = 1, dt: Opti
         samples: ensemble size K when z0 is (D,).
         seed: seed of the SDE noise (ignored when ``noise`` is given or for an ODE).
         noise: (steps, K, D) standard normal draws for an SDE (default: drawn from ``seed``).
+        allow_large: run a rollout over the memory bound of :mod:`openmm_closure.budget`.
 
     Returns:
         (K, steps + 1, D) scaled states on the model's device, the model's dtype.
+
+    Raises:
+        ValueError: bad arguments, or a memory estimate over the bound (named).
     """
+    from .budget import check_rollout, check_seed
+
     steps = int(steps)
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    check_seed(seed)
     z0 = torch.as_tensor(z0).to(device=model.device, dtype=model.dtype)
+    check_rollout(steps, int(samples) if z0.dim() == 1 else z0.shape[0], model.dim, allow_large)
     if z0.dim() == 1:
         z0 = z0.unsqueeze(0).expand(int(samples), -1).contiguous()
     if z0.dim() != 2 or z0.shape[-1] != model.dim:

@@ -125,12 +125,22 @@ class DirectoryLock:
         self.directory = Path(directory)
         self.what = what
         self._fd: int | None = None
+        self._created: list[Path] = []
 
     def acquire(self) -> "DirectoryLock":
         import fcntl
 
+        d = self.directory
+        if d.is_symlink() and not d.is_dir():
+            target = os.readlink(d)
+            what = "a dangling symbolic link" if not d.exists() else "a symbolic link to a file"
+            raise FileExistsError(f"--out {d} is {what} ({target}), not a directory; choose another --out")
+        if d.exists() and not d.is_dir():
+            raise FileExistsError(f"--out {d} is a file, not a directory; choose another --out")
+        made_dir = not d.exists()
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self.directory / LOCK_FILE
+        made_lock = not path.exists()
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -146,13 +156,25 @@ class DirectoryLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        self._created = ([path] if made_lock else []) + ([self.directory] if made_dir else [])
         return self
 
     def release(self) -> None:
-        """Release the lock (idempotent)."""
+        """Release the lock (idempotent). A run that wrote nothing leaves nothing: the lock
+        file and the directory are removed when this lock created them and the directory
+        holds nothing else."""
         if self._fd is not None:
             import fcntl
 
+            path = self.directory / LOCK_FILE
+            if path in self._created:
+                try:
+                    if [p.name for p in self.directory.iterdir()] == [LOCK_FILE]:
+                        path.unlink()  # still locked by us: nobody else can hold it now
+                        if self.directory in self._created:
+                            self.directory.rmdir()
+                except OSError:
+                    pass
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

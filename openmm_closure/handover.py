@@ -45,13 +45,15 @@ class ClosureSimulation:
             rows share one spacing).
         types: (n,) species index of every atom in the model's order (default: atom names
             matched to the model's species).
+        overwrite: replace an existing timeline ``file`` (default: refuse with FileExistsError).
 
     Raises:
         ValueError: species that do not match the model, bad interval or file name.
+        FileExistsError: ``file`` exists and ``overwrite`` is False.
     """
 
     def __init__(self, simulation: Any, model: Any, file: Any = None, reportInterval: Optional[int] = None,
-                 types: Optional[Any] = None) -> None:
+                 types: Optional[Any] = None, overwrite: bool = False) -> None:
         from openmm import unit
 
         from openmm_closure.reporters.closure import match_species
@@ -93,12 +95,16 @@ class ClosureSimulation:
         self.last_result = None
         self._handover_time: Optional[float] = None
         self._out, self._own = None, False
+        self._closed = False
         if file is not None:
             if hasattr(file, "write"):
                 self._out = file
             else:
                 if os.path.splitext(os.fspath(file))[1].lower() != ".csv":
                     raise ValueError(f"the timeline file must end in .csv, got {file!r}")
+                if os.path.lexists(file) and not overwrite:
+                    raise FileExistsError(f"ClosureSimulation: {file} exists; pass overwrite=True to replace it, "
+                                          "or choose another file")
                 self._out, self._own = open(file, "w"), True
             header = ["time_ps", "step", "source"] + [f"{n}_{s}" for n in self.names for s in ("mean", "std")]
             self._out.write(",".join(header + ["ood"]) + "\n")
@@ -106,6 +112,9 @@ class ClosureSimulation:
 
     # ------------------------------------------------------------------ timeline
     def _row(self, t: float, step: int, source: str, mean: np.ndarray, std: np.ndarray, ood: int) -> None:
+        if self._closed:
+            raise ValueError("ClosureSimulation: step(), extrapolate() or lift() after close(); the timeline "
+                             "is closed (create a new ClosureSimulation to go on)")
         row = {"time_ps": float(t), "step": int(step), "source": source, "mean": np.asarray(mean, float),
                "std": np.asarray(std, float), "ood": int(ood)}
         self.timeline.append(row)
@@ -155,14 +164,16 @@ class ClosureSimulation:
 
     # ------------------------------------------------------------------ hand-over
     def extrapolate(self, time_ps: Optional[float] = None, steps: Optional[int] = None, samples: int = 1,
-                    seed: Optional[int] = None):
+                    seed: Optional[int] = None, allow_large: bool = False):
         """Encode the current configuration once and extrapolate with the learned dynamics.
 
         Arguments:
             time_ps: horizon in ps (rounded to whole surrogate steps of ``model.dt``), or
             steps: the horizon in surrogate steps (give one of the two).
             samples: ensemble size K (>= 1).
-            seed: seed of the SDE noise (same seed, same ensemble).
+            seed: seed of the SDE noise (same seed, same ensemble); an integer or None.
+            allow_large: run a horizon whose memory estimate passes the bound of
+                :mod:`openmm_closure.budget` (default: refuse it with the estimate).
 
         Returns:
             A :class:`~openmm_closure.surrogate.SurrogateResult` whose ``times`` start at
@@ -179,10 +190,15 @@ class ClosureSimulation:
             steps = max(1, int(round(time_ps / self.integrator.dt)))
         elif isinstance(steps, bool) or int(steps) != steps or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        from .budget import check_rollout, check_seed
+
+        check_seed(seed)
+        check_rollout(int(steps), int(samples), self.model.dim, allow_large)
         if not self.timeline:
             self._record_md()
         pos, t0 = self._positions()
-        res = self.integrator.run(pos, self.types, int(steps), samples=int(samples), seed=seed)
+        res = self.integrator.run(pos, self.types, int(steps), samples=int(samples), seed=seed,
+                                  allow_large=allow_large)
         mean, std = res.mean, res.std
         for j in range(1, len(res.times)):
             ood = int(res.ood_step is not None and j >= res.ood_step)
@@ -231,3 +247,4 @@ class ClosureSimulation:
         if self._out is not None and self._own:
             self._out.close()
         self._out = None
+        self._closed = True

@@ -11,13 +11,15 @@ Model directory (written by ``openmm-closure train`` / :func:`save_model`)::
                       stage2_best_epoch: the stage-2 epoch of the lowest validation loss,
                       whose dynamics weights are the ones saved
       checkpoint.pt   training checkpoint (resume state; not needed for inference)
+      integrity.json  the sha256 of config.json and model.pt (written last; checked by
+                      load_model, see openmm_closure.integrity)
 
 ``config.json`` keys: ``format_version``, ``package_version``, ``method`` (stage-1
 objective, "ours"), ``system``, ``in_features`` (coordinates per particle used: 2 for 2D
 systems), ``n_species``, ``species`` (names), ``latent_dim`` (d = dim ẑ), ``epsilon``
 (decoder bandwidth, normalised units), ``samples`` (M), ``observables`` (names of z̄,
 in order), ``observable_params`` (kwargs of :func:`openmm_closure.observables.compute`),
-``dt`` (ps between frames, the dynamics' time step), ``ood_margin`` (the surrogate's
+``dt`` (ps, the dynamics' time step: ``stage2_step`` frame spacings), ``ood_margin`` (the surrogate's
 out-of-range guard, scaled units; see :mod:`openmm_closure.guard`), ``encoder`` / ``decoder`` /
 ``dynamics`` (module hyperparameters; ``dynamics.kind`` is "ode" or "sde"), ``units``,
 ``manifest`` (the training dataset's manifest), ``training`` (the training options) and
@@ -168,6 +170,8 @@ class ClosureModel(nn.Module):
         if not batched:
             pos = pos.unsqueeze(0)
         b, n = pos.shape[0], pos.shape[1]
+        if n == 0:
+            raise ValueError("an empty set (0 particles) has no closure variables: pass at least one particle")
         if typ.dim() == 1:
             typ = typ.unsqueeze(0).expand(b, -1)
         if typ.shape != (b, n):
@@ -235,6 +239,7 @@ class ClosureModel(nn.Module):
         dt: Optional[float] = None,
         seed: Optional[int] = None,
         rows: Optional[tuple[int, int]] = None,
+        allow_large: bool = False,
     ) -> Tensor:
         """Extrapolate the scaled state.
 
@@ -248,10 +253,12 @@ class ClosureModel(nn.Module):
                 an ensemble of ``total``; the SDE noise is drawn for all ``total`` and this
                 slice kept, so the members equal those of the whole ensemble's rollout
                 (None: the members are the whole ensemble).
+            allow_large: run a rollout over the memory bound of :mod:`openmm_closure.budget`.
 
         Returns:
             (K, steps + 1, dim) scaled states; ``model.unscale`` maps them to raw units.
         """
+        from .budget import check_rollout, check_seed
         if isinstance(steps, bool) or int(steps) != steps or steps < 0:
             raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
         steps = int(steps)
@@ -259,7 +266,10 @@ class ClosureModel(nn.Module):
             raise ValueError(f"samples must be an integer >= 1, got {samples!r}")
         if dt is not None and not (math.isfinite(float(dt)) and float(dt) > 0):
             raise ValueError(f"dt must be a finite time step > 0 ps, got {dt!r}")
+        check_seed(seed)
         z0 = torch.as_tensor(z0).to(device=self.device, dtype=self.dtype)
+        total = int(rows[1]) if rows is not None else (int(samples) if z0.dim() == 1 else z0.shape[0])
+        check_rollout(steps, total, self.dim, allow_large)
         if z0.dim() == 1:
             z0 = z0.unsqueeze(0).expand(int(samples), -1).contiguous()
         if z0.shape[-1] != self.dim:
@@ -298,8 +308,11 @@ class ClosureModel(nn.Module):
 
 def save_model(model: ClosureModel, directory, history: Optional[dict] = None) -> Path:
     """Write ``config.json``, ``model.pt`` (and ``history.json``) atomically into ``directory``."""
+    from .integrity import RECORD
+
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
+    (d / RECORD).unlink(missing_ok=True)  # a model half-written over another never passes its check
     cfg = dict(model.config)
     cfg["format_version"] = FORMAT_VERSION
     save_torch_atomic(d / WEIGHTS, {k: v.detach().cpu() for k, v in model.state_dict().items()})
@@ -307,6 +320,10 @@ def save_model(model: ClosureModel, directory, history: Optional[dict] = None) -
     if history is not None:
         _atomic_json(d / HISTORY, history)
     _atomic_json(d / CONFIG, cfg)
+    from .integrity import RECORD, seal
+
+    # written last: every file load_model reads, config.json included
+    seal(d, [CONFIG, WEIGHTS], kind="model")
     return d
 
 
@@ -318,18 +335,27 @@ def _first_line(exc: BaseException) -> str:
 def check_model_dir(path) -> dict:
     """Validate a model directory and return its ``config.json`` dict.
 
-    Checks that ``config.json`` parses and ``model.pt`` exists and matches the sha256
-    recorded in ``config.json`` (models written before hashes were recorded have none).
+    Checks the integrity record (``integrity.json``: the sha256 of ``config.json`` and
+    ``model.pt``, the files :func:`load_model` reads; see :mod:`openmm_closure.integrity`), then that
+    ``config.json`` parses and passes the schema check of its values
+    (:func:`openmm_closure.model_config.check_values`).
 
     Raises:
-        FileNotFoundError: not a model directory, or ``model.pt`` is missing.
-        ValueError: ``config.json`` is malformed, or ``model.pt`` was edited or truncated.
+        FileNotFoundError: not a model directory, ``model.pt`` or the integrity record missing.
+        ValueError: a file was edited, truncated or swapped (``config.json`` included), or
+            ``config.json`` is malformed or holds a value out of range (the key is named).
     """
+    from .integrity import RECORD, check_record
+    from .model_config import check_values
+
     d = Path(path)
     if not (d / CONFIG).is_file():
         raise FileNotFoundError(f"{d} is not a model directory: {CONFIG} is missing")
     if not (d / WEIGHTS).is_file():
         raise FileNotFoundError(f"{d} is not a complete model directory: {WEIGHTS} is missing")
+    check_record(d, RECORD, kind="model", required=(CONFIG, WEIGHTS),
+                 fix="train it again (or, for a model written before integrity records whose files you "
+                     "trust, call openmm_closure.integrity.seal_model_dir on it)")
     try:
         with open(d / CONFIG) as f:
             cfg = json.load(f)
@@ -342,6 +368,10 @@ def check_model_dir(path) -> dict:
         if not isinstance(hashes, dict):
             raise ValueError(f"{d / CONFIG}: 'sha256' must map file names to hashes")
         check_hashes(d, hashes, "model directory")
+    try:
+        check_values(cfg)
+    except ValueError as exc:
+        raise ValueError(f"{d / CONFIG} is malformed: {exc}") from None
     return cfg
 
 
@@ -380,7 +410,10 @@ def load_model(path, device="cpu") -> ClosureModel:
     if not (d / WEIGHTS).is_file():
         raise FileNotFoundError(f"{d} is not a complete model directory: {WEIGHTS} is missing")
     cfg = check_model_dir(d)
-    if int(cfg.get("format_version", 0)) > FORMAT_VERSION:
+    fv = cfg.get("format_version", 0)
+    if isinstance(fv, bool) or not isinstance(fv, int):
+        raise ValueError(f"{d / CONFIG}: key 'format_version' must be an integer, got {fv!r}")
+    if fv > FORMAT_VERSION:
         raise ValueError(
             f"{d} has model format {cfg.get('format_version')}, this version reads up to {FORMAT_VERSION}"
         )

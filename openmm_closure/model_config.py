@@ -17,7 +17,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-__all__ = ["ModelConfig", "FORMAT_VERSION", "UNITS"]
+__all__ = ["ModelConfig", "FORMAT_VERSION", "UNITS", "check_values"]
 
 #: the model directory format this version writes (and the newest it reads)
 FORMAT_VERSION = 1
@@ -40,7 +40,7 @@ class ModelConfig:
     Required keys: ``in_features`` (coordinates per particle), ``n_species``,
     ``latent_dim`` (d = dim ẑ; 0 only with ``encoder.kind = "none"``). Every other field
     has the fallback older files get (``None``: the key is absent and stays absent when
-    written back). Units: ``dt`` ps between frames, ``epsilon`` normalised coordinates.
+    written back). Units: ``dt`` ps (the dynamics' time step: ``stage2_step`` frame spacings), ``epsilon`` normalised coordinates.
 
     Attributes:
         encoder, decoder, dynamics: module hyperparameters (``encoder["kind"]`` default
@@ -159,3 +159,71 @@ class ModelConfig:
             return self.extra[key]
         v = getattr(self, key, None) if key not in ("extra", "defaulted") else None
         return default if v is None else v
+
+
+def _number(d: dict, key: str, what: str, lo: float, strict: bool = True) -> None:
+    import math
+
+    v = d.get(key)
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > lo if strict else v >= lo)
+    if not ok:
+        raise ValueError(f"key {key!r} must be {what}, got {v!r}")
+
+
+def check_values(d: dict) -> None:
+    """Schema check of a ``config.json`` dict as a model directory holds it: the keys
+    training writes are present and every value is in its range.
+
+    Arguments:
+        d: the parsed ``config.json``.
+
+    Raises:
+        ValueError: one line naming the key and its value (e.g. ``key 'dt' must be a
+            finite number > 0 (ps, the dynamics' time step), got -1``).
+    """
+    if not isinstance(d, dict):
+        raise ValueError(f"a model configuration is a JSON object, got {type(d).__name__}")
+    for key in _REQUIRED + ("dt", "encoder", "dynamics", "observables"):
+        if key not in d:
+            raise ValueError(f"key {key!r} is missing")
+    for key, lo in (("in_features", 1), ("n_species", 1), ("latent_dim", 0)):
+        v = d[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (key == "in_features" and v > 3):
+            rng = "1, 2 or 3" if key == "in_features" else f"an integer >= {lo}"
+            raise ValueError(f"key {key!r} must be {rng}, got {v!r}")
+    _number(d, "dt", "a finite number > 0 (ps, the dynamics' time step)", 0.0)
+    if "epsilon" in d:
+        _number(d, "epsilon", "a finite number > 0 (decoder bandwidth)", 0.0)
+    if "ood_margin" in d and d["ood_margin"] is not None:
+        _number(d, "ood_margin", "a finite number >= 0", 0.0, strict=False)
+    for key, kinds in (("encoder", None), ("dynamics", ("ode", "sde"))):
+        sec = d[key]
+        if not isinstance(sec, dict) or not isinstance(sec.get("kind"), str):
+            raise ValueError(f"key {key!r} must be a JSON object with a 'kind', got {sec!r}")
+        if kinds is not None and sec["kind"] not in kinds:
+            raise ValueError(f"key '{key}.kind' must be one of {', '.join(kinds)}, got {sec['kind']!r}")
+    dyn = d["dynamics"]
+    for key, what, lo, strict in (("sigma0_sq", "a finite number >= 0", 0.0, False),
+                                  ("floor_fraction", "a fraction in (0, 1)", 0.0, True),
+                                  ("bound", "a finite number > 0 (scaled units)", 0.0, True),
+                                  ("restore_rate", "a finite number >= 0 per ps", 0.0, False)):
+        if key in dyn:
+            try:
+                _number(dyn, key, what, lo, strict)
+            except ValueError:
+                raise ValueError(f"key 'dynamics.{key}' must be {what}, got {dyn[key]!r}") from None
+    if "floor_fraction" in dyn and not dyn["floor_fraction"] < 1:
+        raise ValueError(f"key 'dynamics.floor_fraction' must be a fraction in (0, 1), got {dyn['floor_fraction']!r}")
+    if "diffusion" in dyn and dyn["diffusion"] not in ("data", "floor"):
+        raise ValueError(f"key 'dynamics.diffusion' must be 'data' or 'floor', got {dyn['diffusion']!r}")
+    if (d["latent_dim"] == 0) != (d["encoder"]["kind"] == "none"):
+        raise ValueError(f"keys 'latent_dim' ({d['latent_dim']}) and 'encoder.kind' ({d['encoder']['kind']!r}) "
+                         "disagree: only the no-closure model (encoder 'none') has latent_dim 0")
+    obs = d["observables"]
+    if not isinstance(obs, list) or not all(isinstance(o, str) for o in obs):
+        raise ValueError(f"key 'observables' must be a list of names, got {obs!r}")
+    species = d.get("species")
+    if species is not None and species != [] and (not isinstance(species, list) or len(species) != d["n_species"]):
+        raise ValueError(f"key 'species' must list {d['n_species']} names (n_species), got {species!r}")
+    if "method" in d and not isinstance(d["method"], str):
+        raise ValueError(f"key 'method' must be a string, got {d['method']!r}")

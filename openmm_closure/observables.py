@@ -45,7 +45,8 @@ DEFAULT_OBSERVABLES: dict[str, tuple[str, ...]] = {k: f.observables for k, f in 
 def _log_cosh(u: np.ndarray) -> np.ndarray:
     """log(cosh(u)) without overflow: |u| + log1p(exp(-2|u|)) - log 2."""
     au = np.abs(u)
-    return au + np.log1p(np.exp(-2.0 * au)) - np.log(2.0)
+    with np.errstate(over="ignore"):  # -2|u| below -1.8e308 is -inf: exp gives 0, the right limit
+        return au + np.log1p(np.exp(-2.0 * au)) - np.log(2.0)
 
 
 def pair_potential(r: np.ndarray, a: float = 4.0, b: float = 0.1) -> np.ndarray:

@@ -113,7 +113,10 @@ def render_dataset(
         with ReplicaWriter(tmp, np.zeros(cfg.n_pixels, dtype=np.int64), [PIXEL_SPECIES], observables) as w:
             w.append(sets, r.times, {k: r.observables[k] for k in observables})
         os.replace(tmp, final)
-    m = {k: v for k, v in manifest.items() if k not in ("request", "complete", "versions", "format_version")}
+    from .data.replica import content_sha256, read_replica
+
+    m = {k: v for k, v in manifest.items()
+         if k not in ("request", "complete", "versions", "format_version", "replica_sha256")}
     m.update(
         representation="pixels",
         spatial_dim=3,
@@ -123,6 +126,8 @@ def render_dataset(
         render={"source": str(source), "source_request": manifest.get("request"),
                 "source_n_particles": manifest.get("n_particles"), **cfg.to_dict()},
         complete=True,
+        # the content of the pixel replicas written here (not the source's)
+        replica_sha256=[content_sha256(read_replica(out / replica_filename(i))) for i in range(len(ds))],
     )
     write_manifest(out, build_manifest(**m))
     return out

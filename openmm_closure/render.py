@@ -125,7 +125,8 @@ def predicted_extension(model_dir: str | os.PathLike, positions0: np.ndarray, st
 
 
 def render_video(dataset: str | os.PathLike, replica: int, out: str | os.PathLike, model: Optional[str] = None,
-                 scale: float = 1.0, fps: float = 10.0, samples: int = 32, every: int = 1) -> Path:
+                 scale: float = 1.0, fps: float = 10.0, samples: int = 32, every: int = 1,
+                 overwrite: bool = False) -> Path:
     """Render one replica of a polymer dataset as a video (see the module docstring).
 
     Arguments:
@@ -137,6 +138,7 @@ def render_video(dataset: str | os.PathLike, replica: int, out: str | os.PathLik
         fps: frames per second.
         samples: rollouts for the predicted band.
         every: use every k-th frame.
+        overwrite: replace an existing ``out`` (default: refuse with FileExistsError).
 
     Returns:
         The video path.
@@ -146,6 +148,9 @@ def render_video(dataset: str | os.PathLike, replica: int, out: str | os.PathLik
     from .video import render_frames
 
     video_encoder(out)  # fail before any work on an unsupported path
+    if os.path.lexists(out) and not overwrite:
+        raise FileExistsError(f"--out {out} exists; pass --overwrite (overwrite=True) to replace it, "
+                              "or choose another --out")
     manifest = read_manifest(dataset)
     check_polymer_manifest(manifest, str(dataset))
     ds = load(dataset)

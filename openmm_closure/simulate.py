@@ -86,24 +86,34 @@ def _run_replica(task: dict) -> dict:
                  seed=task["seed"], **task["params"])
     sim = spec.make_simulation(task["platform"], task.get("deterministic", True))
     obs_params = {k: spec.params[k] for k in OBSERVABLE_PARAMS if k in spec.params}
-    rep = DatasetReporter(tmp, spec.report_interval, types=spec.types,
-                          observables=spec.observables, **obs_params)
-    try:
-        # frame 0: the initial state
-        rep.report(sim, sim.context.getState(getPositions=True))
-        sim.reporters.append(rep)
-        sim.step(spec.report_interval * (spec.n_frames - 1))
-    finally:
-        rep.close()
-    if rep.n_frames != spec.n_frames:
-        raise RuntimeError(f"replica {task['index']}: {rep.n_frames} frames written, expected {spec.n_frames}")
-    meta = replica_meta(task, spec, sim.context.getPlatform().getName())
-    with tables.open_file(str(tmp), "a") as h:
-        h.root._v_attrs[REPLICA_META_ATTR] = json.dumps(meta)
-    if _finished_meta(tmp) is None:  # complete and readable, or not finished at all
-        raise RuntimeError(f"replica {task['index']}: {tmp.name} did not read back complete")
-    os.chmod(tmp, file_mode())
-    os.replace(tmp, final)
+    try:  # a replica that fails leaves no temporary behind
+        rep = DatasetReporter(tmp, spec.report_interval, types=spec.types,
+                              observables=spec.observables, **obs_params)
+        try:
+            # frame 0: the initial state
+            rep.report(sim, sim.context.getState(getPositions=True))
+            sim.reporters.append(rep)
+            sim.step(spec.report_interval * (spec.n_frames - 1))
+        finally:
+            rep.close()
+        if rep.n_frames != spec.n_frames:
+            raise RuntimeError(f"replica {task['index']}: {rep.n_frames} frames written, expected {spec.n_frames}")
+        meta = replica_meta(task, spec, sim.context.getPlatform().getName())
+        with tables.open_file(str(tmp), "a") as h:
+            h.root._v_attrs[REPLICA_META_ATTR] = json.dumps(meta)
+        if _finished_meta(tmp) is None:  # complete and readable, or not finished at all
+            raise RuntimeError(f"replica {task['index']}: {tmp.name} did not read back complete")
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, final)
+    except ValueError as exc:
+        tmp.unlink(missing_ok=True)
+        if "non-finite" not in str(exc):
+            raise
+        given = ", ".join(f"{k}={v!r}" for k, v in sorted(task["params"].items())) or "the defaults"
+        raise ValueError(f"replica {task['index']} diverged ({exc}); check the --param values ({given})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return meta
 
 
@@ -291,10 +301,25 @@ def _simulate_locked(out: Path, request: dict, system: str, regime: str, n_parti
                      seed: int, platform: str, workers: int, progress: bool, replicas: int,
                      params: dict, deterministic: bool, batch: int, client: Any = None,
                      retries: int = 2) -> Path:
-    if not (out / MANIFEST).exists():
+    fresh = not (out / MANIFEST).exists()
+    if fresh:
         write_manifest(out, {"system": system, "regime": regime, "request": request, "replicas": replicas,
                              "seed": int(seed), "seeds": [replica_seed(seed, i) for i in range(replicas)],
                              "complete": False, "format_version": FORMAT_VERSION})
+    try:
+        return _simulate_started(out, request, system, regime, n_particles, seed, platform, workers, progress,
+                                 replicas, params, deterministic, batch, client, retries)
+    except BaseException:
+        # a fresh run that finished no replica leaves nothing behind (the lock goes on release)
+        if fresh and not any(out.glob("replica_*.h5")):
+            (out / MANIFEST).unlink(missing_ok=True)
+        raise
+
+
+def _simulate_started(out: Path, request: dict, system: str, regime: str, n_particles: int | None,
+                      seed: int, platform: str, workers: int, progress: bool, replicas: int,
+                      params: dict, deterministic: bool, batch: int, client: Any = None,
+                      retries: int = 2) -> Path:
     for p in out.glob("replica_*.part.h5"):  # we hold the lock: only dead runs' temporaries remain
         p.unlink()
 
@@ -338,7 +363,12 @@ def _simulate_locked(out: Path, request: dict, system: str, regime: str, n_parti
         bar.close()
 
     ordered = [metas[i] for i in range(replicas)]
-    write_manifest(out, _manifest(request, ordered, replicas))
+    from .data.replica import content_sha256, read_replica
+
+    final = _manifest(request, ordered, replicas)
+    # the content of every replica, checked by fingerprint() (train, train --resume)
+    final["replica_sha256"] = [content_sha256(read_replica(out / replica_filename(i))) for i in range(replicas)]
+    write_manifest(out, final)
     return out
 
 

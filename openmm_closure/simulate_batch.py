@@ -104,16 +104,20 @@ def run_batch(tasks: Sequence[dict], write: Sequence[int] | None = None, method:
         final = Path(task["path"])
         tmp = unique_temp_name(final, ".part.h5")  # per process: a rerun elsewhere never shares it
         box = spec.params.get("box")
-        writer = ReplicaWriter(tmp, spec.types, _names_for_types(spec.types, spec.topology), spec.observables, box)
-        try:
-            writer.append(x, times, values)
-        finally:
-            writer.close()
-        meta = replica_meta(task, spec, platform, batch={
-            "size": len(tasks), "first": tasks[0]["index"],
-            "method": method if spec.name == "particles2d" else None})
-        with tables.open_file(str(tmp), "a") as h:
-            h.root._v_attrs[REPLICA_META_ATTR] = json.dumps(meta)
-        os.replace(tmp, final)
+        try:  # a replica that fails leaves no temporary behind
+            writer = ReplicaWriter(tmp, spec.types, _names_for_types(spec.types, spec.topology), spec.observables, box)
+            try:
+                writer.append(x, times, values)
+            finally:
+                writer.close()
+            meta = replica_meta(task, spec, platform, batch={
+                "size": len(tasks), "first": tasks[0]["index"],
+                "method": method if spec.name == "particles2d" else None})
+            with tables.open_file(str(tmp), "a") as h:
+                h.root._v_attrs[REPLICA_META_ATTR] = json.dumps(meta)
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         metas.append(meta)
     return metas

@@ -211,7 +211,7 @@ class SurrogateIntegrator:
         return self.model.state(pos, typ)
 
     def run(self, positions: Any, types: Any, steps: int, samples: int = 1,
-            seed: Optional[int] = None) -> SurrogateResult:
+            seed: Optional[int] = None, allow_large: bool = False) -> SurrogateResult:
         """Encode one configuration and extrapolate it.
 
         Arguments:
@@ -220,23 +220,30 @@ class SurrogateIntegrator:
             steps: number of dynamics steps (>= 1), each ``dt`` ps.
             samples: ensemble size K (>= 1).
             seed: seed of the SDE noise (None: torch's global generator).
+            allow_large: run a rollout over the memory bound of :mod:`openmm_closure.budget`.
 
         Returns:
             A :class:`SurrogateResult` with T = steps + 1 times.
 
         Raises:
             ValueError: bad shapes, non-finite positions, species the model does not
-                know, steps or samples < 1.
+                know, steps or samples < 1, a seed that is not an integer, or a rollout
+                whose memory estimate passes the bound (the estimate is named).
         """
+        from .budget import check_rollout, check_seed
+
         steps, samples = int(steps), int(samples)
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if samples < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
+        check_seed(seed)
+        check_rollout(steps, samples, self.model.dim, allow_large)
         z0 = self.initial_state(positions, types)
-        return self.run_state(z0, steps, samples=samples, seed=seed)
+        return self.run_state(z0, steps, samples=samples, seed=seed, allow_large=allow_large)
 
-    def run_state(self, z0: Any, steps: int, samples: int = 1, seed: Optional[int] = None) -> SurrogateResult:
+    def run_state(self, z0: Any, steps: int, samples: int = 1, seed: Optional[int] = None,
+                  allow_large: bool = False) -> SurrogateResult:
         """Extrapolate a scaled state z0 (D,) (or members (K, D)) with the compiled rollout.
 
         Checks the out-of-distribution guard (:mod:`openmm_closure.guard`): the first
@@ -251,7 +258,8 @@ class SurrogateIntegrator:
         from .fast_rollout import compiled_rollout
         from .guard import OutOfRangeWarning, bound, first_exit
 
-        traj = compiled_rollout(self.model, z0, int(steps), samples=int(samples), dt=self.dt, seed=seed)
+        traj = compiled_rollout(self.model, z0, int(steps), samples=int(samples), dt=self.dt, seed=seed,
+                                allow_large=allow_large)
         raw = self.model.unscale(traj).detach().cpu().numpy().astype(np.float64)
         times = np.arange(int(steps) + 1, dtype=np.float64) * self.dt
         res = SurrogateResult(

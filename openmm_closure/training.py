@@ -149,6 +149,9 @@ class TrainConfig:
         for name in ("epochs_stage1", "epochs_stage2"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0")
+        if int(self.epochs_stage1) == 0 and int(self.epochs_stage2) == 0:
+            raise ValueError("--epochs 0 (--epochs-stage1 0 and --epochs-stage2 0) trains nothing and would write an "
+                             "untrained model; give at least 1 epoch")
         if int(self.batch_size) <= 0 or int(self.batch_size_stage2) <= 0:
             raise ValueError("batch sizes must be >= 1")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -495,7 +498,8 @@ def _check_resume(ck: dict, config: TrainConfig, fingerprint: Optional[str] = No
     old_fp = ck.get("data_fingerprint")
     if fingerprint is not None and old_fp is not None and old_fp != fingerprint:
         raise ValueError(f"--resume with a different dataset: {config.data} is not the dataset "
-                         f"this checkpoint was trained on (its fingerprint differs); pass the same --data")
+                         f"this checkpoint was trained on (its content fingerprint differs: another dataset, "
+                         f"or replicas edited since); pass the same --data")
     free = set(_RESUME_FREE)
     if ck.get("stage") == 1 and config.method != "inve":  # InvE trains its dynamics in stage 1
         free |= _STAGE2_ONLY
@@ -549,6 +553,8 @@ def train(config: TrainConfig) -> Optional[ClosureModel]:
         lock.acquire()
     try:
         ck = _open_run(config, missing_ok=False)
+        if ck is None and config.resume:
+            print(f"note: --resume: no {CHECKPOINT} in {config.out}; starting a fresh run", file=sys.stderr)
         if not Path(config.data).exists():
             raise FileNotFoundError(f"dataset directory {config.data} does not exist")
         try:

@@ -44,10 +44,11 @@ def load_encoder(model: Any, device: str = "cpu") -> tuple[Any, dict]:
         :mod:`openmm_closure.export`).
 
     Raises:
-        ValueError: a path that is neither an exported model file nor a model directory.
+        ValueError: a path that is neither an exported model file nor a model directory, or
+            an exported file that fails its checks (its sha256 against the export index
+            ``export.json``, its operators against
+            :data:`openmm_closure.hosts.allowlist.ALLOWED_OPERATORS`).
     """
-    import torch
-
     from openmm_closure.model import ClosureModel, load_model
 
     if isinstance(model, ClosureModel):
@@ -62,19 +63,15 @@ def load_encoder(model: Any, device: str = "cpu") -> tuple[Any, dict]:
         return _script_encoder(load_model(path, device="cpu"), path, device)
     if not path.is_file():
         raise ValueError(f"{path} does not exist: pass an exported encoder.pt or a model directory")
-    extra = {"metadata.json": ""}
-    try:
-        module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
-    except Exception as exc:
+    from openmm_closure.export import load_exported
+
+    try:  # a TorchScript file is a program: its hash against the export index, its operators
+        module, meta = load_exported(path, map_location=device)  # against the allow-list
+    except (OSError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()
         raise ValueError(
-            f"{path} is neither an exported encoder (TorchScript .pt) nor a model directory "
-            f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
+            f"ClosureReporter: cannot use {path} as an exported encoder: {first[0] if first else type(exc).__name__}"
         ) from None
-    meta = json.loads(extra["metadata.json"]) if extra["metadata.json"] else None
-    if meta is None:
-        beside = path.with_suffix(".json")
-        if beside.is_file():
-            meta = json.loads(beside.read_text())
     if not meta or meta.get("kind") not in ("encoder", "collective_variable"):
         raise ValueError(
             f"{path} is not an exported encoder (metadata kind {None if not meta else meta.get('kind')!r}): "
@@ -142,9 +139,11 @@ class ClosureReporter(_ObservableReporter):
             ``.h5``/``.hdf5`` (a table ``/closure`` with the same columns). A writable text
             file object is accepted as CSV.
         reportInterval: steps between reports (positive int).
-        model: an exported ``encoder.pt`` (TorchScript, loaded with ``torch.jit.load``;
-            metadata from inside it or from the JSON beside it), a model directory (the
-            export is made in memory), or a ClosureModel.
+        model: a model directory (the safe default: weights only; the export is made in
+            memory), a ClosureModel, or an exported ``encoder.pt`` in its export directory
+            (a TorchScript program: loaded only when its sha256 matches ``export.json`` and
+            every operator is one our exports use, see
+            :mod:`openmm_closure.hosts.allowlist`).
         types: (n,) int species index per atom in the model's order; default: the
             topology's atom names matched to the model's species names.
         observables: names of z̄ to report (default: the model's observables; ``()`` for none).

@@ -258,6 +258,9 @@ def test_old_model_without_new_keys_falls_back_with_a_warning(setup, tmp_path):
         cfg.pop(key)
     cfg["encoder"].pop("center")
     (old / "config.json").write_text(json.dumps(cfg))
+    from openmm_closure.integrity import seal_model_dir
+
+    seal_model_dir(old)  # an older model whose files we trust
     model = load_model(old)
     assert model.encoder.center is False
     with pytest.warns(UserWarning, match="predates observable_range"):

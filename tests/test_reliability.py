@@ -91,10 +91,16 @@ def test_crafted_checkpoint_does_not_run_its_payload(lj_model, tmp_path, capsys)
     cfg.pop("sha256")
     (mdir / "config.json").write_text(json.dumps(cfg))
     torch.save({"x": _Payload(marker)}, mdir / "model.pt")
+    with pytest.raises(FileNotFoundError, match="no integrity.json"):  # not a model openmm-closure wrote
+        load_model(mdir)
+    from openmm_closure.integrity import seal_model_dir
+
+    seal_model_dir(mdir)  # even with a record over the crafted files, the payload never runs
     with pytest.raises(ValueError, match="not a plain weights file"):
         load_model(mdir)
     assert not marker.exists()
     (mdir / "config.json").write_text("{}")
+    seal_model_dir(mdir)
     with pytest.raises(ValueError, match="config.json is malformed"):
         load_model(mdir)
 

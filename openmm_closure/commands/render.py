@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..render import render_video, video_encoder
 
@@ -26,6 +27,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help="pixel dataset image size relative to 100 x 500 px (default: >= 1.4 px/nm, 0.3 for 32 beads)")
     a("--n-pixels", type=int, default=256, help="pixels kept per frame in the pixel dataset, K")
     a("--no-progress", action="store_true", help="no progress bar")
+    a("--overwrite", action="store_true", help="replace an existing --out video")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,12 +39,14 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("nothing to do: give --out VIDEO and/or --pixels [DIR]")
     if args.out is not None:
         video_encoder(args.out)
+        if os.path.lexists(args.out) and not args.overwrite:  # before the pixel dataset's work
+            raise FileExistsError(f"--out {args.out} exists; pass --overwrite to replace it, or choose another --out")
     if args.pixels is not None:
         cfg = default_render_config(read_manifest(args.dataset), scale=args.scale, n_pixels=args.n_pixels)
         d = render_dataset(args.dataset, args.pixels or None, cfg, progress=not args.no_progress)
         print(f"pixel dataset: {d} ({cfg.height} x {cfg.width} px, K = {cfg.n_pixels})")
     if args.out is not None:
         p = render_video(args.dataset, args.replica, args.out, model=args.model, scale=args.video_scale,
-                         fps=args.fps, samples=args.samples, every=args.every)
+                         fps=args.fps, samples=args.samples, every=args.every, overwrite=args.overwrite)
         print(f"video: {p}")
     return 0

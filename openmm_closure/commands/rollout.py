@@ -31,6 +31,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--out", required=True, help="output file, .csv (mean/std) or .npz (also every member)")
     add_device_argument(parser)
     a("--overwrite", action="store_true", help="replace --out if it exists (without it, an existing --out is refused)")
+    a("--allow-large", action="store_true", help="run a rollout whose memory estimate passes the 4 GiB bound")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"this model knows {model.n_species} species {species}: pass --types FILE.npy")
         types = np.zeros(len(pos), dtype=np.int64)
     check_species_names(names, species)
-    res = integ.run(pos, types, args.steps, samples=args.samples, seed=args.seed)
+    res = integ.run(pos, types, args.steps, samples=args.samples, seed=args.seed, allow_large=args.allow_large)
     res.save(out, overwrite=args.overwrite)
     kind = "SDE" if res.stochastic else "ODE"
     print(f"rollout of {model.config.get('system', 'model')} ({kind}) from {where}: {len(pos)} particles, "

@@ -47,7 +47,7 @@ from .manifest import (
     replica_meta,
     write_manifest,
 )
-from .reader import ArrayDataset, Dataset, Replica, fingerprint, load, read_replica
+from .reader import ArrayDataset, Dataset, Replica, fingerprint, load, read_replica, replica_hashes
 from .subset import subset_dataset
 from .validation import check_dataset
 from .writer import ReplicaWriter, save
@@ -70,6 +70,7 @@ __all__ = [
     "software_versions",
     "species_names_for",
     "fingerprint",
+    "replica_hashes",
     "check_dataset",
     "subset_dataset",
     "read_types",

@@ -10,7 +10,37 @@ import numpy as np
 
 from .reader import load, read_replica
 
-__all__ = ["read_types", "Configuration", "read_configuration"]
+__all__ = ["read_types", "Configuration", "read_configuration", "load_npy"]
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def load_npy(path: str | os.PathLike, flag: str) -> np.ndarray:
+    """A ``.npy`` array file as data (never pickles), or one line naming ``flag`` and the file.
+
+    Raises:
+        ValueError: not a NumPy array file, or one holding Python objects.
+    """
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        why = ("it holds Python objects, which are never loaded" if "pickle" in str(exc).lower()
+               else str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable")
+        raise ValueError(f"{flag} {path} is not a NumPy array file ({why}); save one with numpy.save") from None
+    except (OSError, EOFError) as exc:
+        raise ValueError(f"{flag} {path} is not a NumPy array file ({type(exc).__name__}); "
+                         "save one with numpy.save") from None
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{flag} {path} holds several arrays (.npz); pass one .npy array")
+    return arr
+
+
+def _is_hdf5(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == _HDF5_MAGIC
+    except OSError:
+        return False
 
 
 def read_types(source: str | os.PathLike, replica: int = 0) -> np.ndarray:
@@ -33,14 +63,21 @@ def read_types(source: str | os.PathLike, replica: int = 0) -> np.ndarray:
     if not p.exists():
         raise FileNotFoundError(f"--types: {p} does not exist")
     if p.suffix == ".npy":
-        t = np.load(p)
+        t = load_npy(p, "--types")
     elif p.is_dir():
         ds = load(p)
         if not 0 <= replica < len(ds):
             raise ValueError(f"--replica {replica} out of range: {p} has {len(ds)} replicas")
         t = ds.types[replica]
+    elif not _is_hdf5(p):
+        raise ValueError(f"--types {p} is neither a .npy file, a dataset directory nor a replica .h5 file")
     else:
-        t = read_replica(p, frames=slice(0, 1)).types
+        try:
+            t = read_replica(p, frames=slice(0, 1)).types
+        except Exception as exc:  # an HDF5 file of another kind
+            first = str(exc).strip().splitlines()
+            raise ValueError(f"--types {p} is not a readable replica file "
+                             f"({first[0] if first else type(exc).__name__})") from None
     t = np.asarray(t)
     if t.ndim != 1 or not np.issubdtype(t.dtype, np.integer):
         raise ValueError(f"--types: expected a 1-D integer array, got {t.dtype} of shape {t.shape}")
@@ -103,7 +140,7 @@ def read_configuration(data: str | os.PathLike | None = None, positions: str | o
     names = None
     kinds = None
     if path.suffix.lower() == ".npy":
-        arr = np.load(path)
+        arr = load_npy(path, "--positions")
         if arr.ndim == 3:
             if not 0 <= frame < arr.shape[0]:
                 raise ValueError(f"--frame {frame} out of range: {path.name} has {arr.shape[0]} frames")
@@ -122,5 +159,5 @@ def read_configuration(data: str | os.PathLike | None = None, positions: str | o
         tp = Path(types)
         if not tp.exists():
             raise FileNotFoundError(f"types file {tp} does not exist")
-        kinds = np.load(tp)
+        kinds = load_npy(tp, "--types")
     return Configuration(pos, kinds, names, f"frame {frame} of {path.name}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -13,86 +12,10 @@ import numpy as np
 
 from .manifest import _jsonable, complete_manifest
 from .validation import check_dataset
+from .replica import Replica, _frame_read, content_sha256, read_replica
 from .writer import save
 
-__all__ = ["Replica", "Dataset", "ArrayDataset", "read_replica", "load", "fingerprint"]
-
-
-@dataclass
-class Replica:
-    """One replica's trajectory, fully in memory.
-
-    Attributes:
-        positions: (F, n, 3) float32 coordinates in nm.
-        types: (n,) int64 species index per particle.
-        times: (F,) float64 frame times in ps.
-        observables: name -> (F,) float64 per-frame values.
-        species_names: species index -> name, or None.
-    """
-
-    positions: np.ndarray
-    types: np.ndarray
-    times: np.ndarray
-    observables: dict[str, np.ndarray] = field(default_factory=dict)
-    species_names: list[str] | None = None
-
-    @property
-    def n_particles(self) -> int:
-        return int(self.positions.shape[1])
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.positions.shape[0])
-
-
-def _frame_read(node, index) -> np.ndarray:
-    """Read ``node[index]`` along the first axis without loading more than needed."""
-    if isinstance(index, (int, np.integer, slice)):
-        return node[index]
-    idx = np.asarray(index)
-    if idx.dtype == bool:
-        idx = np.nonzero(idx)[0]
-    n = node.shape[0]
-    idx = np.where(idx < 0, idx + n, idx).astype(np.int64)
-    if idx.size == 0:
-        return np.empty((0,) + tuple(node.shape[1:]), dtype=node.dtype)
-    if idx.min() < 0 or idx.max() >= n:
-        raise IndexError(f"frame index out of range for {n} frames")
-    lo, hi = int(idx.min()), int(idx.max()) + 1
-    return node[lo:hi][idx - lo]
-
-
-def read_replica(path: str | os.PathLike, frames: Any = slice(None), particles: Any = slice(None)) -> Replica:
-    """Read (part of) one replica file; the file is closed on return.
-
-    Arguments:
-        path: a replica ``.h5`` file.
-        frames: index along frames (int, slice, list or array).
-        particles: index along particles applied to positions and types.
-
-    Returns:
-        A :class:`Replica` (positions (F, n, 3) float32 nm, times (F,) ps, ...).
-    """
-    import tables
-
-    with tables.open_file(str(path), "r") as h:
-        pos = np.asarray(_frame_read(h.root.coordinates, frames), dtype=np.float32)
-        times = np.asarray(_frame_read(h.root.time, frames), dtype=np.float64)
-        if "species" in h.root:
-            types = np.asarray(h.root.species[:], dtype=np.int64)
-            names = json.loads(h.root.species.attrs["names"]) if "names" in h.root.species.attrs._v_attrnames else None
-        else:
-            types = np.zeros(h.root.coordinates.shape[1], dtype=np.int64)
-            names = None
-        obs = {}
-        if "observables" in h.root:
-            for node in h.root.observables:
-                obs[node.name] = np.asarray(_frame_read(node, frames), dtype=np.float64)
-    if pos.ndim == 3:
-        pos = pos[:, particles]
-    else:
-        pos = pos[particles]
-    return Replica(pos, types[particles], times, obs, names)
+__all__ = ["Replica", "Dataset", "ArrayDataset", "read_replica", "load", "fingerprint", "replica_hashes", "content_sha256"]
 
 
 def _read_shape(path: Path) -> tuple[int, int]:
@@ -391,20 +314,51 @@ class Dataset(_DatasetBase):
         return dict(self._load_small()[2])
 
 
+def replica_hashes(dataset: "_DatasetBase | str | os.PathLike") -> list[str]:
+    """The content hash (:func:`content_sha256`) of every replica, in replica order.
+
+    On disk each replica file is read and its hash checked against the one the manifest
+    records (``replica_sha256``, written by ``simulate`` and :func:`save`): a replica edited
+    after it was written is a ValueError naming the file.
+
+    Raises:
+        ValueError: a replica differs from the hash its manifest records.
+    """
+    ds = load(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
+    files = list(getattr(ds, "files", []))
+    if not files:
+        return [content_sha256(ds.replica(i)) for i in range(len(ds))]
+    out = [content_sha256(read_replica(p)) for p in files]
+    recorded = ds.manifest.get("replica_sha256")
+    if isinstance(recorded, list) and len(recorded) == len(out):
+        for p, want, got in zip(files, recorded, out):
+            if want != got:
+                raise ValueError(f"{p} does not match its hash in {Path(p).parent / 'manifest.json'} "
+                                 "(key replica_sha256): the replica was edited after it was written; "
+                                 "simulate it again")
+    return out
+
+
 def fingerprint(dataset: "_DatasetBase | str | os.PathLike") -> str:
-    """A path-independent fingerprint of a dataset: sha256 of its manifest (canonical JSON),
-    its shape and, on disk, the byte size of every replica file.
+    """A path-independent fingerprint of a dataset's content: sha256 of its manifest
+    (canonical JSON), its shape and the content hash of every replica
+    (:func:`replica_hashes`), so a replica edited in place (same size, other coordinates)
+    changes it.
 
     ``train --resume`` compares it with the one stored in the checkpoint.
+
+    Raises:
+        ValueError: a replica file differs from the hash its manifest records.
     """
     import hashlib
 
     ds = load(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
     h = hashlib.sha256()
-    h.update(json.dumps(_jsonable(dict(ds.manifest)), sort_keys=True).encode())
+    manifest = {k: v for k, v in dict(ds.manifest).items() if k != "replica_sha256"}
+    h.update(json.dumps(_jsonable(manifest), sort_keys=True).encode())
     h.update(json.dumps([len(ds), int(ds.n_frames), list(map(int, ds.n_particles))]).encode())
-    for p in getattr(ds, "files", []):
-        h.update(f"{Path(p).name}:{Path(p).stat().st_size};".encode())
+    for digest in replica_hashes(ds):
+        h.update(f"{digest};".encode())
     return h.hexdigest()
 
 

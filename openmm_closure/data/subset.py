@@ -26,7 +26,7 @@ from .validation import check_dataset
 __all__ = ["subset_dataset"]
 
 #: manifest keys that hold one entry per replica
-_PER_REPLICA = ("n_particles", "seeds", "replica_params")
+_PER_REPLICA = ("n_particles", "seeds", "replica_params", "replica_sha256")
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

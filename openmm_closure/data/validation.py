@@ -67,7 +67,8 @@ def check_dataset(directory: str | os.PathLike) -> tuple[dict, list[Path], list[
     manifest = read_manifest(d)
     fv = manifest.get("format_version")
     if fv != FORMAT_VERSION:
-        raise ValueError(f"{d}: unsupported dataset format_version {fv!r} (expected {FORMAT_VERSION})")
+        raise ValueError(f"{d / 'manifest.json'}: key 'format_version' is {fv!r}, this version reads "
+                         f"dataset format_version {FORMAT_VERSION}")
     if manifest.get("complete") is False:
         raise ValueError(f"{d} is an incomplete dataset (its manifest says complete: false: the "
                          "simulate run writing it was interrupted or failed); rerun the same "

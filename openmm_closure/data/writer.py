@@ -146,5 +146,9 @@ def save(dataset: Any, directory: str | os.PathLike) -> Path:
         with ReplicaWriter(tmp, r.types, names, tuple(r.observables), box) as w:
             w.append(r.positions, r.times, r.observables)
         os.replace(tmp, final)
+    from .replica import content_sha256, read_replica
+
+    # the content of every replica as written, checked by fingerprint() (train, train --resume)
+    manifest["replica_sha256"] = [content_sha256(read_replica(d / replica_filename(i))) for i in range(len(dataset))]
     write_manifest(d, manifest)
     return d

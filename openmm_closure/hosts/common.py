@@ -32,6 +32,8 @@ class EncoderCore(nn.Module):
         Returns:
             (d,) raw ẑ (dimensionless), in the weights' dtype.
         """
+        if positions.shape[0] == 0:
+            raise ValueError("an empty set (0 particles) has no closure variables: pass at least one particle")
         x = self.encoder.normalize(positions)
         types = types.to(device=x.device, dtype=torch.long)
         return self.encoder.forward_flat(x, types, torch.zeros_like(types), 1)[0]

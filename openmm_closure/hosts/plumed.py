@@ -68,7 +68,7 @@ class PlumedClosure(nn.Module):
 
 
 def plumed_input(n_particles: int, latent_dim: int, model_file: str = FILE, label: str = "closure",
-                 force_constant: float = 1.0, target: float = 0.0) -> str:
+                 force_constant: float = 1.0, target: float = 0.0, any_n: bool = False) -> str:
     """A ready ``plumed.dat`` fragment for the exported model.
 
     Arguments:
@@ -78,6 +78,8 @@ def plumed_input(n_particles: int, latent_dim: int, model_file: str = FILE, labe
         label: label of the PYTORCH_MODEL action.
         force_constant: KAPPA of the commented RESTRAINT example, kJ/mol.
         target: AT of the commented RESTRAINT example (raw ẑ units).
+        any_n: the model takes any number of atoms (one species, nothing baked in); the
+            fragment lists ``n_particles`` as an example and says so.
 
     Returns:
         The fragment text (units: nm, kJ/mol, ps: PLUMED's defaults).
@@ -85,8 +87,11 @@ def plumed_input(n_particles: int, latent_dim: int, model_file: str = FILE, labe
     lines = [
         "# openmm-closure: closure variables as PLUMED collective variables",
         "# units: PLUMED defaults (length nm, energy kJ/mol, time ps); the model expects nm.",
-        f"# the model takes the x, y, z of {n_particles} atoms in this order (edit ATOM= to",
-        "# pick your atoms; the species of each are baked into the model in the same order).",
+        *((f"# the model takes the x, y, z of any number of atoms of its one species; this fragment",
+           f"# lists {n_particles} (the count it was trained on): edit the POSITION lines and ARG= to pick yours.")
+          if any_n else
+          (f"# the model takes the x, y, z of exactly {n_particles} atoms in this order (edit ATOM= to",
+           "# pick your atoms; the species of each are baked into the model in the same order).")),
         "# NOPBC: the positions are passed as they are (make the set whole first if it can",
         "# cross the box edge, e.g. with WHOLEMOLECULES).",
     ]

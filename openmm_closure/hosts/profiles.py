@@ -51,6 +51,15 @@ def check_host_options(model, hosts: Sequence[str], formats: Sequence[str], type
     return t
 
 
+def _trained_count(model, fallback: int) -> int:
+    """The particle count of the model's training replicas (the first one's), else ``fallback``."""
+    counts = ((model.config.get("manifest") or {}).get("n_particles") or [])
+    try:
+        return int(counts[0]) if counts and int(counts[0]) > 0 else fallback
+    except (TypeError, ValueError):
+        return fallback
+
+
 def write_hosts(model, out: Path, meta: dict, *, hosts: Sequence[str] = (), formats: Sequence[str] = (),
                 component: int = 0, force_constant: float = 1.0, target: float = 0.0,
                 types: Optional[Any] = None, rollout_steps: int = 10) -> List[Path]:
@@ -87,8 +96,10 @@ def write_hosts(model, out: Path, meta: dict, *, hosts: Sequence[str] = (), form
                       "n_particles": None if t is None else n, "outputs": [f"node-{j}" for j in range(model.latent_dim)],
                       "input": "(1, 3n) float32: x, y, z of each listed atom in nm", "host_units": units})
         plumed.validate_plumed(path, model.encoder, probe, t_probe)
+        listed = n if t is not None else _trained_count(model, n)
         atomic_write_bytes(out / plumed.FRAGMENT, plumed.plumed_input(
-            n, model.latent_dim, plumed.FILE, force_constant=force_constant, target=target).encode())
+            listed, model.latent_dim, plumed.FILE, force_constant=force_constant, target=target,
+            any_n=t is None).encode())
         written += [path, out / plumed.FRAGMENT]
     if "gromacs" in hosts:  # Colvars torchANN: the PLUMED module's calling convention
         path = out / gromacs.FILE

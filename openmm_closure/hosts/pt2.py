@@ -109,6 +109,39 @@ class BiasPt2(nn.Module):
 
 
 def _compile(module: nn.Module, args: tuple, dynamic_shapes, path: Path, metadata: dict) -> None:
+    import warnings
+
+    with warnings.catch_warnings(), _quiet_logs("torch._inductor.scheduler", "torch.export.pt2_archive._package"):
+        # torch.export's own deprecation notices (pytree internals); Inductor's log of the
+        # code generation error the fallback handles; the loader's note that a scalar
+        # package was built on a vector CPU (it runs on any x86-64 CPU)
+        warnings.filterwarnings("ignore", category=FutureWarning, module=r"(torch|copyreg)")
+        _compile_quiet(module, args, dynamic_shapes, path, metadata)
+
+
+class _quiet_logs:
+    """Raise the named loggers above CRITICAL for a ``with`` block."""
+
+    def __init__(self, *names: str):
+        import logging
+
+        self._loggers = [logging.getLogger(n) for n in names]
+        self._levels: list = []
+
+    def __enter__(self):
+        import logging
+
+        self._levels = [lg.level for lg in self._loggers]
+        for lg in self._loggers:
+            lg.setLevel(logging.CRITICAL + 1)
+        return self
+
+    def __exit__(self, *exc):
+        for lg, level in zip(self._loggers, self._levels):
+            lg.setLevel(level)
+
+
+def _compile_quiet(module: nn.Module, args: tuple, dynamic_shapes, path: Path, metadata: dict) -> None:
     from ..fileio import atomic_write_bytes
 
     module = module.eval()
@@ -122,10 +155,55 @@ def _compile(module: nn.Module, args: tuple, dynamic_shapes, path: Path, metadat
     except Exception as exc:
         raise RuntimeError(f"torch.export cannot export {path.name}: {str(exc).splitlines()[0]}") from exc
     tmp = path.with_name("." + path.stem + ".partial.pt2")
-    torch._inductor.aoti_compile_and_package(
-        ep, package_path=str(tmp), inductor_configs={"aot_inductor.metadata": {METADATA: text}})
+    base = {"aot_inductor.metadata": {METADATA: text}}
+    try:
+        try:
+            torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp), inductor_configs=base)
+        except Exception as exc:
+            if not _vectoriser_failed(exc):
+                raise
+            # Inductor's vectorising C++ generator asserts on a scatter whose index and value
+            # do not vary along the vectorised loop (the member count of the one set, on
+            # AVX-512 CPUs): generate the scalar C++ of the same graph instead
+            torch._inductor.aoti_compile_and_package(ep, package_path=str(tmp),
+                                                     inductor_configs={**base, "cpp.simdlen": 1})
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"AOTInductor cannot compile {path.name}: {_compiler_message(exc)}") from exc
     os.replace(tmp, path)
     atomic_write_bytes(path.with_name(path.name.replace(".pt2", ".json")), text.encode())
+
+
+def _chain(exc: BaseException):
+    """``exc`` and the exceptions it was raised from."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _vectoriser_failed(exc: BaseException) -> bool:
+    """Whether Inductor's code generation asserted (``InductorError: AssertionError`` from
+    the vectorising CPU generator, ``torch/_inductor/codegen/cpp.py``); any other failure
+    is the user's to see."""
+    for e in _chain(exc):
+        if isinstance(e, AssertionError):
+            return True
+        if type(e).__name__ == "InductorError" and str(e).lstrip().startswith("AssertionError"):
+            return True
+    return False
+
+
+def _compiler_message(exc: BaseException) -> str:
+    """One line saying why AOTInductor failed: the C++ compiler named when it is the cause."""
+    for e in _chain(exc):
+        if type(e).__name__ in ("InvalidCxxCompiler", "CppCompileError"):
+            cxx = os.environ.get("CXX", "g++")
+            return (f"the C++ compiler {cxx!r} failed ({type(e).__name__}); set CXX to a working C++ "
+                    "compiler (g++ or clang++)")
+    first = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0]}" if first else type(exc).__name__
 
 
 def load_pt2_metadata(path) -> dict:
@@ -159,6 +237,10 @@ def export_pt2(model, out: Path, meta: dict, *, component: int, force_constant: 
         RuntimeError: a package disagrees with the eager model.
     """
     find_compiler()
+    import logging
+
+    # torch's C++ extension helper logs a CUDA_HOME notice on import, irrelevant to a CPU package
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     n = len(probe)
     pos = torch.as_tensor(probe, dtype=torch.float32)
     t_probe = types if types is not None else torch.zeros(n, dtype=torch.long)
@@ -209,7 +291,8 @@ def export_pt2(model, out: Path, meta: dict, *, component: int, force_constant: 
 
 
 def _check(path: Path, inputs: list, want: list, atol: float = 1e-5) -> None:
-    loader = torch._inductor.aoti_load_package(str(path))
+    with _quiet_logs("torch.export.pt2_archive._package"):
+        loader = torch._inductor.aoti_load_package(str(path))
     with torch.no_grad():
         got = loader(*inputs)
     got = list(got) if isinstance(got, (list, tuple)) else [got]

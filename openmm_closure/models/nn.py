@@ -145,6 +145,10 @@ class SetEncoder(nn.Module):
             )
         if types.dim() != 1 or types.shape[0] != positions.shape[0]:
             raise ValueError("types must have shape (n,) matching positions")
+        if positions.shape[0] == 0:
+            raise ValueError("an empty set (0 particles) has no closure variables: pass at least one particle")
+        if not positions.is_floating_point():  # whole-number coordinates in nm, as model.encode takes them
+            positions = positions.to(torch.float64)
         types = types.to(device=self._probe.device, dtype=torch.long)
         if types.numel() > 0:
             if bool(types.min() < 0) or bool(types.max() >= self.n_species):
