@@ -31,8 +31,8 @@ $(DOCS_STAMP): $(STAMP)
 	touch $(DOCS_STAMP)
 
 docs: $(DOCS_STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_doctests.py tests/test_cli_help.py
 	rm -rf docs/_build/html
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_doctests.py tests/test_cli_help.py
 	$(BIN)/python -m sphinx -W --keep-going -n -q -b html docs docs/_build/html
 	$(BIN)/python docs/check_site.py docs/_build/html
 	@echo "docs: open docs/_build/html/index.html"

@@ -51,10 +51,10 @@ REFUSED_OPERATORS = (
     "aten::file", "aten::open", "aten::system", "aten::__getitem___file",
 )
 
-# the operators of every export this package writes: ExportedEncoder, ExportedDynamics,
-# ClosureBias and the PLUMED / GROMACS host modules, over every registered encoder kind,
-# centred or not, one or two species, 2D and 3D, ODE and SDE, MLP and OnsagerNet drift
-# (regenerate with ``python -m openmm_closure.hosts.export_operators``)
+#: the operators of every export this package writes: ExportedEncoder, ExportedDynamics,
+#: ClosureBias and the PLUMED / GROMACS host modules, over every registered encoder kind,
+#: centred or not, one or two species, 2D and 3D, ODE and SDE, MLP and OnsagerNet drift
+#: (regenerate with ``python -m openmm_closure.hosts.export_operators``)
 ALLOWED_OPERATORS = frozenset("""
 aten::Bool aten::Float aten::Int aten::__contains__ aten::__getitem__ aten::__is__ aten::__isnot__
 aten::__not__ aten::_native_multi_head_attention aten::add aten::all aten::any aten::append aten::arange
