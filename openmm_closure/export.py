@@ -481,7 +481,8 @@ def export_model(
         os.chmod(stage, 0o777 & ~_umask())
         paths = _write_export(model, model_dir, stage, bias=bias, cv_skip=cv_skip, component=component,
                               force_constant=force_constant, target=target, types=types, hosts=hosts,
-                              formats=formats, rollout_steps=rollout_steps)
+                              formats=formats, rollout_steps=rollout_steps, cv=cv, atom_subset=atom_subset,
+                              periodic=periodic)
         _swap_in(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
@@ -490,6 +491,7 @@ def export_model(
         if paths.get(key) is not None:
             paths[key] = out / Path(paths[key]).name
     paths["hosts"] = [out / Path(p).name for p in paths["hosts"]]
+    paths["cv"] = [out / Path(p).name for p in paths["cv"]]
     return paths
 
 
@@ -500,7 +502,7 @@ def _umask() -> int:
 
 
 def _write_export(model, model_dir: Path, out: Path, *, bias, cv_skip, component, force_constant, target,
-                  types, hosts, formats, rollout_steps) -> dict:
+                  types, hosts, formats, rollout_steps, cv=False, atom_subset=None, periodic=False) -> dict:
     """Write every file of one export into the (empty, staging) directory ``out`` and its index."""
     from .hosts.profiles import write_hosts
 

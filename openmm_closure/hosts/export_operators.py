@@ -19,8 +19,9 @@ def collect_operators() -> set[str]:
 
     Returns:
         The set of node kinds over every registered encoder kind (centred or not, one or
-        two species, 2D and 3D), ODE and SDE dynamics with each drift, the collective
-        variable and the PLUMED and GROMACS host modules.
+        two species, 2D and 3D), ODE and SDE dynamics with each drift and diffusion form,
+        confined or not, the collective variable, the closure and observable CVs (with and
+        without an atom subset and the periodic box) and the PLUMED / Colvars host module.
     """
     import warnings
 
@@ -30,8 +31,9 @@ def collect_operators() -> set[str]:
     from ..models.dynamics import build_dynamics
     from ..models.normalization import MinMaxScaler
     from ..models.registry import ENCODERS, build_encoder
-    from . import gromacs, plumed
+    from . import plumed
     from .allowlist import script_operators
+    from .cv import DIFFERENTIABLE_OBSERVABLES, ClosureCV, ObservableCV
 
     ops: set[str] = set()
 
@@ -57,12 +59,20 @@ def collect_operators() -> set[str]:
                     types = torch.arange(4) % n_species
                     add(ExportedEncoder(enc))
                     add(ClosureBias(enc, 0, 1.0, 0.0, None if n_species == 1 else types.numpy()))
-                    add(plumed.PlumedClosure(enc, None if n_species == 1 else types))
-                    add(gromacs.NNPotClosureBias(enc, 0, 1.0, 0.0, None if n_species == 1 else types))
+                    add(plumed.PlumedClosure(enc, None if n_species == 1 else types))  # PLUMED, Colvars
+                    for subset, periodic in ((None, False), ([0, 1, 2, 3], True)):
+                        add(ClosureCV(enc, 0, None if n_species == 1 else types, subset,
+                                      periodic and center))
+    for name in DIFFERENTIABLE_OBSERVABLES:
+        for subset, periodic in ((None, False), ([0, 1, 2], True)):
+            add(ObservableCV(name, atom_subset=subset, periodic=periodic))
     for dyn_kind in ("ode", "sde"):
         for drift in ("mlp", "onsager"):
-            dyn = build_dynamics(dyn_kind, 3, hidden=(8,), drift=drift, dt=0.1)
-            add(ExportedDynamics(dyn, MinMaxScaler(3), ["a", "b", "c"], 1, 0.1))
+            for extra in ({}, {"diffusion": "data", "bound": 1.25, "restore_rate": 2.0}):
+                if dyn_kind == "ode":
+                    extra = {k: v for k, v in extra.items() if k != "diffusion"}
+                dyn = build_dynamics(dyn_kind, 3, hidden=(8,), drift=drift, dt=0.1, **extra)
+                add(ExportedDynamics(dyn, MinMaxScaler(3), ["a", "b", "c"], 1, 0.1))
     return ops
 
 
