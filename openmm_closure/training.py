@@ -794,7 +794,8 @@ def _train_on(ds, config: TrainConfig, checkpoint: Optional[dict], dist: Distrib
     val_w = _windows(val_z, step, 1) if val_z is not None else None
     dt = model.dt  # the dynamics' step: stage2_step frame spacings
     if getattr(model.dynamics, "data_scaled", False):  # deterministic: the same on resume
-        model.dynamics.set_data_scale(_increment_variance(train_z, step, dt))
+        z64 = model.state_scaler(torch.as_tensor(np.stack([states[r] for r in frames.train]), dtype=torch.float64))
+        model.dynamics.set_data_scale(_increment_variance(z64, step, dt))
     per_replica = frames.n_frames - step * horizon
     n_items = train_w.shape[0]
     if config.frames_per_trajectory_stage2 is not None:

@@ -112,7 +112,10 @@ def test_two_processes_train_what_one_process_trains(dataset, two_process_run, t
     base = ["train", "--data", str(dataset), *BASE]
     assert main([*base, "--out", str(tmp_path / "p1")]) == 0  # plain, one process
     p1, p2 = _weights(tmp_path / "p1"), _weights(two_process_run)
-    assert _max_diff(p1, p2) <= 1e-6
+    # the SDE's data scale is a statistic of the encoded frames, which each run encodes in
+    # float32: it agrees to rounding, relative (1e-5 measured); every weight to 1e-6
+    assert torch.allclose(p1["dynamics.data_var"], p2["dynamics.data_var"], rtol=1e-4, atol=0)
+    assert _max_diff(*({k: v for k, v in w.items() if k != "dynamics.data_var"} for w in (p1, p2))) <= 1e-6
     # the losses both runs logged are the whole batch's means
     h1 = json.loads((tmp_path / "p1" / "history.json").read_text())
     h2 = json.loads((two_process_run / "history.json").read_text())
