@@ -27,14 +27,12 @@ def _fit(dyn, z0, z1, dt, steps, lr, batch, seed=0):
     return dyn
 
 
-def test_ou_sde_identified():
-    """dz = -Θ z dt + diag(s) dW, Θ = diag(1, 2), s = (0.5, 0.3), exact transitions."""
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    theta = np.array([1.0, 2.0])
-    s = np.array([0.5, 0.3])
-    dt, n_traj, length = 0.02, 4000, 25
-    z = rng.uniform(-1, 1, (n_traj, 2))
+def ou_transitions(theta, s, dt, n_traj, length, seed=0):
+    """Exact transitions (z_t, z_t+dt) of dz = -Θ z dt + diag(s) dW from uniform starts in
+    [-1, 1]: two (n_traj * length, D) float32 tensors."""
+    rng = np.random.default_rng(seed)
+    theta, s = np.asarray(theta), np.asarray(s)
+    z = rng.uniform(-1, 1, (n_traj, len(theta)))
     a = np.exp(-theta * dt)
     sd = s * np.sqrt((1 - a**2) / (2 * theta))
     z0, z1 = [], []
@@ -43,8 +41,17 @@ def test_ou_sde_identified():
         z0.append(z)
         z1.append(nxt)
         z = nxt
-    z0 = torch.tensor(np.concatenate(z0), dtype=torch.float32)
-    z1 = torch.tensor(np.concatenate(z1), dtype=torch.float32)
+    return (torch.tensor(np.concatenate(z0), dtype=torch.float32),
+            torch.tensor(np.concatenate(z1), dtype=torch.float32))
+
+
+def test_ou_sde_identified():
+    """dz = -Θ z dt + diag(s) dW, Θ = diag(1, 2), s = (0.5, 0.3), exact transitions."""
+    torch.manual_seed(0)
+    theta = np.array([1.0, 2.0])
+    s = np.array([0.5, 0.3])
+    dt = 0.02
+    z0, z1 = ou_transitions(theta, s, dt, 4000, 25)
     dyn = SDEDynamics(2, hidden=(32, 32), dt=dt, sigma0_sq=0.01)
     _fit(dyn, z0, z1, dt, steps=1500, lr=3e-3, batch=4096)
     pts = torch.tensor([[0.5, 0.0], [-0.5, 0.3], [0.4, -0.4], [0.0, 0.5], [-0.3, -0.3]])

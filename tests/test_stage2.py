@@ -14,13 +14,10 @@ from openmm_closure.cli import main
 from openmm_closure.data import ArrayDataset
 from openmm_closure.models.dynamics import ODEDynamics, SDEDynamics
 from openmm_closure.training import path_loss
+from test_dynamics import ou_transitions
+from test_training import SMALL, _weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-SMALL = ["--samples", "16", "--flow-transforms", "1", "--flow-hidden", "8,8",
-         "--dynamics-hidden", "8,8", "--batch-size", "4", "--batch-size-stage2", "8",
-         "--no-progress", "--val-fraction", "0.25"]
-
 
 def _dataset(path, r=4, f=6, n=12):
     rng = np.random.default_rng(0)
@@ -32,29 +29,14 @@ def _dataset(path, r=4, f=6, n=12):
                  {"system": "lj-mixing", "observables": ["R_AB", "R_BA"], "params": {"cutoff": 1.0}}).save(path)
 
 
-def _weights(d):
-    return torch.load(d / "model.pt", weights_only=True)
-
-
 # ----------------------------------------------------------------------- the diffusion
 def test_data_scaled_diffusion_identifies_an_ou_process():
     """dz = -Θ z dt + s dW with s² far below the reference's fixed floor 0.01 in these
     units: the data-scaled diffusion recovers s within 10% (the fixed floor cannot)."""
     torch.manual_seed(0)
-    rng = np.random.default_rng(0)
     theta, s = np.array([1.0, 2.0]), np.array([0.05, 0.03])  # s² = 2.5e-3, 9e-4 per ps
-    dt, n_traj, length = 0.02, 2000, 20
-    z = rng.uniform(-1, 1, (n_traj, 2))
-    a = np.exp(-theta * dt)
-    sd = s * np.sqrt((1 - a**2) / (2 * theta))
-    z0, z1 = [], []
-    for _ in range(length):
-        nxt = a * z + sd * rng.standard_normal(z.shape)
-        z0.append(z)
-        z1.append(nxt)
-        z = nxt
-    z0 = torch.tensor(np.concatenate(z0), dtype=torch.float32)
-    z1 = torch.tensor(np.concatenate(z1), dtype=torch.float32)
+    dt = 0.02
+    z0, z1 = ou_transitions(theta, s, dt, 2000, 20)
     dyn = SDEDynamics(2, hidden=(32, 32), dt=dt, diffusion="data", bound=1.25, restore_rate=10.0)
     dyn.set_data_scale(((z1 - z0).var(0) / dt).double())
     opt = torch.optim.Adam(dyn.parameters(), lr=3e-3)

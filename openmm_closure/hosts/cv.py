@@ -42,7 +42,7 @@ from torch import Tensor, nn
 
 from .common import EncoderCore
 
-__all__ = ["ClosureCV", "ObservableCV", "DIFFERENTIABLE_OBSERVABLES", "observable_cv_file", "make_whole",
+__all__ = ["ClosureCV", "ObservableCV", "DIFFERENTIABLE_OBSERVABLES", "observable_cv_file", "make_whole", "seen_particles",
            "cv_file", "is_cv_file", "check_atom_subset", "write_cvs", "validate_cv", "parse_atom_subset",
            "stale_cv_files"]
 
@@ -117,6 +117,26 @@ def make_whole(x: Tensor, box: Tensor) -> Tensor:
     return x[0:1] + d
 
 
+def seen_particles(positions: Tensor, box: Optional[Tensor], subset: Tensor, use_subset: bool,
+                   periodic: bool) -> Tensor:
+    """The particles a CV sees: (N, 3) nm positions checked, the atom subset taken (when
+    ``use_subset``), the set made whole with the box (when ``periodic``); (m, 3)."""
+    if positions.dim() != 2 or positions.shape[1] != 3:
+        raise ValueError("positions must have shape (N, 3)")
+    x = positions
+    if use_subset:
+        if int(subset.max()) >= positions.shape[0]:
+            raise ValueError("this collective variable's atom subset needs at least "
+                             + str(int(subset.max()) + 1) + " particles, got " + str(positions.shape[0]))
+        x = positions.index_select(0, subset.to(positions.device))
+    if periodic:
+        if box is None:
+            raise ValueError("this collective variable was exported with periodic=True: "
+                             "call TorchForce.setUsesPeriodicBoundaryConditions(True)")
+        x = make_whole(x, box.to(positions.device))
+    return x
+
+
 class ClosureCV(nn.Module):
     """ẑ_c of (a subset of) the System's particles, as openmm-torch's ``TorchForce`` energy.
 
@@ -172,20 +192,7 @@ class ClosureCV(nn.Module):
         Returns:
             () ẑ_c (dimensionless; OpenMM reads it as an energy), dtype of ``positions``.
         """
-        if positions.dim() != 2 or positions.shape[1] != 3:
-            raise ValueError("positions must have shape (N, 3)")
-        x = positions
-        if self.use_subset:
-            if int(self.subset.max()) >= positions.shape[0]:
-                raise ValueError("this collective variable's atom subset needs at least "
-                                 + str(int(self.subset.max()) + 1) + " particles, got "
-                                 + str(positions.shape[0]))
-            x = positions.index_select(0, self.subset.to(positions.device))
-        if self.periodic:
-            if box is None:
-                raise ValueError("this collective variable was exported with periodic=True: "
-                                 "call TorchForce.setUsesPeriodicBoundaryConditions(True)")
-            x = make_whole(x, box.to(positions.device))
+        x = seen_particles(positions, box, self.subset, self.use_subset, self.periodic)
         n = x.shape[0]
         if self.n_particles >= 0:
             if n != self.n_particles:
@@ -245,20 +252,7 @@ class ObservableCV(nn.Module):
 
     def forward(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
         """The observable of (N, 3) nm positions (float32/float64), () in their dtype."""
-        if positions.dim() != 2 or positions.shape[1] != 3:
-            raise ValueError("positions must have shape (N, 3)")
-        x = positions
-        if self.use_subset:
-            if int(self.subset.max()) >= positions.shape[0]:
-                raise ValueError("this collective variable's atom subset needs at least "
-                                 + str(int(self.subset.max()) + 1) + " particles, got "
-                                 + str(positions.shape[0]))
-            x = positions.index_select(0, self.subset.to(positions.device))
-        if self.periodic:
-            if box is None:
-                raise ValueError("this collective variable was exported with periodic=True: "
-                                 "call TorchForce.setUsesPeriodicBoundaryConditions(True)")
-            x = make_whole(x, box.to(positions.device))
+        x = seen_particles(positions, box, self.subset, self.use_subset, self.periodic)
         if self.kind == 0:
             n = x.shape[0]
             if n < 2:
