@@ -11,22 +11,13 @@ import pytest
 import torch
 
 from openmm_closure.cli import main
-from openmm_closure.data import ArrayDataset
 from openmm_closure.models.dynamics import ODEDynamics, SDEDynamics
 from openmm_closure.training import path_loss
 from test_dynamics import ou_transitions
 from test_training import SMALL, _weights
+from test_training_throughput import _dataset  # (r, f, n) lj-mixing-shaped random data
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-def _dataset(path, r=4, f=6, n=12):
-    rng = np.random.default_rng(0)
-    pos = rng.random((r, f, n, 3)).astype(np.float32) * 5
-    pos[..., 2] = 0
-    types = (np.arange(n) % 2).astype(np.int64)
-    obs = {"R_AB": rng.random((r, f)), "R_BA": rng.random((r, f))}
-    ArrayDataset(pos, types, np.arange(f) * 0.4, obs,
-                 {"system": "lj-mixing", "observables": ["R_AB", "R_BA"], "params": {"cutoff": 1.0}}).save(path)
 
 
 # ----------------------------------------------------------------------- the diffusion
