@@ -256,15 +256,15 @@ def _scored_frames(model, times: np.ndarray, result: dict) -> tuple[np.ndarray, 
     return np.arange(len(times)), dt_data
 
 
-def _ensemble_calibration(pred: np.ndarray, true: np.ndarray) -> dict:
-    """Calibration of the predicted ensemble (K, T, M) against the simulated one (R, T, M):
+def _ensemble_calibration(pred: np.ndarray, true: np.ndarray, ratio: np.ndarray) -> dict:
+    """Calibration of the predicted ensemble (K, T, M) against the simulated one (R, T, M),
+    given their spread ratio (T, M) (:func:`~openmm_closure.metrics.spread_ratio_over_time`):
     the spread ratio over time, the coverage of central intervals (50% and 90%, and a
     reliability curve over levels 0.1 .. 0.9), and which observables leave the band
     :data:`~openmm_closure.metrics.CALIBRATION_BAND` at the last frame."""
     from . import metrics
 
     levels = [round(0.1 * i, 1) for i in range(1, 10)]
-    ratio = metrics.spread_ratio_over_time(pred, true)  # (T, M)
     cover = metrics.interval_coverage(pred, true, levels)
     lo, hi = metrics.CALIBRATION_BAND
     last = ratio[-1]
@@ -653,12 +653,12 @@ def evaluate(
         result["value"] = float(over.mean())
         # the predicted ensemble's spread at the last frame against the simulated one, per
         # observable: an SDE that spreads too wide loses the MMD however good its mean
-        with np.errstate(divide="ignore", invalid="ignore"):
-            spread = pred[:, -1].std(0) / true[:, -1].std(0)
+        ratio = metrics.spread_ratio_over_time(pred, true)  # (T, M), NaN where the simulation has no spread
+        spread = ratio[-1]
         result["extra"] = {"sigmas": list(metrics.MMD_SIGMAS),
                            "spread_ratio": [float(v) if np.isfinite(v) else None for v in spread]}
         if stochastic and len(pred) > 1:
-            result["extra"]["calibration"] = _ensemble_calibration(pred, true)
+            result["extra"]["calibration"] = _ensemble_calibration(pred, true, ratio)
     else:
         j = names.index("extension") if "extension" in names else 0
         over = np.abs(metrics.extension_stats(pred[..., j])[0] - metrics.extension_stats(true[..., j])[0])

@@ -78,13 +78,14 @@ def rollout_score(model: Any, states: Tensor, step: int, kind: str, samples: int
     pred = model.unscale(traj).numpy()[..., :m]
     true = model.unscale(states[:, frames].double().cpu()).numpy()[..., :m]
     if kind == "mre":
-        lo, hi = _range(model)
+        from .evaluation import metric_range
+
+        lo, hi, _ = metric_range(model)
         value = metrics.mre(pred.reshape(r, k, len(frames), m).mean(1), true, lo, hi)
         return {"score": value, "metric": value, "spread": None, "out": out}
     if kind == "mmd":
         value = float(np.mean(metrics.mmd_over_time(pred, true)))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            spread = pred[:, -1].std(0) / true[:, -1].std(0)
+        spread = metrics.spread_ratio_over_time(pred, true)[-1]
         log_spread = np.abs(np.log(spread[np.isfinite(spread) & (spread > 0)]))
         penalty = 1.0 + (float(log_spread.mean()) if len(log_spread) else 0.0)
         return {"score": value * penalty * (1.0 + out), "metric": value,
@@ -96,12 +97,3 @@ def rollout_score(model: Any, states: Tensor, step: int, kind: str, samples: int
         return {"score": value + errs["mean_abs_error_std"], "metric": value, "spread": None, "out": out}
     raise ValueError(f"unknown metric kind {kind!r}; choose 'mre', 'mmd' or 'extension'")
 
-
-def _range(model: Any) -> tuple[np.ndarray, np.ndarray]:
-    """The observables' min-max range that the MRE scales by (raw units)."""
-    rng = model.spec.observable_range
-    if rng and len(rng.get("lo", [])) == model.macro_dim:
-        return np.asarray(rng["lo"], dtype=np.float64), np.asarray(rng["hi"], dtype=np.float64)
-    lo = model.state_scaler.lo[: model.macro_dim].cpu().double().numpy()
-    hi = model.state_scaler.hi[: model.macro_dim].cpu().double().numpy()
-    return lo, hi

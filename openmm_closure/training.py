@@ -788,14 +788,15 @@ def _train_on(ds, config: TrainConfig, checkpoint: Optional[dict], dist: Distrib
     states = _states(model, frames, zhat, reps)
     model.state_scaler.fit(np.concatenate([states[r] for r in frames.train]))
     step, horizon = int(config.stage2_step), int(config.stage2_horizon)
-    train_z = _scaled(model, states, frames.train, device)  # (R, F, D)
-    val_z = _scaled(model, states, frames.val, device)
+    train64 = _scaled(model, states, frames.train)  # (R, F, D) float64
+    val64 = _scaled(model, states, frames.val)
+    train_z = train64.to(model.dtype).to(device)
+    val_z = val64.to(model.dtype).to(device) if val64 is not None else None
     train_w = _windows(train_z, step, horizon)  # (N, H + 1, D)
     val_w = _windows(val_z, step, 1) if val_z is not None else None
     dt = model.dt  # the dynamics' step: stage2_step frame spacings
     if getattr(model.dynamics, "data_scaled", False):  # deterministic: the same on resume
-        z64 = model.state_scaler(torch.as_tensor(np.stack([states[r] for r in frames.train]), dtype=torch.float64))
-        model.dynamics.set_data_scale(_increment_variance(z64, step, dt))
+        model.dynamics.set_data_scale(_increment_variance(train64, step, dt))
     per_replica = frames.n_frames - step * horizon
     n_items = train_w.shape[0]
     if config.frames_per_trajectory_stage2 is not None:
@@ -902,12 +903,12 @@ def _metric_kind(model: ClosureModel) -> str:
     return metric_kind(model.spec.system or "custom", list(model.observables))
 
 
-def _scaled(model: ClosureModel, states: dict, replicas, device) -> Optional[Tensor]:
-    """(R, F, D) scaled states of the replicas in the model's dtype (None for none)."""
+def _scaled(model: ClosureModel, states: dict, replicas) -> Optional[Tensor]:
+    """(R, F, D) scaled states of the replicas, float64 (None for none)."""
     if not replicas:
         return None
     z = torch.as_tensor(np.stack([states[r] for r in replicas]), dtype=torch.float64)
-    return model.state_scaler(z).to(model.dtype).to(device)
+    return model.state_scaler(z)
 
 
 def _windows(z: Tensor, step: int, horizon: int) -> Tensor:

@@ -144,6 +144,7 @@ class _Confined(nn.Module):
 
     bound: float
     restore_rate: float
+    stochastic: bool
 
     def inside(self, z: Tensor) -> Tensor:
         """The nearest point of the box |z_k| <= bound (z itself inside it)."""
@@ -168,14 +169,18 @@ class _Confined(nn.Module):
         """Integrate from z0 (K, D) for ``steps`` steps of dt ps; returns (K, steps + 1, D).
 
         ``noise`` (steps, K, D) standard normal draws of an SDE (drawn with
-        ``torch.randn`` when omitted); an ODE ignores it.
+        ``torch.randn`` when omitted); an ODE ignores it and draws none.
         """
-        if noise is None:
+        if noise is None and self.stochastic:
             noise = torch.randn((steps,) + z0.shape, dtype=z0.dtype, device=z0.device)
         out = [z0]
         z = z0
+        empty = torch.zeros(0, dtype=z0.dtype, device=z0.device)
         for i in range(steps):
-            z = self.step(z, dt, noise[i])
+            if noise is None:
+                z = self.step(z, dt, empty)
+            else:
+                z = self.step(z, dt, noise[i])
             out.append(z)
         return torch.stack(out, dim=1)
 
@@ -240,17 +245,6 @@ class ODEDynamics(_Confined):
         k3 = self.drift_net(self.inside(z + 0.5 * dt * k2))
         k4 = self.drift_net(self.inside(z + dt * k3))
         return self.relax(z + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4), dt)
-
-    @torch.jit.export
-    def rollout(self, z0: Tensor, steps: int, dt: float, noise: Optional[Tensor] = None) -> Tensor:
-        """Integrate from z0 (K, D) for ``steps`` steps of dt ps; returns (K, steps + 1, D)."""
-        out = [z0]
-        z = z0
-        empty = torch.zeros(0, dtype=z0.dtype, device=z0.device)
-        for _ in range(steps):
-            z = self.step(z, dt, empty)
-            out.append(z)
-        return torch.stack(out, dim=1)
 
 
 class SDEDynamics(_Confined):
@@ -361,7 +355,7 @@ class SDEDynamics(_Confined):
         """One Euler–Maruyama step of the networks' SDE, then the exact restoring flow;
         ``noise`` (..., D) standard normal."""
         c = self.inside(z)
-        z1 = z + dt * self.drift_net(c) + math.sqrt(dt) * torch.sqrt(self.variance(c)) * noise
+        z1 = z + dt * self.drift_net(c) + math.sqrt(dt) * self.diffusion(c) * noise
         return self.relax(z1, dt)
 
 
