@@ -61,16 +61,34 @@ import numpy as np
 __all__ = ["evaluate", "metric_kind", "markdown_table", "report_markdown", "metric_range",
            "calibration_predictions", "rollout_rows"]
 
-METRIC_NAMES = {"mre": "MRE", "mmd": "MMD", "extension": "ext. mean |Δ|"}
+
+
+class _MetricNames(dict):
+    """Metric kind -> its name in tables (a view of the metric-kind registry)."""
+
+    def get(self, kind, default=None):  # type: ignore[override]
+        from .metric_kinds import METRIC_KINDS
+
+        return METRIC_KINDS[kind].name if kind in METRIC_KINDS else default
+
+    def __getitem__(self, kind):
+        from .metric_kinds import METRIC_KINDS
+
+        return METRIC_KINDS[kind].name
+
+
+METRIC_NAMES = _MetricNames()
 
 
 def metric_kind(system: str, observables: list) -> str:
-    """The paper's metric for a system: ``"mre"``, ``"mmd"`` or ``"extension"`` (the
-    catalogue's for a built-in system; else from the observables: mixing ratios -> MMD,
-    the polymer extension -> extension, anything else -> MRE)."""
-    from .catalog import CATALOG
+    """The metric kind of a system, a name of :data:`~openmm_closure.metric_kinds.METRIC_KINDS`
+    (the registered system's ``facts.metric``; for a system nobody registered, from the
+    observables: mixing ratios -> MMD, the polymer extension -> extension, else MRE)."""
+    from .catalog import SYSTEM_REGISTRY
 
-    listed = CATALOG[system].metric if system in CATALOG else "mre"
+    listed = SYSTEM_REGISTRY[system].facts.metric if system in SYSTEM_REGISTRY else "mre"
+    if listed not in ("mre", "mmd", "extension"):
+        return listed  # a registered kind of its own
     if listed == "mmd" or {"R_AB", "R_BA"} & set(observables):
         return "mmd"
     if listed == "extension" or "extension" in observables:
@@ -138,19 +156,12 @@ def calibration_predictions(true, mean_curve) -> dict[str, np.ndarray]:
     return out
 
 
-def _score(kind: str, pred, true, lo, hi, k: int) -> tuple[float, np.ndarray]:
+def _score(kind: str, pred, true, lo, hi, k: int, names=()) -> tuple[float, np.ndarray]:
     """(value, per-frame values) of predictions (R*K, T, M) against true (R, T, M)."""
-    from . import metrics
+    from .metric_kinds import METRIC_KINDS
 
-    if kind == "mre":
-        pm = pred.reshape(true.shape[0], k, *pred.shape[1:]).mean(1)
-        return metrics.mre(pm, true, lo, hi), np.asarray(metrics.mre_over_time(pm, true, lo, hi))
-    if kind == "mmd":
-        over = np.asarray(metrics.mmd_over_time(pred, true))
-        return float(over.mean()), over
-    j = 0
-    over = np.abs(metrics.extension_stats(pred[..., j])[0] - metrics.extension_stats(true[..., j])[0])
-    return metrics.moment_errors(pred[..., j], true[..., j])["mean_abs_error_mean"], over
+    value, over, _ = METRIC_KINDS[kind].evaluate(pred, true, lo=lo, hi=hi, k=k, names=list(names), stochastic=False)
+    return value, over
 
 
 def _rollout(model, ds, replicas, k: int, steps: int, dt: float, seed: int, client=None, model_dir=None,
@@ -257,28 +268,10 @@ def _scored_frames(model, times: np.ndarray, result: dict) -> tuple[np.ndarray, 
 
 
 def _ensemble_calibration(pred: np.ndarray, true: np.ndarray, ratio: np.ndarray) -> dict:
-    """Calibration of the predicted ensemble (K, T, M) against the simulated one (R, T, M),
-    given their spread ratio (T, M) (:func:`~openmm_closure.metrics.spread_ratio_over_time`):
-    the spread ratio over time, the coverage of central intervals (50% and 90%, and a
-    reliability curve over levels 0.1 .. 0.9), and which observables leave the band
-    :data:`~openmm_closure.metrics.CALIBRATION_BAND` at the last frame."""
-    from . import metrics
+    """See :func:`openmm_closure.metric_kinds.ensemble_calibration`."""
+    from .metric_kinds import ensemble_calibration
 
-    levels = [round(0.1 * i, 1) for i in range(1, 10)]
-    cover = metrics.interval_coverage(pred, true, levels)
-    lo, hi = metrics.CALIBRATION_BAND
-    last = ratio[-1]
-    return {
-        "spread_ratio_over_time": [[None if not np.isfinite(v) else float(v) for v in row] for row in ratio],
-        "spread_ratio_mean": [float(np.nanmean(ratio[1:, j])) if len(ratio) > 1 else None
-                              for j in range(ratio.shape[1])],
-        "levels": levels,
-        "coverage": [float(c) for c in cover],
-        "coverage_50": float(cover[levels.index(0.5)]),
-        "coverage_90": float(cover[levels.index(0.9)]),
-        "band": [lo, hi],
-        "outside_band": [bool(np.isfinite(v) and not lo <= v <= hi) for v in last],
-    }
+    return ensemble_calibration(pred, true, ratio)
 
 
 def _reliability_plot(out: Path, result: dict, times, cal: dict, names) -> str:
@@ -447,11 +440,14 @@ def _plots(out: Path, result: dict, times, pred, true, over_time, perm_curves, n
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
     kind = result["metric"]
-    y = np.cumsum(over_time) if kind == "mre" else over_time
+    from .metric_kinds import METRIC_KINDS
+
+    entry = METRIC_KINDS[kind]
+    y = np.cumsum(over_time) if entry.cumulative else over_time
     ax.plot(times[: len(y)], y)
     ax.set_xlabel("time (ps)")
-    ax.set_ylabel({"mre": "cumulative MRE", "mmd": "MMD²", "extension": "|Δ mean extension| (nm)"}[kind])
-    if kind != "extension" and np.all(y > 0):
+    ax.set_ylabel(entry.plot_label)
+    if entry.log_scale and np.all(y > 0):
         ax.set_yscale("log")
     ax.set_title(f"{result['method']}: {METRIC_NAMES[kind]} over time")
     fig.tight_layout()
@@ -631,6 +627,8 @@ def evaluate(
         result.update(status="diverged", reason="the rollout produced NaN or inf")
         return write(result)
     pred = raw[..., : model.macro_dim]  # (R*K, T, M)
+    from .metric_kinds import METRIC_KINDS
+
     true = np.stack([np.asarray(ds.observables[n_], dtype=np.float64)[replicas] for n_ in names], -1)
     true = true[:, frames]
 
@@ -642,32 +640,8 @@ def evaluate(
         result["scale_note"] = ("this model predates observable_range: the MRE is scaled by the training "
                                 "replicas left after the validation split, not the whole training set")
         warnings.warn(result["scale_note"], stacklevel=2)
-    if kind == "mre":
-        pm = pred.reshape(len(replicas), k, *pred.shape[1:]).mean(1)
-        result["value"] = metrics.mre(pm, true, lo, hi)
-        over = metrics.mre_over_time(pm, true, lo, hi)
-        result["extra"] = {"training_range": [lo.tolist(), hi.tolist()],
-                           "mre_per_trajectory": metrics.mre_per_trajectory(pm, true, lo, hi).tolist()}
-    elif kind == "mmd":
-        over = metrics.mmd_over_time(pred, true)
-        result["value"] = float(over.mean())
-        # the predicted ensemble's spread at the last frame against the simulated one, per
-        # observable: an SDE that spreads too wide loses the MMD however good its mean
-        ratio = metrics.spread_ratio_over_time(pred, true)  # (T, M), NaN where the simulation has no spread
-        spread = ratio[-1]
-        result["extra"] = {"sigmas": list(metrics.MMD_SIGMAS),
-                           "spread_ratio": [float(v) if np.isfinite(v) else None for v in spread]}
-        if stochastic and len(pred) > 1:
-            result["extra"]["calibration"] = _ensemble_calibration(pred, true, ratio)
-    else:
-        j = names.index("extension") if "extension" in names else 0
-        over = np.abs(metrics.extension_stats(pred[..., j])[0] - metrics.extension_stats(true[..., j])[0])
-        errs = metrics.moment_errors(pred[..., j], true[..., j])
-        result["value"] = errs["mean_abs_error_mean"]
-        pm_, ps_ = metrics.extension_stats(pred[..., j])
-        tm_, ts_ = metrics.extension_stats(true[..., j])
-        result["extra"] = {**errs, "pred_mean": pm_.tolist(), "pred_std": ps_.tolist(),
-                           "true_mean": tm_.tolist(), "true_std": ts_.tolist()}
+    result["value"], over, result["extra"] = METRIC_KINDS[kind].evaluate(
+        pred, true, lo=lo, hi=hi, k=k, names=names, stochastic=stochastic)
     result["over_time"] = np.asarray(over).tolist()
     result["calibration"] = _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt_data, seed,
                                          no_closure, device, scheduler, frames)

@@ -196,7 +196,9 @@ def check_values(d: dict) -> None:
         _number(d, "epsilon", "a finite number > 0 (decoder bandwidth)", 0.0)
     if "ood_margin" in d and d["ood_margin"] is not None:
         _number(d, "ood_margin", "a finite number >= 0", 0.0, strict=False)
-    for key, kinds in (("encoder", None), ("dynamics", ("ode", "sde"))):
+    from .models.dynamics import DYNAMICS
+
+    for key, kinds in (("encoder", None), ("dynamics", DYNAMICS.names())):
         sec = d[key]
         if not isinstance(sec, dict) or not isinstance(sec.get("kind"), str):
             raise ValueError(f"key {key!r} must be a JSON object with a 'kind', got {sec!r}")

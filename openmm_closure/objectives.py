@@ -26,7 +26,7 @@ data interface (:mod:`openmm_closure.frames`) and the networks, never the traine
 Example:
     >>> sorted(OBJECTIVES)
     ['ae-aug', 'ae-inve', 'ae-inve-cd', 'inve', 'no-closure', 'ours']
-    >>> all(isinstance(cls, type) and issubclass(cls, Objective) for cls in OBJECTIVES.values())
+    >>> all(isinstance(cls, type) and issubclass(cls, Objective) for _, cls in OBJECTIVES.items())
     True
 """
 
@@ -42,6 +42,7 @@ from .frames import SetBatch, TrainingFrames
 from .models.baselines import chamfer_distance, ordered_gather
 from .models.decoder import density_nll
 from .models.normalization import MinMaxScaler
+from .registry import Registry
 
 __all__ = [
     "Stage1Objective",
@@ -293,15 +294,17 @@ class InvEObjective(Objective):
         return self.model.dynamics.loss(z0, z1, self.model.dt)
 
 
-#: ``--method`` name -> stage-1 objective class, the method first
-OBJECTIVES: dict[str, type[Objective]] = {
-    "ours": DensityObjective,
-    "ae-aug": AEAugObjective,
-    "ae-inve": AEInvEObjective,
-    "ae-inve-cd": AEInvECDObjective,
-    "inve": InvEObjective,
-    "no-closure": NoClosure,
-}
+def _check_objective(name: str, cls: Any) -> None:
+    if not (isinstance(cls, type) and all(hasattr(cls, m) for m in ("encoder_config", "bind", "parameters", "loss"))):
+        raise ValueError(f"method {name!r}: {cls!r} is not a stage-1 objective class (see Stage1Objective)")
 
-#: every ``--method`` name, the method first
+
+#: ``--method`` name -> stage-1 objective class, the method first; other packages add
+#: methods under the entry-point group ``openmm_closure.objectives``
+OBJECTIVES = Registry("method", group="openmm_closure.objectives", check=_check_objective)
+for _name, _cls in (("ours", DensityObjective), ("ae-aug", AEAugObjective), ("ae-inve", AEInvEObjective),
+                    ("ae-inve-cd", AEInvECDObjective), ("inve", InvEObjective), ("no-closure", NoClosure)):
+    OBJECTIVES.register(_name, _cls)
+
+#: the built-in ``--method`` names, the method first (every name: ``OBJECTIVES.names()``)
 METHODS: tuple[str, ...] = tuple(OBJECTIVES)

@@ -29,7 +29,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import metrics
 
 __all__ = ["SCORE_SEED", "rollout_score"]
 
@@ -77,23 +76,12 @@ def rollout_score(model: Any, states: Tensor, step: int, kind: str, samples: int
     m = model.macro_dim
     pred = model.unscale(traj).numpy()[..., :m]
     true = model.unscale(states[:, frames].double().cpu()).numpy()[..., :m]
-    if kind == "mre":
-        from .evaluation import metric_range
+    from .metric_kinds import METRIC_KINDS
 
-        lo, hi, _ = metric_range(model)
-        value = metrics.mre(pred.reshape(r, k, len(frames), m).mean(1), true, lo, hi)
-        return {"score": value, "metric": value, "spread": None, "out": out}
-    if kind == "mmd":
-        value = float(np.mean(metrics.mmd_over_time(pred, true)))
-        spread = metrics.spread_ratio_over_time(pred, true)[-1]
-        log_spread = np.abs(np.log(spread[np.isfinite(spread) & (spread > 0)]))
-        penalty = 1.0 + (float(log_spread.mean()) if len(log_spread) else 0.0)
-        return {"score": value * penalty * (1.0 + out), "metric": value,
-                "spread": [float(v) for v in spread], "out": out}
-    if kind == "extension":
-        j = list(model.observables).index("extension") if "extension" in model.observables else 0
-        errs = metrics.moment_errors(pred[..., j], true[..., j])
-        value = errs["mean_abs_error_mean"]
-        return {"score": value + errs["mean_abs_error_std"], "metric": value, "spread": None, "out": out}
-    raise ValueError(f"unknown metric kind {kind!r}; choose 'mre', 'mmd' or 'extension'")
+    from .evaluation import metric_range
+
+    entry = METRIC_KINDS[kind]
+    lo, hi, _ = metric_range(model)
+    return {**entry.select(pred, true, lo=lo, hi=hi, k=k, names=list(model.observables), out=out), "out": out}
+
 

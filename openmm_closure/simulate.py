@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,29 @@ from .data import (
 
 __all__ = ["simulate_ensemble", "replica_seed", "parse_param", "parse_params"]
 
-REGIMES = ("in-dst", "diff-init", "diff-N", "slow", "medium", "fast")
+class _Regimes(Sequence):
+    """Every registered system's regimes, in registration order (a live view of the registry)."""
+
+    def _all(self) -> tuple[str, ...]:
+        from .catalog import SYSTEM_REGISTRY
+
+        seen: dict[str, None] = {}
+        for name in SYSTEM_REGISTRY.names():
+            seen.update(dict.fromkeys(SYSTEM_REGISTRY[name].regimes))
+        return tuple(seen)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self._all()[i]
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __repr__(self) -> str:
+        return repr(self._all())
+
+
+#: the ``--regime`` names of all registered systems
+REGIMES: Sequence[str] = _Regimes()
 #: observable parameters handed from a system's params to the reporter
 
 
@@ -246,6 +269,10 @@ def simulate_ensemble(
     if isinstance(batch, bool) or int(batch) != batch or batch < 1:
         raise ValueError(f"batch must be a positive integer (--batch 1 runs one Context per replica), got {batch!r}")
     replicas, workers, batch = int(replicas), int(workers), int(batch)
+    from .catalog import SYSTEM_REGISTRY
+
+    if SYSTEM_REGISTRY[system].batched is None:
+        batch = 1  # a system without a batched builder runs its replicas one by one
     if scheduler is not None:  # bad --scheduler/--jobs values and a missing extra fail here
         from .cluster import require_dask, scheduler_config
 

@@ -142,8 +142,12 @@ class TrainConfig:
             raise ValueError(f"--epsilon must be > 0, got {self.epsilon}")
         if int(self.samples) <= 0:
             raise ValueError(f"--samples must be >= 1, got {self.samples}")
-        if self.dynamics not in (None, "ode", "sde"):
-            raise ValueError(f"--dynamics must be 'ode' or 'sde', got {self.dynamics!r}")
+        from .models.dynamics import DRIFTS, DYNAMICS
+
+        if self.dynamics is not None and self.dynamics not in DYNAMICS:
+            raise ValueError(f"--dynamics must be one of {', '.join(DYNAMICS.names())}, got {self.dynamics!r}")
+        if self.drift not in DRIFTS:
+            raise ValueError(f"--drift must be one of {', '.join(DRIFTS.names())}, got {self.drift!r}")
         if self.method not in STAGE1_OBJECTIVES:
             raise ValueError(f"--method {self.method!r} unknown; choose from {sorted(STAGE1_OBJECTIVES)}")
         for name in ("epochs_stage1", "epochs_stage2"):
@@ -232,7 +236,7 @@ def write_train_config(config: TrainConfig, directory) -> Path:
 
 
 #: ``--method`` name -> stage-1 objective class (:data:`openmm_closure.objectives.OBJECTIVES`)
-STAGE1_OBJECTIVES: dict[str, type] = OBJECTIVES
+STAGE1_OBJECTIVES = OBJECTIVES
 
 # the options that may differ between a killed run and its resumption
 _RESUME_FREE = {"resume", "stop_after", "progress", "device", "threads", "data", "out", "loader_workers"}

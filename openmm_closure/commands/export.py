@@ -8,7 +8,7 @@ import argparse
 from ..data import read_types
 from ..export import export_model
 from ..hosts.cv import parse_atom_subset
-from ..hosts.profiles import HOSTS, REFUSED_HOSTS
+from ..hosts.profiles import FORMATS, HOSTS, REFUSED_HOSTS
 
 __all__ = ["configure", "run"]
 
@@ -25,11 +25,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help="species of every particle for the bias: a .npy file, a dataset directory or a "
            "replica .h5 (required for multi-species models)")
     a("--replica", type=int, default=0, help="replica whose species --types DATASET_DIR uses")
-    a("--host", action="append", default=[], choices=[*HOSTS, *REFUSED_HOSTS],
+    a("--host", action="append", default=[], choices=[*HOSTS.names(), *REFUSED_HOSTS],
       help="also write a host profile: plumed (PYTORCH_MODEL + plumed_model.dat, also for gmx mdrun "
            "-plumed), gromacs (Colvars torchANN model + gromacs_colvars.dat + .mdp lines); gromacs-nnpot "
            "is refused with the reason; repeatable (default: none)")
-    a("--format", action="append", default=[], choices=["torchscript", "pt2"],
+    a("--format", action="append", default=[], choices=FORMATS.names(),
       help="pt2: also write torch.export + AOTInductor packages (needs a C++ compiler)")
     a("--rollout-steps", type=int, default=10, help="steps baked into the .pt2 rollout")
     a("--cv", action="store_true",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..catalog import SYSTEM_REGISTRY
 from ..simulate import REGIMES, parse_params, simulate_ensemble
 from ._scheduler import add_scheduler_arguments, scheduler_from_args
 
@@ -12,7 +13,10 @@ __all__ = ["configure", "run"]
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``simulate`` arguments to ``parser``."""
-    parser.add_argument("system", choices=["particles2d", "lj-mixing", "polymer"], help="the system to simulate")
+    parser.add_argument("system", nargs="?", choices=SYSTEM_REGISTRY.names(),
+                        help="the system to simulate (or --system)")
+    parser.add_argument("--system", dest="system_option", choices=SYSTEM_REGISTRY.names(), default=None,
+                        help="the system to simulate (instead of the positional argument)")
     parser.add_argument("--out", required=True, help="output dataset directory (resumed if it holds this dataset)")
     parser.add_argument("--replicas", type=int, default=8, help="number of replicas")
     parser.add_argument("--regime", default="in-dst", choices=REGIMES,
@@ -39,12 +43,15 @@ def run(args: argparse.Namespace) -> int:
     """Execute ``openmm-closure simulate``."""
     from ..data import read_manifest
 
+    if (args.system is None) == (args.system_option is None):
+        raise ValueError("name the system once: `simulate SYSTEM` or `simulate --system SYSTEM`")
+    system = args.system or args.system_option
     params = parse_params(args.param)
     scheduler = scheduler_from_args(args, args.workers)
     for key in ("n_particles", "regime", "seed"):
         if key in params:
             raise ValueError(f"--param {key}=... : use --{key.replace('_', '-')} instead")
-    out = simulate_ensemble(args.system, args.out, args.replicas, regime=args.regime,
+    out = simulate_ensemble(system, args.out, args.replicas, regime=args.regime,
                             n_particles=args.n_particles, seed=args.seed, platform=args.platform,
                             workers=args.workers, progress=not args.no_progress,
                             deterministic=not args.no_deterministic, batch=args.batch, scheduler=scheduler,

@@ -7,6 +7,8 @@ import dataclasses
 import sys
 
 from ..distributed import is_main_process
+from ..models.dynamics import DRIFTS, DYNAMICS
+from ..models.registry import ENCODERS
 from ..training import STAGE1_OBJECTIVES, TrainConfig, train, train_config_values
 from ._config import add_config_arguments
 from ._device import add_device_argument
@@ -29,15 +31,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("--data", default=None, help="dataset directory (openmm-closure simulate); required, here or in --config")
     a("--out", default=None, help="model directory to write; required, here or in --config")
-    a("--method", default=d.method, choices=sorted(STAGE1_OBJECTIVES),
+    a("--method", default=d.method, choices=STAGE1_OBJECTIVES.names(),
       help="stage-1 objective: ours (flow decoder on the density), a baseline, or no-closure (z̄ alone)")
     a("--latent-dim", type=int, default=None,
       help="closure dimension d (default: 1 per species for lj-mixing, else 2)")
     a("--epsilon", type=float, default=d.epsilon, help="decoder bandwidth ε, normalised units")
     a("--samples", type=int, default=d.samples, help="Monte Carlo samples M per set (and species)")
-    a("--dynamics", choices=["ode", "sde"], default=None,
+    a("--dynamics", choices=DYNAMICS.names(), default=None,
       help="dynamics (default: ode for particles2d, sde otherwise)")
-    a("--drift", choices=["mlp", "onsager"], default=d.drift,
+    a("--drift", choices=DRIFTS.names(), default=d.drift,
       help="drift structure: an MLP, or OnsagerNet's -(M + W)∇V + f")
     a("--sigma0-sq", type=float, default=d.sigma0_sq,
       help="a fixed SDE diffusion floor σ0² in scaled units² per ps, σ = sqrt(σ0² + MLP²) (the reference "
@@ -50,7 +52,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
            "inside it, so no rollout diverges")
     a("--restore-steps", type=float, default=d.restore_steps,
       help="relaxation time of that restoring flow, in dynamics steps")
-    a("--encoder", choices=["deepset", "settransformer"], default=d.encoder, help="set encoder of ẑ")
+    a("--encoder", choices=ENCODERS.names(), default=d.encoder,
+      help="set encoder of ẑ (the baselines' encoders come with their --method)")
     a("--encoder-hidden", type=_ints, default=d.encoder_hidden,
       help="hidden widths of the DeepSet's per-particle network ψ, e.g. 64,64")
     a("--encoder-embed", type=int, default=d.encoder_embed, help="width of the DeepSet's pooled embedding")

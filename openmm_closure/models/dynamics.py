@@ -27,15 +27,19 @@ dimensionless. All modules are ``torch.jit.script``-able; rollouts take the nois
 optional tensor so that callers control the random numbers.
 """
 
+import inspect
 import math
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..registry import Registry
 from .encoder import MLP
+from .nn import DYNAMICS_MEMBERS
 
-__all__ = ["DriftMLP", "OnsagerDrift", "ODEDynamics", "SDEDynamics", "build_dynamics", "DIFFUSION_MODES"]
+__all__ = ["DriftMLP", "OnsagerDrift", "RolloutBase", "ODEDynamics", "SDEDynamics", "build_dynamics",
+           "build_drift", "DIFFUSION_MODES", "DYNAMICS", "DRIFTS"]
 
 #: ``diffusion=`` of :class:`SDEDynamics`: scaled by the data, or a fixed floor σ0²
 DIFFUSION_MODES = ("data", "floor")
@@ -122,12 +126,34 @@ class OnsagerDrift(nn.Module):
         return -((m + w) @ grad).squeeze(-1) + self.force
 
 
-def _make_drift(kind: str, dim: int, hidden: Sequence[int]) -> nn.Module:
-    if kind == "mlp":
-        return DriftMLP(dim, hidden)
-    if kind == "onsager":
-        return OnsagerDrift(dim, hidden)
-    raise ValueError(f"unknown drift {kind!r}; choose 'mlp' or 'onsager'")
+def _check_factory(what: str) -> Callable[[str, Any], None]:
+    def check(name: str, record: Any) -> None:
+        if not callable(record):
+            raise ValueError(f"{what} {name!r}: register a class or factory, got {record!r}")
+        if what == "dynamics" and isinstance(record, type):
+            declared = {m for c in record.__mro__ for m in getattr(c, "__annotations__", {})}
+            missing = [m for m in DYNAMICS_MEMBERS if not hasattr(record, m) and m not in declared]
+            if missing:
+                raise ValueError(f"dynamics {name!r}: {record.__name__} lacks {missing} of the Dynamics protocol")
+    return check
+
+
+#: ``--drift`` name -> ``factory(dim, hidden) -> nn.Module`` mapping z (..., D) to g(z) (..., D) per ps;
+#: other packages add drifts under the entry-point group ``openmm_closure.drifts``
+DRIFTS = Registry("drift", group="openmm_closure.drifts", check=_check_factory("drift"))
+
+#: ``--dynamics`` kind -> class (or factory) ``(dim, *, dt, **kwargs)`` of a
+#: :class:`~openmm_closure.models.nn.Dynamics`; other packages add kinds under the
+#: entry-point group ``openmm_closure.dynamics``
+DYNAMICS = Registry("dynamics", group="openmm_closure.dynamics", check=_check_factory("dynamics"))
+
+
+def build_drift(kind: str, dim: int, hidden: Sequence[int] = (128, 128)) -> nn.Module:
+    """The drift network registered as ``kind`` (``"mlp"``, ``"onsager"``, a plugin's)."""
+    return DRIFTS[kind](dim, hidden)
+
+
+_make_drift = build_drift
 
 
 def _check_confinement(bound: float, restore_rate: float) -> None:
@@ -137,10 +163,11 @@ def _check_confinement(bound: float, restore_rate: float) -> None:
         raise ValueError(f"restore_rate must be a finite rate >= 0 per ps, got {restore_rate}")
 
 
-class _Confined(nn.Module):
-    """What both dynamics share: the box the networks see, the exact restoring step and
-    the one rollout loop (every caller, eager, compiled or exported, goes through
-    :meth:`step`)."""
+class RolloutBase(nn.Module):
+    """What every dynamics shares: the box the networks see, the exact restoring step and
+    the one rollout loop (every caller, eager, compiled, exported or ``.pt2``, goes
+    through :meth:`rollout` and :meth:`step`). A new dynamics kind subclasses it and
+    implements ``drift``, ``diffusion``, ``step`` and ``loss``."""
 
     bound: float
     restore_rate: float
@@ -185,7 +212,7 @@ class _Confined(nn.Module):
         return torch.stack(out, dim=1)
 
 
-class ODEDynamics(_Confined):
+class ODEDynamics(RolloutBase):
     r"""Deterministic dynamics :math:`dz/dt = g(z)` with RK4 rollouts, confined to a box.
 
     Arguments:
@@ -247,7 +274,7 @@ class ODEDynamics(_Confined):
         return self.relax(z + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4), dt)
 
 
-class SDEDynamics(_Confined):
+class SDEDynamics(RolloutBase):
     r"""Stochastic dynamics :math:`dz = g(z)dt + \mathrm{diag}(\sigma(z)) dW`, confined to a box.
 
     Arguments:
@@ -359,13 +386,24 @@ class SDEDynamics(_Confined):
         return self.relax(z1, dt)
 
 
+_Confined = RolloutBase  # the former private name
+
+DRIFTS.register("mlp", DriftMLP)
+DRIFTS.register("onsager", OnsagerDrift)
+DYNAMICS.register("ode", ODEDynamics)
+DYNAMICS.register("sde", SDEDynamics)
+
+
 def build_dynamics(kind: str, dim: int, **kwargs) -> nn.Module:
-    """Dynamics factory: ``kind`` is ``"ode"`` or ``"sde"``; keyword arguments as the
-    classes take them (the SDE-only ones are dropped for an ODE)."""
-    if kind == "ode":
-        for k in ("sigma0_sq", "diffusion", "floor_fraction"):
-            kwargs.pop(k, None)
-        return ODEDynamics(dim, **kwargs)
-    if kind == "sde":
-        return SDEDynamics(dim, **kwargs)
-    raise ValueError(f"unknown dynamics {kind!r}; choose 'ode' or 'sde'")
+    """Dynamics factory: ``kind`` is a name of :data:`DYNAMICS` (``"ode"``, ``"sde"``, a
+    plugin's); the keyword arguments its class does not take are dropped (an ODE drops
+    the SDE-only ``sigma0_sq``, ``diffusion``, ``floor_fraction``).
+
+    Raises:
+        ValueError: an unknown kind, naming the registered ones.
+    """
+    factory = DYNAMICS[kind]
+    params = inspect.signature(factory).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return factory(dim, **kwargs)

@@ -1,4 +1,5 @@
-"""Building blocks shared by the networks: the MLP and the set-encoder base.
+"""Building blocks shared by the networks: the MLP, the set-encoder base and the
+:class:`Dynamics` protocol every dynamics kind satisfies.
 
 :class:`SetEncoder` holds what every permutation-invariant (or, for AE-Aug, ordered)
 set encoder shares: argument checks, the per-set centring and min-max map of the
@@ -6,14 +7,59 @@ coordinates (:meth:`SetEncoder.normalize`), dtype/device handling and the one-se
 ``forward`` that TorchScript exports. Subclasses implement ``forward_flat``.
 """
 
-from typing import Optional, Sequence
+from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
 from .normalization import MinMaxScaler
 
-__all__ = ["MLP", "SetEncoder", "center_sets"]
+__all__ = ["MLP", "SetEncoder", "Dynamics", "DYNAMICS_MEMBERS", "center_sets"]
+
+
+@runtime_checkable
+class Dynamics(Protocol):
+    """What the model, the rollout engine, the exports and the trainer use of a dynamics
+    (an ``nn.Module`` that ``torch.jit.script`` compiles, on scaled states z (..., D)).
+
+    Attributes:
+        dim: state dimension D.
+        dt: default time step, ps (the training step).
+        stochastic: True for an SDE (its rollouts take standard normal noise).
+
+    Example:
+        >>> from openmm_closure.models.dynamics import ODEDynamics
+        >>> isinstance(ODEDynamics(2), Dynamics)
+        True
+    """
+
+    dim: int
+    dt: float
+    stochastic: bool
+
+    def drift(self, z: Tensor) -> Tensor:
+        """g(z) (..., D) per ps."""
+        ...
+
+    def diffusion(self, z: Tensor) -> Tensor:
+        """Diagonal σ(z) (..., D) per sqrt(ps); zeros for an ODE."""
+        ...
+
+    def step(self, z: Tensor, dt: float, noise: Tensor) -> Tensor:
+        """One step of dt ps; ``noise`` (..., D) N(0, 1) (an ODE gets an empty tensor)."""
+        ...
+
+    def loss(self, z0: Tensor, z1: Tensor, dt: float) -> Tensor:
+        """The one-step training loss of pairs z0 -> z1 (B, D), a () tensor."""
+        ...
+
+    def rollout(self, z0: Tensor, steps: int, dt: float, noise: Optional[Tensor] = None) -> Tensor:
+        """(K, D) -> (K, steps + 1, D); ``noise`` (steps, K, D) for an SDE."""
+        ...
+
+
+#: the members a :class:`Dynamics` has (checked when a dynamics kind is registered)
+DYNAMICS_MEMBERS = ("dim", "dt", "stochastic", "drift", "diffusion", "step", "loss", "rollout")
 
 
 class MLP(nn.Sequential):

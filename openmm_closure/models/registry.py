@@ -11,22 +11,33 @@ Example:
     ['deepset', 'deepset-mlpdec', 'deepset-setdec']
 """
 
+from ..registry import Registry
 from .baselines import DeepSetMLPDecoderEncoder, DeepSetSetDecoderEncoder, FlatMLPEncoder
 from .encoder import DeepSetEncoder, NullEncoder, SetTransformerEncoder
 from .nn import SetEncoder
 
 __all__ = ["ENCODERS", "register_encoder", "build_encoder"]
 
-#: encoder kind (``config["encoder"]["kind"]``) -> class
-ENCODERS: dict[str, type] = {
-    "deepset": DeepSetEncoder,
-    "settransformer": SetTransformerEncoder,
-    "none": NullEncoder,  # the no-closure model: d = 0
+
+
+def _check_encoder(kind: str, cls: object) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, SetEncoder)):
+        raise ValueError(f"encoder {kind!r}: {cls!r} is not a SetEncoder subclass")
+
+
+#: encoder kind (``config["encoder"]["kind"]``, ``train --encoder``) -> class; other
+#: packages add encoders under the entry-point group ``openmm_closure.encoders``
+ENCODERS = Registry("encoder", group="openmm_closure.encoders", check=_check_encoder)
+for _kind, _cls in (
+    ("deepset", DeepSetEncoder),
+    ("settransformer", SetTransformerEncoder),
+    ("none", NullEncoder),  # the no-closure model: d = 0
     # the ablation baselines' encoders (each holds its own reconstruction decoder)
-    "flat-mlp": FlatMLPEncoder,
-    "deepset-mlpdec": DeepSetMLPDecoderEncoder,
-    "deepset-setdec": DeepSetSetDecoderEncoder,
-}
+    ("flat-mlp", FlatMLPEncoder),
+    ("deepset-mlpdec", DeepSetMLPDecoderEncoder),
+    ("deepset-setdec", DeepSetSetDecoderEncoder),
+):
+    ENCODERS.register(_kind, _cls)
 
 
 def register_encoder(kind: str, cls: type) -> type:
@@ -38,12 +49,9 @@ def register_encoder(kind: str, cls: type) -> type:
     Raises:
         ValueError: ``kind`` is taken by another class, or ``cls`` is not a SetEncoder.
     """
-    if not (isinstance(cls, type) and issubclass(cls, SetEncoder)):
-        raise ValueError(f"encoder {kind!r}: {cls!r} is not a SetEncoder subclass")
-    if ENCODERS.get(kind, cls) is not cls:
+    if kind in ENCODERS and ENCODERS[kind] is not cls:
         raise ValueError(f"encoder kind {kind!r} is already registered to {ENCODERS[kind].__name__}")
-    ENCODERS[kind] = cls
-    return cls
+    return ENCODERS.register(kind, cls)
 
 
 def build_encoder(kind: str, **kwargs) -> SetEncoder:
@@ -53,6 +61,4 @@ def build_encoder(kind: str, **kwargs) -> SetEncoder:
     Raises:
         ValueError: ``kind`` is not registered.
     """
-    if kind not in ENCODERS:
-        raise ValueError(f"unknown encoder {kind!r}; choose 'deepset' or 'settransformer'")
     return ENCODERS[kind](**kwargs)

@@ -1,4 +1,6 @@
-"""The three microscopic systems of SPEC §3, built as OpenMM objects.
+"""The microscopic systems, built as OpenMM objects: the three of SPEC §3 and any
+registered in :data:`openmm_closure.catalog.SYSTEM_REGISTRY` (entry-point group
+``openmm_closure.systems``).
 
 >>> spec = build("particles2d", n_particles=50, steps=10)
 >>> spec.positions.shape, spec.n_frames
@@ -10,14 +12,13 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .lj_mixing import build_lj_mixing
-from .particles2d import build_particles2d
-from .polymer import build_polymer
+from ..catalog import SYSTEM_REGISTRY, _View
 from .spec import SimulationSpec
 
 __all__ = ["build", "rebuild", "check_params", "SYSTEMS", "SimulationSpec"]
 
-SYSTEMS = {"particles2d": build_particles2d, "lj-mixing": build_lj_mixing, "polymer": build_polymer}
+#: system name -> builder (a view of the system registry; a plugin's builder is imported on lookup)
+SYSTEMS = _View(lambda record: record.build_fn())
 
 
 def check_params(name: str, params: Any) -> None:
@@ -38,8 +39,8 @@ def check_params(name: str, params: Any) -> None:
         ...
         ValueError: unknown parameter(s) ['stesp'] for particles2d; accepted: [...]
     """
-    if name not in SYSTEMS:
-        raise ValueError(f"unknown system {name!r}; choose one of {sorted(SYSTEMS)}")
+    if name not in SYSTEM_REGISTRY:
+        raise ValueError(f"unknown system {name!r}; choose one of {sorted(SYSTEM_REGISTRY.names())}")
     accepted = set(inspect.signature(SYSTEMS[name]).parameters)
     unknown = sorted(set(params) - accepted)
     if unknown:

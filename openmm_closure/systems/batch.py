@@ -239,8 +239,13 @@ def build_batch(specs: Sequence[SimulationSpec], method: str = "groups") -> Batc
         system, integrator, offsets, span = _lj_mixing(specs, n)
     elif name == "polymer":
         system, integrator, offsets, span = _polymer(specs, n)
-    else:  # pragma: no cover - SYSTEMS holds only these
-        raise ValueError(f"cannot batch system {name!r}")
+    else:  # a registered system packs its own replicas, with its record's batched builder
+        from ..catalog import SYSTEM_REGISTRY
+
+        own = SYSTEM_REGISTRY[name].batched_fn()
+        if own is None or own is build_batch:
+            raise ValueError(f"system {name!r} has no batched builder: run its replicas with --batch 1")
+        return own(specs, method)
     positions = np.concatenate([np.asarray(s.positions, dtype=np.float64) + offsets[r] for r, s in enumerate(specs)])
     velocities = None
     if specs[0].velocities is not None:
