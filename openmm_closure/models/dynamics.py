@@ -131,8 +131,8 @@ def _check_factory(what: str) -> Callable[[str, Any], None]:
         if not callable(record):
             raise ValueError(f"{what} {name!r}: register a class or factory, got {record!r}")
         if what == "dynamics" and isinstance(record, type):
-            declared = {m for c in record.__mro__ for m in getattr(c, "__annotations__", {})}
-            missing = [m for m in DYNAMICS_MEMBERS if not hasattr(record, m) and m not in declared]
+            # the attributes (dim, dt, stochastic) are set per instance: the methods are checked here
+            missing = [m for m in DYNAMICS_MEMBERS if m not in ("dim", "dt", "stochastic") and not hasattr(record, m)]
             if missing:
                 raise ValueError(f"dynamics {name!r}: {record.__name__} lacks {missing} of the Dynamics protocol")
     return check
