@@ -1,4 +1,5 @@
-r"""Export a trained model to TorchScript for C++ hosts and OpenMM, and ``openmm-closure export``.
+r"""Export a trained model to TorchScript for C++ hosts and OpenMM (the library side of
+``openmm-closure export``).
 
 Export directory (written by :func:`export_model`)::
 
@@ -84,6 +85,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .fast_rollout import ExportedDynamics  # the compiled engine lives beside the model; re-exported here
 from .scripting import METADATA, save_script
 from .species import check_species, state_names
 
@@ -135,96 +137,6 @@ class ExportedEncoder(nn.Module):
             (d,) raw ẑ (dimensionless) in the weights' dtype.
         """
         return self.encoder(positions, types)
-
-
-class ExportedDynamics(nn.Module):
-    """Dynamics and state scaler of a closure model as one TorchScript-able module.
-
-    Arguments:
-        dynamics: the model's dynamics (``model.dynamics``; a deep copy is taken).
-        scaler: the model's state scaler (``model.state_scaler``).
-        names: names of the state components ``[z̄, ẑ]``.
-        macro_dim: number of observables in z̄.
-        dt: default time step in ps.
-    """
-
-    dt: float
-    dim: int
-    macro_dim: int
-    latent_dim: int
-    stochastic: bool
-    names: List[str]
-    _probe: Tensor
-
-    def __init__(self, dynamics: nn.Module, scaler: nn.Module, names: Sequence[str], macro_dim: int, dt: float):
-        super().__init__()
-        self.dynamics = copy.deepcopy(dynamics)
-        self.scaler = copy.deepcopy(scaler)
-        self.dt = float(dt)
-        self.dim = int(dynamics.dim)
-        self.macro_dim = int(macro_dim)
-        self.latent_dim = self.dim - self.macro_dim
-        self.stochastic = bool(getattr(dynamics, "stochastic", False))
-        self.names = [str(n) for n in names]
-        probe = next(iter(dynamics.parameters()), torch.zeros(0))
-        self.register_buffer("_probe", torch.zeros(0, dtype=probe.dtype, device=probe.device), persistent=False)
-
-    def _in(self, z: Tensor) -> Tensor:
-        return z.to(dtype=self._probe.dtype, device=self._probe.device)
-
-    def forward(self, z: Tensor) -> Tensor:
-        """Drift g(z) (..., D) per ps of scaled states z (..., D)."""
-        return self.dynamics.drift(self._in(z)).to(z.dtype)
-
-    @torch.jit.export
-    def drift(self, z: Tensor) -> Tensor:
-        """Drift g(z) (..., D) per ps of scaled states z (..., D)."""
-        return self.dynamics.drift(self._in(z)).to(z.dtype)
-
-    @torch.jit.export
-    def diffusion(self, z: Tensor) -> Tensor:
-        """Diagonal diffusion σ(z) (..., D) per sqrt(ps); zeros for an ODE."""
-        return self.dynamics.diffusion(self._in(z)).to(z.dtype)
-
-    @torch.jit.export
-    def step(self, z: Tensor, dt: float, noise: Tensor) -> Tensor:
-        """One step of dt ps from scaled z (..., D); ``noise`` (..., D) N(0, 1) (ODE: ignored)."""
-        return self.dynamics.step(self._in(z), dt, self._in(noise)).to(z.dtype)
-
-    @torch.jit.export
-    def rollout(self, z0: Tensor, steps: int, dt: float, noise: Optional[Tensor] = None) -> Tensor:
-        """Integrate from scaled z0 (K, D) for ``steps`` steps of dt ps.
-
-        Arguments:
-            z0: (K, D) scaled initial states.
-            steps: number of steps (>= 0).
-            dt: time step in ps.
-            noise: (steps, K, D) standard normal draws for an SDE (None: drawn here);
-                ignored by an ODE.
-
-        Returns:
-            (K, steps + 1, D) scaled states, dtype of z0.
-        """
-        if steps < 0:
-            raise ValueError("steps must be >= 0")
-        if z0.dim() != 2 or z0.shape[1] != self.dim:
-            raise ValueError("z0 must have shape (K, " + str(self.dim) + ")")
-        n: Optional[Tensor] = None
-        if noise is not None:
-            if noise.dim() != 3 or noise.shape[0] < steps or noise.shape[1] != z0.shape[0] or noise.shape[2] != self.dim:
-                raise ValueError("noise must have shape (steps, K, " + str(self.dim) + ")")
-            n = self._in(noise)
-        return self.dynamics.rollout(self._in(z0), steps, dt, n).to(z0.dtype)
-
-    @torch.jit.export
-    def scale(self, raw: Tensor) -> Tensor:
-        """Raw ``[z̄, ẑ]`` (..., D) -> scaled (..., D) in [-1, 1] over the training range."""
-        return self.scaler(raw)
-
-    @torch.jit.export
-    def unscale(self, z: Tensor) -> Tensor:
-        """Scaled states (..., D) -> raw ``[z̄, ẑ]`` (..., D)."""
-        return self.scaler.inverse(z)
 
 
 class ClosureBias(nn.Module):

@@ -1,14 +1,14 @@
-"""The ensemble rollout as one compiled loop, batched over members.
+"""The one rollout engine: the noise, the loop, eager and compiled.
 
-:meth:`ClosureModel.rollout` runs the dynamics eagerly (a Python loop of small MLP
-calls, the path training uses). For inference the same dynamics and state scaler are
-wrapped in :class:`openmm_closure.export.ExportedDynamics`, compiled once with
-``torch.jit.script`` and cached on the model; the whole loop over time steps then runs
-inside TorchScript, on the model's device, for all K members at once.
-
-The noise of an SDE is drawn exactly as :meth:`ClosureModel.rollout` draws it (float64
-from a seeded CPU generator, cast to the model's dtype), so the compiled and the eager
-rollout of a seed agree to floating-point round-off.
+- The loop is the dynamics' own :meth:`~openmm_closure.models.dynamics.RolloutBase.rollout`
+  (every step through ``step``): :meth:`ClosureModel.rollout` runs it eagerly (the path
+  training uses), :class:`ExportedDynamics` wraps it with the state scaler for
+  TorchScript (the compiled engine, cached on the model by :func:`scripted_dynamics`,
+  the module written as ``dynamics.pt``), and the ``.pt2`` rollout calls it too.
+- The noise is :func:`draw_noise`: float64 standard normal draws from a seeded CPU
+  generator, for the whole ensemble, cast to the model's dtype. The model, the
+  evaluation, the surrogate integrator, the hand-over and the exports all take their
+  noise from it, so one seed gives one ensemble on every path (an ODE draws none).
 
 Example:
     >>> traj = compiled_rollout(model, z0, steps=1000, samples=1000, seed=0)  # doctest: +SKIP
@@ -16,16 +16,142 @@ Example:
     torch.Size([1000, 1001, 3])
 """
 
-from __future__ import annotations
 
-from typing import Any, Optional
+import copy
+from typing import Any, List, Optional, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .species import state_names
 
-__all__ = ["scripted_dynamics", "rollout_noise", "compiled_rollout"]
+__all__ = ["draw_noise", "ExportedDynamics", "scripted_dynamics", "rollout_noise", "compiled_rollout"]
+
+
+def draw_noise(stochastic: bool, steps: int, members: int, dim: int, seed: Optional[int] = None,
+               rows: Optional[tuple[int, int]] = None, device: Any = "cpu",
+               dtype: torch.dtype = torch.float64) -> Optional[Tensor]:
+    """The standard normal draws of an SDE rollout: the one noise function.
+
+    Arguments:
+        stochastic: False (an ODE): no noise, None is returned.
+        steps: number of steps; members: ensemble size K (the rows returned).
+        dim: state dimension D.
+        seed: seed of a CPU generator (None: torch's global generator).
+        rows: ``(start, total)``: the K members are members ``[start, start + K)`` of an
+            ensemble of ``total``: the draws are made for all ``total`` and sliced, so the
+            members equal those of the whole ensemble (None: ``(0, K)``).
+        device, dtype: where the draws go (drawn in float64 on the CPU, then cast).
+
+    Returns:
+        (steps, K, D) tensor, or None for an ODE.
+
+    Example:
+        >>> a = draw_noise(True, 3, 4, 2, seed=0)
+        >>> b = draw_noise(True, 3, 2, 2, seed=0, rows=(2, 4))
+        >>> a.shape, bool((a[:, 2:] == b).all()), draw_noise(False, 3, 4, 2, seed=0)
+        (torch.Size([3, 4, 2]), True, None)
+    """
+    if not stochastic:
+        return None
+    start, total = (0, int(members)) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= start <= total - int(members):
+        raise ValueError(f"rows {rows!r}: {members} members do not fit at {start} in {total}")
+    gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+    noise = torch.randn((int(steps), total, int(dim)), generator=gen, dtype=torch.float64)
+    return noise[:, start:start + int(members)].to(device=device, dtype=dtype)
+
+
+class ExportedDynamics(nn.Module):
+    """Dynamics and state scaler of a closure model as one TorchScript-able module.
+
+    Arguments:
+        dynamics: the model's dynamics (``model.dynamics``; a deep copy is taken).
+        scaler: the model's state scaler (``model.state_scaler``).
+        names: names of the state components ``[z̄, ẑ]``.
+        macro_dim: number of observables in z̄.
+        dt: default time step in ps.
+    """
+
+    dt: float
+    dim: int
+    macro_dim: int
+    latent_dim: int
+    stochastic: bool
+    names: List[str]
+    _probe: Tensor
+
+    def __init__(self, dynamics: nn.Module, scaler: nn.Module, names: Sequence[str], macro_dim: int, dt: float):
+        super().__init__()
+        self.dynamics = copy.deepcopy(dynamics)
+        self.scaler = copy.deepcopy(scaler)
+        self.dt = float(dt)
+        self.dim = int(dynamics.dim)
+        self.macro_dim = int(macro_dim)
+        self.latent_dim = self.dim - self.macro_dim
+        self.stochastic = bool(getattr(dynamics, "stochastic", False))
+        self.names = [str(n) for n in names]
+        probe = next(iter(dynamics.parameters()), torch.zeros(0))
+        self.register_buffer("_probe", torch.zeros(0, dtype=probe.dtype, device=probe.device), persistent=False)
+
+    def _in(self, z: Tensor) -> Tensor:
+        return z.to(dtype=self._probe.dtype, device=self._probe.device)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """Drift g(z) (..., D) per ps of scaled states z (..., D)."""
+        return self.dynamics.drift(self._in(z)).to(z.dtype)
+
+    @torch.jit.export
+    def drift(self, z: Tensor) -> Tensor:
+        """Drift g(z) (..., D) per ps of scaled states z (..., D)."""
+        return self.dynamics.drift(self._in(z)).to(z.dtype)
+
+    @torch.jit.export
+    def diffusion(self, z: Tensor) -> Tensor:
+        """Diagonal diffusion σ(z) (..., D) per sqrt(ps); zeros for an ODE."""
+        return self.dynamics.diffusion(self._in(z)).to(z.dtype)
+
+    @torch.jit.export
+    def step(self, z: Tensor, dt: float, noise: Tensor) -> Tensor:
+        """One step of dt ps from scaled z (..., D); ``noise`` (..., D) N(0, 1) (ODE: ignored)."""
+        return self.dynamics.step(self._in(z), dt, self._in(noise)).to(z.dtype)
+
+    @torch.jit.export
+    def rollout(self, z0: Tensor, steps: int, dt: float, noise: Optional[Tensor] = None) -> Tensor:
+        """Integrate from scaled z0 (K, D) for ``steps`` steps of dt ps.
+
+        Arguments:
+            z0: (K, D) scaled initial states.
+            steps: number of steps (>= 0).
+            dt: time step in ps.
+            noise: (steps, K, D) standard normal draws for an SDE (None: drawn here);
+                ignored by an ODE.
+
+        Returns:
+            (K, steps + 1, D) scaled states, dtype of z0.
+        """
+        if steps < 0:
+            raise ValueError("steps must be >= 0")
+        if z0.dim() != 2 or z0.shape[1] != self.dim:
+            raise ValueError("z0 must have shape (K, " + str(self.dim) + ")")
+        n: Optional[Tensor] = None
+        if noise is not None:
+            if noise.dim() != 3 or noise.shape[0] < steps or noise.shape[1] != z0.shape[0] or noise.shape[2] != self.dim:
+                raise ValueError("noise must have shape (steps, K, " + str(self.dim) + ")")
+            n = self._in(noise)
+        return self.dynamics.rollout(self._in(z0), steps, dt, n).to(z0.dtype)
+
+    @torch.jit.export
+    def scale(self, raw: Tensor) -> Tensor:
+        """Raw ``[z̄, ẑ]`` (..., D) -> scaled (..., D) in [-1, 1] over the training range."""
+        return self.scaler(raw)
+
+    @torch.jit.export
+    def unscale(self, z: Tensor) -> Tensor:
+        """Scaled states (..., D) -> raw ``[z̄, ẑ]`` (..., D)."""
+        return self.scaler.inverse(z)
+
+
 
 _CACHE_ATTR = "_compiled_dynamics"
 
@@ -44,8 +170,6 @@ def scripted_dynamics(model: Any) -> torch.jit.ScriptModule:
         return cached[1]
     import warnings
 
-    from .export import ExportedDynamics
-
     names = state_names(model.observables, model.latent_dim)
     module = ExportedDynamics(model.dynamics, model.state_scaler, names, model.macro_dim, model.dt).eval()
     for p in module.parameters():
@@ -58,19 +182,18 @@ def scripted_dynamics(model: Any) -> torch.jit.ScriptModule:
     return scripted
 
 
-def rollout_noise(model: Any, steps: int, members: int, seed: Optional[int]) -> Optional[Tensor]:
-    """Standard normal draws (steps, K, D) for an SDE (None for an ODE), as the eager rollout draws them.
+def rollout_noise(model: Any, steps: int, members: int, seed: Optional[int],
+                  rows: Optional[tuple[int, int]] = None) -> Optional[Tensor]:
+    """:func:`draw_noise` for a model: (steps, K, D) in its dtype on its device (None for an ODE).
 
     Arguments:
         model: a ClosureModel.
         steps: number of steps; members: ensemble size K.
         seed: seed of a CPU generator (None: torch's global generator).
+        rows: ``(start, total)`` as in :func:`draw_noise`.
     """
-    if not getattr(model.dynamics, "stochastic", False):
-        return None
-    gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-    noise = torch.randn((int(steps), int(members), model.dim), generator=gen, dtype=torch.float64)
-    return noise.to(device=model.device, dtype=model.dtype)
+    return draw_noise(bool(getattr(model.dynamics, "stochastic", False)), steps, members, model.dim, seed,
+                      rows, model.device, model.dtype)
 
 
 @torch.no_grad()

@@ -275,14 +275,9 @@ class ClosureModel(nn.Module):
         if z0.shape[-1] != self.dim:
             raise ValueError(f"z0 has {z0.shape[-1]} components, this model's state has {self.dim}")
         dt = self.dt if dt is None else float(dt)
-        noise = None
-        if getattr(self.dynamics, "stochastic", False):
-            gen = torch.Generator().manual_seed(int(seed)) if seed is not None else None
-            start, total = (0, z0.shape[0]) if rows is None else (int(rows[0]), int(rows[1]))
-            if not 0 <= start <= total - z0.shape[0]:
-                raise ValueError(f"rows {rows!r}: {z0.shape[0]} members do not fit at {start} in {total}")
-            noise = torch.randn((steps, total) + tuple(z0.shape[1:]), generator=gen, dtype=torch.float64)
-            noise = noise[:, start:start + z0.shape[0]].to(device=self.device, dtype=self.dtype)
+        from .fast_rollout import rollout_noise
+
+        noise = rollout_noise(self, steps, z0.shape[0], seed, rows)  # None for an ODE
         return self.dynamics.rollout(z0, steps, dt, noise)
 
     # ------------------------------------------------------------------ decoding

@@ -77,12 +77,8 @@ class RolloutFixed(nn.Module):
 
     def forward(self, z0: Tensor, noise: Tensor) -> Tensor:
         """(K, D) scaled z0, (steps, K, D) noise -> (K, steps + 1, D) scaled states."""
-        out = [z0]
-        z = z0
-        for i in range(self.steps):
-            z = self.dynamics.step(z, self.dt, noise[i])
-            out.append(z)
-        return torch.stack(out, dim=1)
+        # the one rollout loop (the dynamics' own); an ODE ignores the noise
+        return self.dynamics.rollout(z0, self.steps, self.dt, noise if self.dynamics.stochastic else None)
 
 
 class BiasPt2(nn.Module):
