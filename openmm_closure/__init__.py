@@ -2,12 +2,43 @@
 
 The physics side (platforms, systems, integrators, observables, reporters) never
 imports torch; the model side (models, training, metrics) never imports openmm.
-Heavy imports happen inside the functions that need them.
+Heavy imports happen inside the functions that need them: the public API below is
+imported lazily on first use, so ``import openmm_closure`` loads neither torch nor openmm.
+
+Example:
+    >>> import openmm_closure
+    >>> sorted(set(openmm_closure.__all__) - {"__version__", "load_model"})[:3]
+    ['ClosureModel', 'ClosureSimulation', 'SurrogateIntegrator']
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_model"]
+__all__ = ["__version__", "load_model", "ClosureModel", "ClosureSimulation", "SurrogateIntegrator",
+           "Registry", "SYSTEM_REGISTRY"]
+
+#: public name -> the module that holds it (imported on first access)
+_LAZY = {
+    "ClosureModel": "openmm_closure.model",
+    "ClosureSimulation": "openmm_closure.handover",
+    "SurrogateIntegrator": "openmm_closure.surrogate",
+    "Registry": "openmm_closure.registry",
+    "SYSTEM_REGISTRY": "openmm_closure.catalog",
+}
+
+
+def __getattr__(name):
+    """The lazily imported public API (PEP 562)."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'openmm_closure' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 
 
 def load_model(path, device="cpu"):

@@ -1,4 +1,4 @@
-"""Score a trained model on test data, and the ``openmm-closure evaluate`` command.
+"""Score a trained model on test data (the library side of ``openmm-closure evaluate``).
 
 For every test trajectory the model encodes frame 0 once (z = [z̄, ẑ]), the dynamics
 extrapolates alone for the trajectory's length, and the predicted macroscopic

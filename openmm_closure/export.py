@@ -459,12 +459,12 @@ def _swap_in(stage: Path, out: Path) -> None:
     import shutil
 
     from .fileio import LOCK_FILE, unique_temp_name
-    from .hosts import HOST_FILES
+    from .hosts.profiles import host_files
 
     if not out.exists():
         os.rename(stage, out)
         return
-    ours = set(HOST_FILES) | {INDEX} | set(FILES.values()) | {Path(f).with_suffix(".json").name for f in FILES.values()}
+    ours = set(host_files()) | {INDEX} | set(FILES.values()) | {Path(f).with_suffix(".json").name for f in FILES.values()}
     try:
         ours |= set(json.loads((out / INDEX).read_text()).get("sha256", {}))
     except (OSError, ValueError, AttributeError):
@@ -518,14 +518,14 @@ def _finish_export_dir(out: Path, written: list) -> None:
     must not sit beside this encoder), then write the index with every file's sha256."""
     from .fileio import atomic_write_bytes, sha256_file
 
-    from .hosts import HOST_FILES
+    from .hosts.profiles import host_files
     from .hosts.cv import stale_cv_files
 
     names = {Path(p).name for p in written} | {Path(p).with_suffix(".json").name for p in written
                                                  if Path(p).suffix in (".pt", ".pt2")}
     for p in stale_cv_files(out, names):
         p.unlink(missing_ok=True)
-    for name in HOST_FILES:
+    for name in host_files():
         if name not in names:
             (out / name).unlink(missing_ok=True)
     for pt in FILES.values():

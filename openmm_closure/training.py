@@ -1,4 +1,4 @@
-"""Two-stage training of the closure model, and the ``openmm-closure train`` command.
+"""Two-stage training of the closure model (the library side of ``openmm-closure train``).
 
 Stage 1 trains the encoder φ̂ and the flow decoder p(x | ẑ) with a swappable objective
 (:mod:`openmm_closure.objectives`; "ours" is the Gaussian-mixture density objective of

@@ -15,7 +15,8 @@ from . import gromacs, plumed, pt2
 from ..registry import Registry
 from .common import baked_types, probe_positions
 
-__all__ = ["HostProfile", "HOSTS", "FORMATS", "HOST_FILES", "REFUSED_HOSTS", "write_hosts", "check_host_options"]
+__all__ = ["HostProfile", "HOSTS", "FORMATS", "HOST_FILES", "host_files", "REFUSED_HOSTS", "write_hosts",
+           "check_host_options"]
 
 
 @dataclass(frozen=True)
@@ -173,13 +174,14 @@ HOSTS.register("gromacs", HostProfile(_write_gromacs, (gromacs.FILE, gromacs.FIL
                                                        gromacs.CONFIG, gromacs.MDP)))
 
 
-def _host_files() -> tuple[str, ...]:
-    """Every file a host profile may write (the registered hosts', the former NNPot
-    profile's and the .pt2 files)."""
+def host_files() -> tuple[str, ...]:
+    """Every file a host profile may write: the registered hosts' (a plugin's once it is
+    loaded), the former NNPot profile's and the .pt2 files."""
     files = [f for name in HOSTS.names() if name in HOSTS._entries for f in HOSTS[name].files]
     return tuple(dict.fromkeys(files + ["nnpot_model.pt", "nnpot_model.json", "nnpot_model.mdp",
                                         *pt2.FILES.values(), *(f.replace(".pt2", ".json") for f in pt2.FILES.values())]))
 
 
-#: every file a host profile may write (a re-export removes the ones it does not write)
-HOST_FILES = _host_files()
+#: every file the built-in host profiles may write (a re-export removes the ones it does not
+#: write; :func:`host_files` adds the files of hosts registered since)
+HOST_FILES = host_files()
