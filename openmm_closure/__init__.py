@@ -6,9 +6,9 @@ Heavy imports happen inside the functions that need them: the public API below i
 imported lazily on first use, so ``import openmm_closure`` loads neither torch nor openmm.
 
 Example:
-    >>> import openmm_closure
-    >>> sorted(set(openmm_closure.__all__) - {"__version__", "load_model"})[:3]
-    ['ClosureModel', 'ClosureSimulation', 'SurrogateIntegrator']
+    >>> from openmm_closure import ClosureSimulation, SurrogateIntegrator, load_model
+    >>> SurrogateIntegrator.__module__
+    'openmm_closure.surrogate'
 """
 
 __version__ = "0.1.0"

@@ -8,8 +8,8 @@ no openmm).
 
 Example:
     >>> import numpy as np
-    >>> pred = true = np.ones((2, 3, 1))
-    >>> value, over, extra = METRIC_KINDS["mre"].evaluate(pred, true, lo=np.zeros(1), hi=np.full(1, 2.0), k=1,
+    >>> true = np.linspace(1.0, 2.0, 6).reshape(2, 3, 1)  # (R, T, M)
+    >>> value, over, extra = METRIC_KINDS["mre"].evaluate(true, true, lo=np.zeros(1), hi=np.full(1, 2.0), k=1,
     ...                                                   names=["energy"], stochastic=False)
     >>> value, over.shape
     (0.0, (3,))

@@ -186,3 +186,13 @@ def test_import_rules(rule):
     report = _probe(names)
     offenders = [n for n in names if report[n][rule]]
     assert offenders == [], f"{offenders[0]} loads {rule}"
+
+
+def test_public_api_is_imported_lazily_from_the_package_top():
+    code = ("import sys, openmm_closure\n"
+            "before = [m for m in ('torch', 'openmm') if m in sys.modules]\n"
+            "from openmm_closure import ClosureSimulation, SurrogateIntegrator, load_model\n"
+            "print(before, ClosureSimulation.__module__, SurrogateIntegrator.__module__, 'torch' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["[]", "openmm_closure.handover", "openmm_closure.surrogate", "True"]
