@@ -136,11 +136,15 @@ for _record in (
     SYSTEM_REGISTRY.register(_record.name, _record)
 
 
+def _ALL(value: Any) -> bool:
+    return True
+
+
 class _View(Mapping):
     """A read-only mapping of the system registry (plugins included): name -> field."""
 
-    def __init__(self, value: Callable[[SystemRecord], Any], keep: Callable[[Any], bool] = lambda v: True):
-        self._value, self._keep = value, keep
+    def __init__(self, value: Callable[[SystemRecord], Any], keep: Optional[Callable[[Any], bool]] = None):
+        self._value, self._keep = value, _ALL if keep is None else keep
 
     def __getitem__(self, name: str) -> Any:
         v = self._value(SYSTEM_REGISTRY[name])
@@ -149,6 +153,8 @@ class _View(Mapping):
         return v
 
     def __iter__(self) -> Iterator[str]:
+        if self._keep is _ALL:  # the names alone: nothing is loaded
+            return iter(SYSTEM_REGISTRY.names())
         return (n for n in SYSTEM_REGISTRY.names() if self._keep(self._value(SYSTEM_REGISTRY[n])))
 
     def __len__(self) -> int:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .catalog import CATALOG
+from .catalog import _View
 
 __all__ = [
     "OBSERVABLE_PARAMS",
@@ -39,7 +39,7 @@ __all__ = [
 ]
 
 #: default macroscopic observables of each built-in system
-DEFAULT_OBSERVABLES: dict[str, tuple[str, ...]] = {k: f.observables for k, f in CATALOG.items()}
+DEFAULT_OBSERVABLES: dict[str, tuple[str, ...]] = _View(lambda record: record.facts.observables)  # type: ignore
 
 
 def _log_cosh(u: np.ndarray) -> np.ndarray:
