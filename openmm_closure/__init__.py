@@ -13,8 +13,8 @@ Example:
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_model", "ClosureModel", "ClosureSimulation", "SurrogateIntegrator",
-           "Registry", "SYSTEM_REGISTRY"]
+# the lazy names (``_LAZY``) stay out of ``__all__``: ``from openmm_closure import *`` loads no torch
+__all__ = ["__version__", "load_model"]
 
 #: public name -> the module that holds it (imported on first access)
 _LAZY = {

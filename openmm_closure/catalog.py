@@ -130,7 +130,7 @@ for _record in (
                  _P + "batch:build_batch", {"n_particles": 64, "steps": 20, "report_interval": 2, "relax_steps": 0}),
     SystemRecord(SystemFacts("polymer", ("extension",), 3, 2, "sde", True, "extension", "extension mean |Δ|"),
                  _P + "polymer:build_polymer", ("in-dst", "slow", "medium", "fast"),
-                 _P + "batch:build_batch", {"n_particles": 8, "steps": 20, "report_interval": 2,
+                 _P + "batch:build_batch", {"n_particles": 8, "steps": 20, "n_frames": 11,
                                              "equilibration_steps": 0}),
 ):
     SYSTEM_REGISTRY.register(_record.name, _record)

@@ -1,6 +1,6 @@
 """The registry of metric kinds: how a system's rollouts are scored against its simulations.
 
-A system's facts name its metric (:attr:`openmm_closure.catalog.SystemFacts.metric`);
+A system's facts name its metric (``metric`` of :class:`openmm_closure.catalog.SystemFacts`);
 :data:`METRIC_KINDS` maps that name to a :class:`MetricKind`, whose functions the
 evaluation (``openmm-closure evaluate``) and the stage-2 selection call. Other packages
 add kinds under the entry-point group ``openmm_closure.metrics``. Numpy only (no torch,

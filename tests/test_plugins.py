@@ -140,3 +140,20 @@ def test_plugin_system_and_dynamics_end_to_end(tmp_path):
     res = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, env=_env(), timeout=120)
     assert res.returncode == 0 and res.stdout.startswith("OK"), res.stdout + res.stderr[-2000:]
     assert float(res.stdout.split()[1]) > 0  # the trained linear flow moves the state
+
+
+@pytest.mark.parametrize("name", ["particles2d", "lj-mixing", "polymer"])
+def test_every_system_record_builds_with_its_test_parameters(name):
+    from openmm_closure import catalog, simulate, systems
+
+    record = catalog.SYSTEM_REGISTRY[name]
+    assert catalog.CATALOG[name] is record.facts and systems.SYSTEMS[name] is record.build_fn()
+    assert set(record.regimes) <= set(simulate.REGIMES)
+    params = dict(record.test_params)
+    n = params.pop("n_particles")
+    for regime in record.regimes:
+        spec = systems.build(name, n_particles=n, regime=regime, seed=1, **params)
+        assert spec.name == name and spec.positions.shape == (n, 3)
+        assert spec.n_frames == 11 and spec.n_steps == 20  # cheap: a few frames
+    with pytest.raises(ValueError, match="regime"):
+        systems.build(name, n_particles=n, regime="no-such-regime", **params)
