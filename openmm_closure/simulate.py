@@ -38,6 +38,7 @@ from .data import (
 
 __all__ = ["simulate_ensemble", "replica_seed", "parse_param", "parse_params"]
 
+
 class _Regimes(Sequence):
     """Every registered system's regimes, in registration order (a live view of the registry)."""
 

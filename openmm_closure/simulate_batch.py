@@ -75,11 +75,19 @@ def run_batch(tasks: Sequence[dict], write: Sequence[int] | None = None, method:
     from .reporters.macro import _names_for_types
     from .systems.batch import build_batch, run_batch_frames
 
+    from .catalog import SYSTEM_REGISTRY
+
     specs = _specs(tasks)
     spec0 = specs[0]
-    batched = build_batch(specs, method)
-    positions, times, platform = run_batch_frames(batched, spec0.report_interval, spec0.n_frames, tasks[0]["platform"],
-                                                 tasks[0].get("deterministic", False))
+    if len(specs) > 1 and SYSTEM_REGISTRY[spec0.name].batched is None:
+        # a system without a batched builder: each replica as a batch of one (its own System)
+        runs = [run_batch_frames(build_batch([s], method), spec0.report_interval, spec0.n_frames,
+                                 tasks[0]["platform"], tasks[0].get("deterministic", False)) for s in specs]
+        positions, times, platform = [r[0][0] for r in runs], runs[0][1], runs[0][2]
+    else:
+        batched = build_batch(specs, method)
+        positions, times, platform = run_batch_frames(batched, spec0.report_interval, spec0.n_frames,
+                                                     tasks[0]["platform"], tasks[0].get("deterministic", False))
     wanted = None if write is None else set(write)
     jobs = [(task, spec, x) for task, spec, x in zip(tasks, specs, positions)
             if wanted is None or task["index"] in wanted]

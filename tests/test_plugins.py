@@ -157,3 +157,36 @@ def test_every_system_record_builds_with_its_test_parameters(name):
         assert spec.n_frames == 11 and spec.n_steps == 20  # cheap: a few frames
     with pytest.raises(ValueError, match="regime"):
         systems.build(name, n_particles=n, regime="no-such-regime", **params)
+
+
+def test_a_batch_of_a_system_without_batched_builder_runs_one_by_one(tmp_path, monkeypatch):
+    """``run_batch`` of a registered system with ``batched=None`` runs each replica as its
+    own Context: the files equal the unbatched run's, bit for bit."""
+    import tables
+
+    from openmm_closure.catalog import SYSTEM_REGISTRY
+    from openmm_closure.data import replica_filename
+    from openmm_closure.simulate import replica_seed, simulate_ensemble
+    from openmm_closure.simulate_batch import run_batch
+
+    monkeypatch.syspath_prepend(str(PLUGIN))
+    import closure_trap
+
+    SYSTEM_REGISTRY.register("trap2d", closure_trap.TRAP, replace=True)
+    try:
+        params = {"steps": 8, "report_interval": 4}
+        one = simulate_ensemble("trap2d", tmp_path / "one", 2, platform="Reference", progress=False, batch=4,
+                                **params)
+        (tmp_path / "batch").mkdir()
+        tasks = [{"index": i, "path": str(tmp_path / "batch" / replica_filename(i)), "system": "trap2d",
+                  "regime": "in-dst", "n_particles": None, "seed": replica_seed(0, i), "platform": "Reference",
+                  "params": params, "deterministic": True} for i in range(2)]
+        assert len(run_batch(tasks)) == 2
+    finally:
+        SYSTEM_REGISTRY.unregister("trap2d")
+    for i in range(2):
+        with tables.open_file(str(one / replica_filename(i))) as a, \
+                tables.open_file(str(tmp_path / "batch" / replica_filename(i))) as b:
+            x, y = a.root.coordinates[:], b.root.coordinates[:]
+            assert x.shape == (3, 8, 3) and np.array_equal(x, y)
+            assert np.abs(x[-1] - x[0]).max() > 0  # Brownian motion moved them
