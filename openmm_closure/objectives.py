@@ -91,6 +91,8 @@ class Objective:
     to bind, stage 1 runs)."""
 
     skips_stage1: ClassVar[bool] = False
+    #: the encoder kind this objective brings itself (None: the ``--encoder`` the user picks)
+    own_encoder: ClassVar[Optional[str]] = None
 
     def __init__(self, model, config):
         self.model = model
@@ -138,6 +140,7 @@ class NoClosure(Objective):
     """
 
     skips_stage1: ClassVar[bool] = True
+    own_encoder: ClassVar[Optional[str]] = "none"
 
     @staticmethod
     def encoder_config(config: Any, frames: TrainingFrames) -> dict:
@@ -171,6 +174,8 @@ def _fixed_n(frames: TrainingFrames, method: str) -> int:
 class AEAugObjective(Objective):
     """AE-Aug: reconstruct the randomly permuted ordered particle vector, pointwise MSE."""
 
+    own_encoder: ClassVar[Optional[str]] = "flat-mlp"
+
     @staticmethod
     def encoder_config(config: Any, frames: TrainingFrames) -> dict:
         return {"kind": "flat-mlp", "n_particles": _fixed_n(frames, "ae-aug"),
@@ -192,6 +197,8 @@ class AEAugObjective(Objective):
 class AEInvEObjective(Objective):
     """AE-InvE: invariant encoder, MLP decoder to the stored particle order, pointwise MSE."""
 
+    own_encoder: ClassVar[Optional[str]] = "deepset-mlpdec"
+
     @staticmethod
     def encoder_config(config: Any, frames: TrainingFrames) -> dict:
         return {"kind": "deepset-mlpdec", **_deepset_kwargs(config),
@@ -206,6 +213,8 @@ class AEInvEObjective(Objective):
 
 class AEInvECDObjective(Objective):
     """AE-InvE-CD: invariant encoder, set decoder, Chamfer distance per species."""
+
+    own_encoder: ClassVar[Optional[str]] = "deepset-setdec"
 
     @staticmethod
     def encoder_config(config: Any, frames: TrainingFrames) -> dict:

@@ -150,6 +150,14 @@ class TrainConfig:
             raise ValueError(f"--drift must be one of {', '.join(DRIFTS.names())}, got {self.drift!r}")
         if self.method not in STAGE1_OBJECTIVES:
             raise ValueError(f"--method {self.method!r} unknown; choose from {sorted(STAGE1_OBJECTIVES)}")
+        from .models.registry import ENCODERS
+
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"--encoder must be one of {', '.join(ENCODERS.names())}, got {self.encoder!r}")
+        owners = {getattr(cls, "own_encoder", None): name for name, cls in STAGE1_OBJECTIVES.items()}
+        if self.encoder in owners and owners[self.encoder] != self.method:
+            raise ValueError(f"--encoder {self.encoder} is the encoder --method {owners[self.encoder]} brings itself; "
+                             f"use that method, or another encoder with --method {self.method}")
         for name in ("epochs_stage1", "epochs_stage2"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0")

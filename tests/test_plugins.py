@@ -190,3 +190,17 @@ def test_a_batch_of_a_system_without_batched_builder_runs_one_by_one(tmp_path, m
             x, y = a.root.coordinates[:], b.root.coordinates[:]
             assert x.shape == (3, 8, 3) and np.array_equal(x, y)
             assert np.abs(x[-1] - x[0]).max() > 0  # Brownian motion moved them
+
+
+@pytest.mark.parametrize("encoder, method, ok", [("flat-mlp", "ours", False), ("none", "inve", False),
+                                                 ("flat-mlp", "ae-aug", True), ("settransformer", "ours", True),
+                                                 ("deepset-setdec", "ae-inve", False)])
+def test_an_encoder_a_method_brings_itself_is_refused_elsewhere(encoder, method, ok):
+    from openmm_closure.training import TrainConfig
+
+    cfg = TrainConfig(data="d", out="o", encoder=encoder, method=method)
+    if ok:
+        cfg.check()
+    else:
+        with pytest.raises(ValueError, match=f"--encoder {encoder} is the encoder --method"):
+            cfg.check()
