@@ -19,9 +19,9 @@ error of a leap is the largest difference, over the observables, between the win
 mean of z̄ that MD produced and the one the surrogate predicted, in the model's scaled
 units (each observable's training range spans 2). A leap with error above ``tolerance``
 is rejected: the MD state before the leap is restored and the leap is retried, shorter
-by ``max(shrink, safety * sqrt(tolerance / error))``; an accepted leap lengthens the next
-by ``min(growth, safety * sqrt(tolerance / error))``, always within
-``[min_leap_ps, max_leap_ps]``. A leap at ``min_leap_ps`` is accepted whatever its error
+by the factor ``max(shrink, min(0.9, safety * sqrt(tolerance / error)))``; an accepted
+leap sets the next to its length times ``min(growth, max(1, safety * sqrt(tolerance /
+error)))``, always within ``[min_leap_ps, max_leap_ps]``. A leap at ``min_leap_ps`` is accepted whatever its error
 (logged as ``accept-min``). A guard exit (a leap leaving the training range of z, see
 :mod:`openmm_closure.guard`) cuts the leap at the last state inside the range; when not
 one surrogate step stays inside, MD runs on instead (``min_leap_ps`` of it), at once.

@@ -111,7 +111,9 @@ def test_run_reproducible_for_fixed_seeds(simulated_models, name):
         assert not np.array_equal(p0, out[2][2])
 
 
-def test_ensemble_members_own_noise_and_pool_equals_serial(simulated_models):
+def test_ensemble_members_own_noise_pool_and_dask_equal_serial(simulated_models):
+    from openmm_closure.cluster import SchedulerConfig
+
     dt = 0.04
     make = SystemFactory("lj-mixing", SMALL_SYSTEMS["lj-mixing"], seed=7, platform="Reference")
     opts = dict(burst_ps=dt, tolerance=1e6, leap_ps=2 * dt, lift_options={"attempts": 1})
@@ -119,9 +121,13 @@ def test_ensemble_members_own_noise_and_pool_equals_serial(simulated_models):
         warnings.simplefilter("ignore")
         serial = run_ensemble(make, simulated_models["lj-mixing"], 6 * dt, 2, seed=1, **opts)
         pool = run_ensemble(make, simulated_models["lj-mixing"], 6 * dt, 2, seed=1, workers=2, **opts)
+        dask = run_ensemble(make, simulated_models["lj-mixing"], 6 * dt, 2, seed=1,
+                            scheduler=SchedulerConfig("local", workers=2), **opts)
     assert len(serial) == 2 and not np.array_equal(serial[0].final_state, serial[1].final_state)
-    for a, b in zip(serial, pool):
+    assert any(s.source == "leap" for s in serial[0].segments)
+    for a, b, c in zip(serial, pool, dask):
         assert np.array_equal(a.trajectory()[1], b.trajectory()[1])
+        assert np.array_equal(a.trajectory()[1], c.trajectory()[1])
     with pytest.raises(ValueError, match="model directory"):
         run_ensemble(make, load_model(simulated_models["lj-mixing"]), 6 * dt, 2, workers=2, **opts)
 

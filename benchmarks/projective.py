@@ -1,0 +1,357 @@
+"""Coarse projective integration against pure MD, to the same horizon, measured side by side.
+
+For lj-mixing (SDE; a walled box that fits small machines, run to the reference horizon
+of 200 ps = 100,000 steps) and particles2d (ODE; N = 300, its full horizon of 300 steps)
+this script
+
+1. simulates a training set and trains a small model (or reuses both from ``--out``);
+2. lj-mixing: measures how long the lifted particles need before the encoder's ẑ (and
+   z̄) is back within the MD ensemble's spread: from MD states at three times it lifts the
+   encoded state, runs MD on and compares z after the lift with the MD ensemble at the
+   same times (mean and std over ``K`` runs), in units of that std. The first frame from
+   which every component stays within 2 std is the healing time; it sets ``relax_ps``;
+3. runs pure MD: ``K`` runs from one initial configuration, each its own thermostat noise
+   (lj-mixing), or one run from each of ``K`` initial configurations (particles2d);
+4. runs the projective scheme (:mod:`openmm_closure.projective`) for the same members,
+   for each setting of the maximal leap, serially on one core like the MD;
+
+and prints the wall time of each, the speed-up, the accuracy at the end (lj-mixing: the
+squared MMD of the K final z̄ against the K MD ones beside the finite-ensemble floor
+:func:`openmm_closure.metrics.mmd_floor`; particles2d: the energy MRE over the horizon
+against MD and the relative error at the end) and the share of the projective wall time
+in MD, the surrogate (encoding and rollouts) and lifts. The target is a speed-up of 10x at
+an MMD within 2x of the floor; the last line names the largest speed-up that keeps that
+accuracy, or the measured reason none does. ``timeline.png`` in ``--out`` shows member 0
+of lj-mixing (MD bursts, leaps, lifts) over the pure-MD ensemble of R_AB.
+
+Everything (data, models, MD runs, projective runs) is cached under ``--out``: a rerun
+resumes and prints the same table.
+
+    python benchmarks/projective.py --out runs/projective               # --scale 1: ~15 min on 2 cores
+    python benchmarks/projective.py --out runs/projective --scale 4     # 32 members, 32 training runs
+
+``--scale s`` multiplies the ensemble size K (8), the training runs (8 lj-mixing, 16
+particles2d) and the training epochs by s; the cost of each part grows linearly with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+LJ = dict(walls=(10.0, 10.0), steps=100_000, report_interval=200, relax_steps=1000)
+P2D = dict(n_particles=300, steps=300, report_interval=1)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def train(name: str, params: dict, out: Path, replicas: int, epochs: int, platform: str):
+    """A small model on a simulated training set (both cached)."""
+    from openmm_closure import load_model
+    from openmm_closure.data import load
+    from openmm_closure.simulate import simulate_ensemble
+    from openmm_closure.training import TrainConfig, train_on
+
+    model_dir = out / f"model-{name}"
+    if not (model_dir / "config.json").is_file():
+        t0 = time.perf_counter()
+        data = simulate_ensemble(name, out / f"data-{name}", replicas, seed=1, platform=platform, progress=False,
+                                 **params)
+        log(f"{name}: {replicas} training runs simulated in {time.perf_counter() - t0:.0f} s")
+        t0 = time.perf_counter()
+        cfg = TrainConfig(data=str(data), out=str(model_dir), epochs_stage1=epochs, epochs_stage2=4 * epochs,
+                          samples=128, flow_transforms=2, flow_hidden=(32, 32), dynamics_hidden=(64, 64),
+                          encoder_hidden=(32,), encoder_embed=16, batch_size=8, batch_size_stage2=64,
+                          frames_per_trajectory=40, progress=False, device="cpu", seed=0)
+        train_on(load(data), cfg)
+        log(f"{name}: model trained in {time.perf_counter() - t0:.0f} s")
+    return load_model(model_dir)
+
+
+def md_member(make, model, member: int, frames: int) -> tuple:
+    """One MD run: raw z (frames + 1, D) at every model frame, and the wall time of the steps."""
+    from openmm_closure.handover import ClosureSimulation
+
+    cs = ClosureSimulation(make(member), model)
+    fs = max(1, int(round(model.dt / cs.simulation.integrator.getStepSize()._value)))
+    z, wall = [cs.current_state()], 0.0
+    for _ in range(frames):
+        t0 = time.perf_counter()
+        cs.simulation.step(fs)
+        wall += time.perf_counter() - t0
+        z.append(cs.current_state())
+    return np.asarray(z), wall
+
+
+def md_ensemble(make, model, members: int, frames: int, path: Path) -> dict:
+    if path.is_file():
+        d = np.load(path)
+        return {"z": d["z"], "wall": d["wall"]}
+    zs, walls = [], []
+    for k in range(members):
+        z, w = md_member(make, model, k, frames)
+        zs.append(z)
+        walls.append(w)
+        log(f"  MD member {k}: {w:.1f} s")
+    np.savez(path, z=np.asarray(zs), wall=np.asarray(walls))
+    return {"z": np.asarray(zs), "wall": np.asarray(walls)}
+
+
+def healing(make, model, md: np.ndarray, starts: tuple, after: int, lift_options: dict, path: Path) -> dict:
+    """z after a lift vs the MD ensemble, in units of its std, per frame after the lift."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    from openmm_closure.handover import ClosureSimulation
+    from openmm_closure.lift import lift_configuration
+
+    cs = ClosureSimulation(make(0), model)
+    sim, m = cs.simulation, model.macro_dim
+    fs = max(1, int(round(model.dt / sim.integrator.getStepSize()._value)))
+    mean, std = md.mean(axis=0), md.std(axis=0) + 1e-12
+    dev = []
+    done = 0
+    for s in starts:
+        sim.step(fs * (s - done))
+        done = s
+        z = cs.current_state()
+        keep = sim.context.getState(getPositions=True, getVelocities=True, getParameters=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lift_configuration(sim, model, z[m:], z[:m], cs.types, seed=s, **lift_options)
+        rows = [cs.current_state()]
+        for _ in range(after):
+            sim.step(fs)
+            rows.append(cs.current_state())
+        dev.append(np.abs(np.asarray(rows) - mean[s: s + after + 1]) / std[s: s + after + 1])
+        sim.context.setState(keep)
+    d = np.mean(dev, axis=0)  # (after + 1, D), averaged over the starts
+    obs, clo = d[:, :m].max(axis=1), d[:, m:].max(axis=1) if d.shape[1] > m else np.zeros(len(d))
+    worst = np.maximum(obs, clo)
+    ok = [h for h in range(len(worst)) if np.all(worst[h:] <= 2.0)]
+    out = {"observables": obs.tolist(), "closure": clo.tolist(), "heal_frames": ok[0] if ok else after}
+    path.write_text(json.dumps(out))
+    return out
+
+
+def projective(make, model, members: int, frames: int, options: dict, path: Path) -> dict:
+    """K projective members (serial), cached: final states, accepted timelines, costs, events."""
+    if path.is_file():
+        d = np.load(path, allow_pickle=True)
+        return d["result"].item()
+    from openmm_closure.handover import ClosureSimulation
+    from openmm_closure.projective import ProjectiveIntegrator
+
+    finals, costs, acts, grids, member0 = [], [], {}, [], None
+    for k in range(members):
+        cs = ClosureSimulation(make(k), model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = ProjectiveIntegrator(cs, seed=1000 + k, **options).run(frames * model.dt)
+        finals.append(res.final_state)
+        costs.append(dict(res.cost, md_ps=res.time_in("md"), leap_ps=res.time_in("leap")))
+        for e in res.events:
+            acts[e.action] = acts.get(e.action, 0) + 1
+        grids.append(on_grid(res, model.dt, frames))
+        if k == 0:
+            member0 = [(s.source, s.times, s.states, s.accepted) for s in res.segments]
+        log(f"  projective member {k}: {res.summary()}")
+    out = {"final": np.asarray(finals), "cost": costs, "actions": acts, "grid": np.asarray(grids),
+           "member0": member0}
+    np.savez(path, result=np.asarray(out, dtype=object))
+    return out
+
+
+def on_grid(res, dt: float, frames: int) -> np.ndarray:
+    """(frames + 1, D) the accepted timeline at every model frame (MD rows before leap rows)."""
+    t, z, src = res.trajectory(("md", "leap"))
+    t0 = t[0]
+    out = np.full((frames + 1, z.shape[1]), np.nan)
+    for order in ("leap", "md"):
+        for ti, zi, si in zip(t, z, src):
+            if si == order:
+                out[int(round((ti - t0) / dt))] = zi
+    return out
+
+
+def settings(max_leaps: list, burst: int, relax: int, tolerance: float, dt: float, lift_options: dict) -> list:
+    return [dict(burst_ps=burst * dt, relax_ps=relax * dt, tolerance=tolerance, leap_ps=min(4, ml) * dt,
+                 min_leap_ps=dt, max_leap_ps=ml * dt, samples=8, lift_options=lift_options) for ml in max_leaps]
+
+
+def shares(cost: list) -> str:
+    tot = sum(c["total"] for c in cost)
+    return ", ".join(f"{k} {100 * sum(c[k] for c in cost) / tot:.0f}%" for k in ("md", "surrogate", "lift"))
+
+
+def run_lj(args, out: Path) -> list:
+    from openmm_closure.metrics import mmd, mmd_floor
+    from openmm_closure.projective import SystemFactory
+
+    model = train("lj-mixing", LJ, out, args.replicas, args.epochs, args.platform)
+    frames = LJ["steps"] // LJ["report_interval"]
+    make = SystemFactory("lj-mixing", LJ, seed=99, platform=args.platform)
+    m = model.macro_dim
+    log(f"lj-mixing: MD ensemble of {args.members} runs, {frames} frames each")
+    md = md_ensemble(make, model, args.members, frames, out / "lj-md.npz")
+    lift_options = dict(attempts=1, minimize_iterations=100)
+    heal = healing(make, model, md["z"], (25, 125, 250), 10, lift_options, out / "lj-healing.json")
+    relax = heal["heal_frames"] if args.relax is None else args.relax
+    rows = []
+    floor = mmd_floor(md["z"][:, -1:, :m], args.members, args.members)
+    frozen = mmd(np.repeat(md["z"][:, :1, :m], 1, axis=1), md["z"][:, -1:, :m])
+    for opts in settings(args.max_leaps, 1, relax, args.tolerance, model.dt, lift_options):
+        ml = int(round(opts["max_leap_ps"] / model.dt))
+        log(f"lj-mixing: projective, max leap {ml} frames, relax {relax}")
+        pr = projective(make, model, args.members, frames, opts, out / f"lj-proj-max{ml}-relax{relax}.npz")
+        t_proj = sum(c["total"] for c in pr["cost"])
+        score = mmd(pr["final"][:, None, :m], md["z"][:, -1:, :m])
+        rows.append(dict(max_leap=ml, relax=relax, t_md=float(md["wall"].sum()), t_proj=t_proj,
+                         speedup=float(md["wall"].sum()) / t_proj, mmd=score, floor=floor, frozen=frozen,
+                         shares=shares(pr["cost"]), actions=pr["actions"],
+                         md_share=float(np.mean([c["md_ps"] for c in pr["cost"]])) / (frames * model.dt),
+                         pr=pr))
+    return [model, md, heal, rows]
+
+
+def run_p2d(args, out: Path) -> list:
+    from openmm_closure.metrics import mre
+    from openmm_closure.projective import ProjectiveIntegrator  # noqa: F401  (imported for its errors early)
+
+    model = train("particles2d", P2D, out, 2 * args.replicas, args.epochs, args.platform)
+    frames = P2D["steps"] // P2D["report_interval"]
+
+    class Seeds:  # one initial configuration per member (a deterministic flow: no noise to vary)
+        def __call__(self, member):
+            from openmm_closure import systems
+
+            return systems.build("particles2d", seed=500 + member, **P2D).make_simulation(args.platform)
+
+    make = Seeds()
+    log(f"particles2d: MD, {args.members} initial configurations, {frames} frames each")
+    md = md_ensemble(make, model, args.members, frames, out / "p2d-md.npz")
+    rows = []
+    for opts in settings(args.max_leaps, 1, 0, args.tolerance, model.dt, {}):
+        ml = int(round(opts["max_leap_ps"] / model.dt))
+        pr = projective(make, model, args.members, frames, opts, out / f"p2d-proj-max{ml}.npz")
+        t_proj = sum(c["total"] for c in pr["cost"])
+        e_md, e_pr = md["z"][:, :, 0], pr["grid"][:, :, 0]
+        rows.append(dict(max_leap=ml, t_md=float(md["wall"].sum()), t_proj=t_proj,
+                         speedup=float(md["wall"].sum()) / t_proj, mre=mre(e_pr, e_md),
+                         end=float(np.mean(np.abs(e_pr[:, -1] - e_md[:, -1]) / np.abs(e_md[:, -1]))),
+                         shares=shares(pr["cost"]), actions=pr["actions"],
+                         md_share=float(np.mean([c["md_ps"] for c in pr["cost"]])) / (frames * model.dt)))
+    return [model, md, rows]
+
+
+def figure(model, md: dict, row: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.arange(md["z"].shape[1]) * model.dt
+    r = md["z"][:, :, 0]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    ax.fill_between(t, r.mean(0) - r.std(0), r.mean(0) + r.std(0), color="0.85", label=f"pure MD, {len(r)} runs (mean ± std)")
+    ax.plot(t, r.mean(0), color="0.5", lw=1)
+    seen = set()
+    style = {"md": dict(color="tab:blue", lw=2.0), "leap": dict(color="tab:orange", lw=1.2)}
+    for src, times, states, acc in row["pr"]["member0"]:
+        lab = {"md": "MD burst", "leap": "surrogate leap", "lift": "lift"}[src]
+        if not acc:
+            lab = "rejected leap" if src == "leap" else None
+            if src == "leap":
+                ax.plot(times, states[:, 0], color="tab:red", lw=0.8, ls=":", label=None if lab in seen else lab)
+                seen.add(lab)
+            continue
+        if src == "lift":
+            ax.plot(times, states[:, 0], "v", color="tab:green", ms=4, label=None if lab in seen else lab)
+        else:
+            ax.plot(times, states[:, 0], **style[src], label=None if lab in seen else lab)
+        seen.add(lab)
+    ax.set_xlabel("time (ps)")
+    ax.set_ylabel(model.observables[0])
+    ax.set_title(f"lj-mixing, projective member 0 (max leap {row['max_leap']} frames): "
+                 f"{row['speedup']:.1f}x less wall time than MD", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="cache folder (data, models, runs, timeline.png)")
+    p.add_argument("--scale", type=float, default=1.0, help="multiplies members, training runs and epochs")
+    p.add_argument("--max-leaps", default="25,50,125", help="maximal leaps to compare, in model frames")
+    p.add_argument("--tolerance", type=float, default=0.3, help="error-control tolerance (scaled units)")
+    p.add_argument("--relax", type=int, default=None, help="frames of MD after a lift (default: measured)")
+    p.add_argument("--platform", default="CPU", help="OpenMM platform")
+    p.add_argument("--systems", default="lj-mixing,particles2d", help="comma-separated systems to run")
+    args = p.parse_args()
+    if args.scale <= 0:
+        p.error(f"--scale must be > 0, got {args.scale}")
+    args.members = max(2, int(round(8 * args.scale)))
+    args.replicas = max(2, int(round(8 * args.scale)))
+    args.epochs = max(2, int(round(6 * args.scale)))
+    args.max_leaps = [int(v) for v in args.max_leaps.split(",")]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, 1 torch thread, OpenMM platform {args.platform}, scale {args.scale:g}: "
+          f"K = {args.members} members, {args.replicas} training runs, {args.epochs} stage-1 epochs")
+    names = args.systems.split(",")
+    if "lj-mixing" in names:
+        model, md, heal, rows = run_lj(args, out)
+        n = md["z"].shape[1] - 1
+        print(f"\nlj-mixing ({LJ['walls'][0]:g} x {LJ['walls'][1]:g} nm walls, 64 atoms), horizon {n * model.dt:g} ps = "
+              f"{LJ['steps']} MD steps, K = {args.members}")
+        print("  healing after a lift (|z - MD mean| / MD std, mean of 3 lifts), frames of "
+              f"{model.dt:g} ps after the lift:")
+        print("    frame      " + " ".join(f"{h:5d}" for h in range(len(heal["observables"]))))
+        print("    z̄ (max)    " + " ".join(f"{v:5.2f}" for v in heal["observables"]))
+        print("    ẑ (max)    " + " ".join(f"{v:5.2f}" for v in heal["closure"]))
+        print(f"    -> within 2 std from frame {heal['heal_frames']} on: relax_ps = {rows[0]['relax'] * model.dt:g}")
+        print(f"  pure MD: {rows[0]['t_md']:.1f} s for {args.members} runs; MMD^2 floor {rows[0]['floor']:.3g}, "
+              f"frozen initial state {rows[0]['frozen']:.3g}")
+        print("  max leap   projective s   speed-up   MD time share   end MMD^2   / floor   wall shares (MD, surrogate, lift)   decisions")
+        for r in rows:
+            print(f"  {r['max_leap'] * model.dt:6g} ps  {r['t_proj']:12.1f}  {r['speedup']:8.1f}x  {100 * r['md_share']:12.0f}%  "
+                  f"{r['mmd']:10.3g}  {r['mmd'] / r['floor']:7.2f}   {r['shares']:34s}  {r['actions']}")
+        good = [r for r in rows if r["mmd"] <= 2 * r["floor"]]
+        best = max(good, key=lambda r: r["speedup"]) if good else None
+        if best and best["speedup"] >= 10:
+            print(f"  target met: {best['speedup']:.1f}x at MMD^2 {best['mmd'] / best['floor']:.2f}x the floor")
+        elif best:
+            print(f"  target not met: the largest speed-up within 2x of the floor is {best['speedup']:.1f}x "
+                  f"(max leap {best['max_leap'] * model.dt:g} ps); {best['shares']} of its wall time")
+        else:
+            print("  target not met: no setting is within 2x of the floor "
+                  f"(best {min(r['mmd'] / r['floor'] for r in rows):.2f}x)")
+        figure(model, md, (best or rows[0]), out / "timeline.png")
+        print(f"  timeline figure: {out / 'timeline.png'}")
+    if "particles2d" in names:
+        model, md, rows = run_p2d(args, out)
+        n = md["z"].shape[1] - 1
+        print(f"\nparticles2d (N = 300, ODE), horizon {n * model.dt:g} ps = {P2D['steps']} steps, "
+              f"{args.members} initial configurations")
+        print(f"  pure MD: {rows[0]['t_md']:.2f} s")
+        print("  max leap   projective s   speed-up   MD time share   energy MRE   end rel. error   wall shares   decisions")
+        for r in rows:
+            print(f"  {r['max_leap'] * model.dt:6g} ps  {r['t_proj']:12.2f}  {r['speedup']:8.2f}x  {100 * r['md_share']:12.0f}%  "
+                  f"{r['mre']:10.3g}  {r['end']:14.3g}   {r['shares']}  {r['actions']}")
+
+
+if __name__ == "__main__":
+    main()
