@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -192,7 +193,8 @@ class ProjectiveIntegrator:
 
     Arguments:
         closure_simulation: a :class:`~openmm_closure.handover.ClosureSimulation` (its
-            Simulation, model and species are used).
+            Simulation, model and species are used); :meth:`for_simulation` takes a bare
+            ``openmm.app.Simulation``.
         burst_ps: MD observed after each lift (and at the start), ps (> 0, at least one
             model frame ``model.dt``; rounded to whole frames).
         relax_ps: MD right after a lift before the burst is observed (the lifted
@@ -245,6 +247,12 @@ class ProjectiveIntegrator:
         lo = self.model.state_scaler.lo.detach().cpu().double().numpy()[:m]
         hi = self.model.state_scaler.hi.detach().cpu().double().numpy()[:m]
         self._span = np.where(hi > lo, hi - lo, 1.0)
+
+    @classmethod
+    def for_simulation(cls, simulation: Any, model: Any, **options: Any) -> "ProjectiveIntegrator":
+        """A projective integrator on a bare ``openmm.app.Simulation`` (species matched from
+        its atom names; no timeline file): ``options`` as for the constructor."""
+        return cls(_Coupling(simulation, model), **options)
 
     def _frames(self, name: str, ps: float, least: int) -> int:
         n = int(round(float(ps) / self.dt))
@@ -446,19 +454,45 @@ class SystemFactory:
         return sim
 
 
+class _Coupling:
+    """What a projective run needs of a :class:`~openmm_closure.handover.ClosureSimulation`
+    (``simulation``, ``model``, ``types``, ``integrator``, ``names``, ``current_state()``),
+    for a bare ``openmm.app.Simulation`` (species from the atom names)."""
+
+    def __init__(self, simulation: Any, model: Any) -> None:
+        from openmm_closure.reporters.closure import match_species
+
+        from .species import check_species
+        from .surrogate import SurrogateIntegrator
+
+        self.simulation, self.model = simulation, model
+        self.integrator = SurrogateIntegrator(model)
+        types = match_species([a.name for a in simulation.topology.atoms()], model.config.get("species") or [])
+        self.types = check_species(np.asarray(types, dtype=np.int64), model.n_species, model.spec.species,
+                                   model.spec.system)
+        self.names = self.integrator.names
+
+    def current_state(self) -> np.ndarray:
+        from openmm import unit
+
+        st = self.simulation.context.getState(getPositions=True)
+        pos = np.asarray(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
+        z = self.model.unscale(self.integrator.initial_state(pos, self.types))
+        return z.detach().cpu().numpy().astype(np.float64)
+
+
 def _member(make_simulation: Callable, model: Any, member: int, time_ps: float, seed: int,
             options: dict) -> ProjectiveResult:
     """One ensemble member: build its simulation, run it projectively (a Dask or pool task)."""
     import torch
 
-    from .handover import ClosureSimulation
     from .model import load_model
 
     torch.set_num_threads(1)
-    if not hasattr(model, "encode"):
+    if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
-    cs = ClosureSimulation(make_simulation(member), model)
-    return ProjectiveIntegrator(cs, seed=_seed(seed, member), **options).run(time_ps)
+    return ProjectiveIntegrator.for_simulation(make_simulation(member), model, seed=_seed(seed, member),
+                                               **options).run(time_ps)
 
 
 def run_ensemble(make_simulation: Callable, model: Any, time_ps: float, members: int, *, seed: int = 0,
@@ -487,9 +521,10 @@ def run_ensemble(make_simulation: Callable, model: Any, time_ps: float, members:
     check_options(time_ps, options.get("burst_ps", 1.0), options.get("relax_ps", 0.0), options.get("tolerance", 0.2),
                   1.0, 1.0, 1.0, options.get("growth", 2.0), options.get("shrink", 0.25),
                   options.get("safety", 0.9), options.get("samples", 8), seed)
-    if (workers > 1 or scheduler is not None) and hasattr(model, "encode"):
+    is_path = isinstance(model, (str, os.PathLike))
+    if (workers > 1 or scheduler is not None) and not is_path:
         raise ValueError("pass the model directory (not a loaded model) to run members in other processes")
-    calls = [(k, (make_simulation, model if hasattr(model, "encode") else str(model), k, float(time_ps),
+    calls = [(k, (make_simulation, os.fspath(model) if is_path else model, k, float(time_ps),
                   int(seed), dict(options))) for k in range(int(members))]
     if scheduler is not None:
         from .cluster import open_client, run_tasks
