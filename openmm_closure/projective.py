@@ -17,14 +17,19 @@ Error control, as in an adaptive ODE solver: from the lifted state the surrogate
 predicts the next burst (the mean of ``samples`` members over the observed window). The
 error of a leap is the largest difference, over the observables, between the window
 mean of z̄ that MD produced and the one the surrogate predicted, in the model's scaled
-units (each observable's training range spans 2). A leap with error above ``tolerance``
-is rejected: the MD state before the leap is restored and the leap is retried, shorter
-by the factor ``max(shrink, min(0.9, safety * sqrt(tolerance / error)))``; an accepted
-leap sets the next to its length times ``min(growth, max(1, safety * sqrt(tolerance /
-error)))``, always within ``[min_leap_ps, max_leap_ps]``. A leap at ``min_leap_ps`` is accepted whatever its error
-(logged as ``accept-min``). A guard exit (a leap leaving the training range of z, see
-:mod:`openmm_closure.guard`) cuts the leap at the last state inside the range; when not
-one surrogate step stays inside, MD runs on instead (``min_leap_ps`` of it), at once.
+units (each observable's training range spans 2); a lift whose z̄ misses its target by
+more than ``tolerance`` (the same units) fails the leap at once, without a burst. A leap
+with error above ``tolerance`` is rejected: the MD state before the leap is restored and
+the leap is retried, shorter by the factor ``max(shrink, min(0.9, safety *
+sqrt(tolerance / error)))``; an accepted leap sets the next to its length times
+``min(growth, max(1, safety * sqrt(tolerance / error)))`` (rounded to whole frames, at
+least one frame longer when the factor exceeds 1), always within ``[min_leap_ps,
+max_leap_ps]``. When even a leap of ``min_leap_ps`` fails, MD carries on from the restored
+state (``md-fallback``) for ``min_leap_ps``, twice as long after each such failure in a row
+(at most ``max_leap_ps``), and leaps are tried again. A guard exit (a leap leaving the
+training range of z, see :mod:`openmm_closure.guard`) cuts the leap at the last state
+inside the range; when not one surrogate step stays inside, MD runs on instead
+(``min_leap_ps`` of it), at once.
 Every decision is an :class:`Event` of the result and a ``logging`` record of the
 ``openmm_closure.projective`` logger.
 
@@ -80,12 +85,12 @@ class Event:
 
     Attributes:
         time: simulation time (ps) at which the leap started.
-        action: ``accept``, ``reject``, ``accept-min`` (accepted at the minimum leap),
-            ``guard`` (leap cut at the training range's edge), ``guard-md`` (no leap: MD
-            ran on) or ``lift-miss`` (the lifted z̄ missed its target by more than the
-            lift tolerance).
+        action: ``accept``, ``reject``, ``md-fallback`` (the minimum leap failed: MD ran
+            on instead), ``guard`` (leap cut at the training range's edge) or ``guard-md``
+            (no leap inside the range: MD ran on).
         leap_ps: the leap's length (ps) as taken.
-        error: the burst's disagreement with the prediction (scaled units), NaN where none.
+        error: the lift's miss of z̄ or the burst's disagreement with the prediction
+            (scaled units), NaN where none.
         next_leap_ps: the leap length the next attempt uses.
     """
 
@@ -200,7 +205,8 @@ class ProjectiveIntegrator:
         relax_ps: MD right after a lift before the burst is observed (the lifted
             particles heal; ps >= 0, whole frames).
         tolerance: allowed disagreement between the burst and the surrogate's prediction,
-            max over observables of |Δ mean z̄| in scaled units (training range spans 2).
+            max over observables of |Δ mean z̄| in scaled units (training range spans 2);
+            also the allowed miss of a lift's z̄.
         leap_ps: the first leap (ps); ``min_leap_ps`` / ``max_leap_ps`` its bounds (whole
             surrogate steps of ``model.dt``; at least one).
         growth: the largest factor by which an accepted leap lengthens the next (> 1).
@@ -352,6 +358,7 @@ class ProjectiveIntegrator:
         z_now = seg.states[-1]  # the MD state the next leap starts from
         leap = self.leap0
         k = 0  # leap attempts (seeds)
+        failures = 0  # minimum leaps failed in a row
         while done < total:
             left = total - done
             after = self.relax + self.burst  # frames of MD that follow a leap
@@ -385,40 +392,50 @@ class ProjectiveIntegrator:
             lifted = self._lift(end, _seed(self.seed, k, 1), cost)
             context.setTime(t_start + take * self.dt)
             context.setStepCount(step0 + take * self.frame_steps)
-            if not lifted.ok:
-                self._event(res, t_start, "lift-miss", take, lifted.deviation, take)
             lift_state = self.cs.current_state()
             lift_seg = Segment("lift", np.asarray([self._clock()]), lift_state[None])
-            # the surrogate's prediction of the burst from the lifted macroscopic state
-            pred = self._rollout(end, after, self.samples, _seed(self.seed, k, 2), cost)
-            relax_seg = self._md(self.relax, cost) if self.relax else None
-            burst = self._md(self.burst, cost)
-            md_mean = burst.states[1:, :m].mean(axis=0)
-            pr_mean = pred.samples[:, self.relax + 1: after + 1, :m].mean(axis=(0, 1))
-            err = float(np.max(2.0 * np.abs(md_mean - pr_mean) / self._span))
-            if not np.isfinite(err):
-                err = float("inf")
-            ratio = self._ratio(err)
-            if err > self.tolerance and take > self.min_leap:
-                nxt = max(self.min_leap, min(take - 1, int(take * max(self.shrink, min(ratio, 0.9)))))
-                self._event(res, t_start, "reject", take, err, nxt)
-                for s in (leap_seg, lift_seg, relax_seg, burst):
-                    if s is not None:
-                        s.accepted = False
-                        res.segments.append(s)
+            relax_seg = burst = None
+            # a lift that misses z̄ by more than the tolerance fails the leap without a burst
+            err = float(lifted.deviation) if np.isfinite(lifted.deviation) else float("inf")
+            if err <= self.tolerance:
+                # the surrogate's prediction of the burst from the macroscopic state lifted
+                pred = self._rollout(end, after, self.samples, _seed(self.seed, k, 2), cost)
+                relax_seg = self._md(self.relax, cost) if self.relax else None
+                burst = self._md(self.burst, cost)
+                md_mean = burst.states[1:, :m].mean(axis=0)
+                pr_mean = pred.samples[:, self.relax + 1: after + 1, :m].mean(axis=(0, 1))
+                err = float(np.max(2.0 * np.abs(md_mean - pr_mean) / self._span))
+                if not np.isfinite(err):
+                    err = float("inf")
+            pieces = [x for x in (leap_seg, lift_seg, relax_seg, burst) if x is not None]
+            if err > self.tolerance:
+                for x in pieces:
+                    x.accepted = False
+                res.segments.extend(pieces)
                 context.setState(checkpoint)
                 context.setStepCount(step0)
-                leap = nxt
+                if take > self.min_leap:
+                    nxt = max(self.min_leap, min(take - 1, int(take * max(self.shrink, min(self._ratio(err), 0.9)))))
+                    self._event(res, t_start, "reject", take, err, nxt)
+                    leap = nxt
+                    continue
+                # even the shortest leap fails: MD carries on, longer after each failure in a row
+                failures += 1
+                md = min(left, min(self.max_leap, self.min_leap * 2 ** (failures - 1)))
+                self._event(res, t_start, "md-fallback", take, err, self.min_leap)
+                seg = self._md(md, cost)
+                res.segments.append(seg)
+                done += md
+                z_now = seg.states[-1]
+                leap = self.min_leap
                 continue
-            if err <= self.tolerance:
-                action, nxt = "accept", int(math.floor(base * min(self.growth, max(1.0, ratio))))
-            else:
-                action, nxt = "accept-min", self.min_leap
+            failures = 0
+            factor = min(self.growth, max(1.0, self._ratio(err)))
+            nxt = int(round(base * factor))
+            nxt = nxt + 1 if factor > 1 and nxt == base else nxt
             nxt = max(self.min_leap, min(self.max_leap, nxt))
-            self._event(res, t_start, action, take, err, nxt)
-            for s in (leap_seg, lift_seg, relax_seg, burst):
-                if s is not None:
-                    res.segments.append(s)
+            self._event(res, t_start, "accept", take, err, nxt)
+            res.segments.extend(pieces)
             done += take + after
             z_now = burst.states[-1]
             leap = nxt

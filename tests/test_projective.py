@@ -40,7 +40,13 @@ def test_contradicted_leap_is_shortened_agreeing_leap_lengthened(simulated_model
     assert ev[1].time == pytest.approx(ev[0].time)  # retried from the restored MD state
     leaps = [s for s in res.segments if s.source == "leap"]
     assert not leaps[0].accepted and np.array_equal(leaps[0].states[0], leaps[1].states[0])
-    assert all(e.action in ("reject", "accept-min", "guard", "guard-md", "lift-miss") for e in ev)
+    assert all(e.action in ("reject", "md-fallback", "guard", "guard-md") for e in ev)
+    # even the shortest leap fails: MD carries on, twice as long after each failure in a row
+    md_runs = [s for s in res.segments if s.source == "md" and s.accepted][1:]
+    fallbacks = [e for e in ev if e.action == "md-fallback"]
+    assert fallbacks and res.time_in("leap") == 0
+    lengths = [round((s.times[-1] - s.times[0]) / dt) for s in md_runs]
+    assert lengths[:3] == [1, 2, 4][: len(lengths[:3])]
     assert _clock(cs) == pytest.approx(12 * dt)  # the run ends at the horizon, in MD
     # rejected segments stay out of the timeline, which runs forward in time
     t, z, src = res.trajectory()
