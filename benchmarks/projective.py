@@ -237,7 +237,10 @@ def run_lj(args, out: Path) -> list:
         rows.append(dict(max_leap=ml, burst=b, relax=relax, t_md=float(md["wall"].sum()), t_proj=t_proj,
                          mmd_t=mmd(pr["grid"][:, :, :m], md["z"][:, :, :m]), floor_t=floor_t,
                          t_md_now=per_step_now * LJ["steps"] * args.members,
-                         speedup=float(md["wall"].sum()) / t_proj, mmd=score, floor=floor, frozen=frozen,
+                         speedup=min(float(md["wall"].sum()), per_step_now * LJ["steps"] * args.members) / t_proj,
+                         speedup_cached=float(md["wall"].sum()) / t_proj,
+                         speedup_now=per_step_now * LJ["steps"] * args.members / t_proj,
+                         mmd=score, floor=floor, frozen=frozen,
                          shares=shares(pr["cost"]), actions=pr["actions"],
                          md_share=float(np.mean([c["md_ps"] for c in pr["cost"]])) / (frames * model.dt),
                          pr=pr))
@@ -270,7 +273,7 @@ def run_p2d(args, out: Path) -> list:
         rows.append(dict(max_leap=ml, burst=b, t_md=float(md["wall"].sum()), t_proj=t_proj,
                          speedup=float(md["wall"].sum()) / t_proj, mre=mre(e_pr, e_md),
                          end=float(np.mean(np.abs(e_pr[:, -1] - e_md[:, -1]) / np.abs(e_md[:, -1]))),
-                         shares=shares(pr["cost"]), actions=pr["actions"],
+                         shares=shares(pr["cost"]), actions=pr["actions"], pr_cost=pr["cost"],
                          md_share=float(np.mean([c["md_ps"] for c in pr["cost"]])) / (frames * model.dt)))
     return [model, md, rows]
 
@@ -303,8 +306,8 @@ def figure(model, md: dict, row: dict, path: Path) -> None:
         seen.add(lab)
     ax.set_xlabel("time (ps)")
     ax.set_ylabel(model.observables[0])
-    ax.set_title(f"lj-mixing, projective member 0 (max leap {row['max_leap']} frames): "
-                 f"{row['speedup']:.1f}x less wall time than MD", fontsize=9)
+    ax.set_title(f"lj-mixing, 64 atoms: projective member 0 (max leap {row['max_leap'] * model.dt:g} ps, "
+                 f"burst {row['burst'] * model.dt:g} ps) over {len(r)} pure-MD runs", fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -355,10 +358,13 @@ def main() -> None:
               f"us/step; {1e6 * rows[0]['t_md_now'] / args.members / LJ['steps']:.0f} us/step measured again beside the "
               f"projective runs); end-state MMD^2 floor {rows[0]['floor']:.3g}, frozen initial state {rows[0]['frozen']:.3g}")
         print(f"  time-averaged MMD^2 floor {rows[0]['floor_t']:.3g}")
+        print("  speed-up: MD's wall time over the projective one, the lower of (the MD ensemble as run, K x "
+              "100,000 steps at the cost per step measured beside the projective runs)")
         print("  max leap  burst  projective s  speed-up  MD time share  end MMD^2  / floor  time-avg MMD^2  / floor  "
               "wall shares (MD, surrogate, lift)  decisions")
         for r in rows:
             print(f"  {r['max_leap'] * model.dt:6g} ps {r['burst'] * model.dt:4g} ps {r['t_proj']:11.1f}  {r['speedup']:7.1f}x  "
+                  f"({r['speedup_cached']:.1f}x, {r['speedup_now']:.1f}x)  "
                   f"{100 * r['md_share']:12.0f}%  {r['mmd']:9.3g}  {r['mmd'] / r['floor']:6.2f}  {r['mmd_t']:14.3g}  "
                   f"{r['mmd_t'] / r['floor_t']:6.2f}  {r['shares']:33s}  {r['actions']}")
         good = [r for r in rows if r["mmd"] <= 2 * r["floor"]]
@@ -366,8 +372,12 @@ def main() -> None:
         if best and best["speedup"] >= 10:
             print(f"  target met: {best['speedup']:.1f}x at MMD^2 {best['mmd'] / best['floor']:.2f}x the floor")
         elif best:
+            fall = best["actions"].get("md-fallback", 0)
             print(f"  target not met: the largest speed-up within 2x of the floor is {best['speedup']:.1f}x "
-                  f"(max leap {best['max_leap'] * model.dt:g} ps); {best['shares']} of its wall time")
+                  f"(max leap {best['max_leap'] * model.dt:g} ps); {best['shares']} of its wall time. Why: MD still "
+                  f"covers {100 * best['md_share']:.0f}% of the simulated time ({fall} MD fallbacks where even the "
+                  f"shortest leap failed, mostly while A and B are still apart), and every accepted leap costs a "
+                  f"lift and a burst")
         else:
             print("  target not met: no setting is within 2x of the floor "
                   f"(best {min(r['mmd'] / r['floor'] for r in rows):.2f}x)")
@@ -383,6 +393,12 @@ def main() -> None:
         for r in rows:
             print(f"  {r['max_leap'] * model.dt:6g} ps {r['burst'] * model.dt:4g} ps {r['t_proj']:11.2f}  {r['speedup']:8.2f}x  {100 * r['md_share']:12.0f}%  "
                   f"{r['mre']:10.3g}  {r['end']:14.3g}   {r['shares']}  {r['actions']}")
+        best = max(rows, key=lambda r: r["speedup"])
+        if best["speedup"] < 10:
+            lifts = sum(c["lift"] for c in best["pr_cost"])
+            print(f"  target not met: largest speed-up {best['speedup']:.2f}x. Why: the lifts alone take {lifts:.2f} s "
+                  f"(the decoder draws and the dilation that matches the energy, N = 300), more than the "
+                  f"{best['t_md']:.2f} s of the whole MD they replace: the full horizon is {P2D['steps']} cheap steps")
 
 
 if __name__ == "__main__":
