@@ -27,7 +27,7 @@ of lj-mixing (MD bursts, leaps, lifts) over the pure-MD ensemble of R_AB.
 Everything (data, models, MD runs, projective runs) is cached under ``--out``: a rerun
 resumes and prints the same table.
 
-    python benchmarks/projective.py --out runs/projective               # --scale 1: ~15 min on 2 cores
+    python benchmarks/projective.py --out runs/projective               # --scale 1: ~20 min on 2 shared cores
     python benchmarks/projective.py --out runs/projective --scale 4     # 32 members, 32 training runs
 
 ``--scale s`` multiplies the ensemble size K (8), the training runs (8 lj-mixing, 16
