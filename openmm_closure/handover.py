@@ -242,6 +242,39 @@ class ClosureSimulation:
         self._record_md("lift")
         return out
 
+    def run(self, time_ps: float, *, burst_ps: float, **options: Any):
+        """Advance by ``time_ps`` ps with coarse projective integration: MD bursts, surrogate
+        leaps and lifts, with adaptive leaps (see :mod:`openmm_closure.projective`).
+
+        Arguments:
+            time_ps: the horizon (ps, whole model frames).
+            burst_ps: MD observed after each lift (ps).
+            **options: the other :class:`~openmm_closure.projective.ProjectiveIntegrator`
+                keyword arguments (``relax_ps``, ``tolerance``, ``leap_ps``, ``min_leap_ps``,
+                ``max_leap_ps``, ``growth``, ``shrink``, ``samples``, ``seed``, ``lift_options``).
+
+        Returns:
+            A :class:`~openmm_closure.projective.ProjectiveResult`. The accepted segments
+            become timeline rows with ``source`` ``md``, ``leap`` (the surrogate's sample
+            path, std 0) and ``lift``.
+        """
+        from .projective import ProjectiveIntegrator
+
+        integ = ProjectiveIntegrator(self, burst_ps=burst_ps, **options)
+        integ.horizon_frames(time_ps)  # bad input refused before anything runs
+        if not self.timeline:
+            self._record_md()
+        _, t0 = self._positions()
+        step0 = self.simulation.currentStep
+        res = integ.run(time_ps)
+        for seg in res.segments:
+            if not seg.accepted:
+                continue
+            first = 0 if seg.source == "lift" else 1  # row 0 of md and leap repeats the row before
+            for t, z in zip(seg.times[first:], seg.states[first:]):
+                self._row(t, step0 + int(round((t - t0) / self._step_ps)), seg.source, z, np.zeros_like(z), 0)
+        return res
+
     def close(self) -> None:
         """Close the timeline file (a file object passed in is left open)."""
         if self._out is not None and self._own:
