@@ -48,6 +48,7 @@ from .manifest import (
     write_manifest,
 )
 from .reader import ArrayDataset, Dataset, Replica, fingerprint, load, read_replica, replica_hashes
+from .replica import replica_lengths
 from .subset import subset_dataset
 from .validation import check_dataset
 from .writer import ReplicaWriter, save
@@ -63,6 +64,7 @@ __all__ = [
     "load",
     "save",
     "read_replica",
+    "replica_lengths",
     "replica_filename",
     "partial_filename",
     "read_manifest",
