@@ -18,6 +18,7 @@ __all__ = ["main", "COMMANDS", "build_parser", "HelpFormatter"]
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("openmm_closure.commands.simulate", "simulate an ensemble of replicas of one system"),
+    "ingest": ("openmm_closure.commands.ingest", "build a dataset from DatasetReporter files of your own system"),
     "train": ("openmm_closure.commands.train", "train encoder + flow decoder, then the dynamics"),
     "evaluate": ("openmm_closure.commands.evaluate", "roll a model out on test data and score it"),
     "export": ("openmm_closure.commands.export",

@@ -190,8 +190,13 @@ class ClosureModel(nn.Module):
             z = z[0]
         return z.double().cpu().numpy() if as_numpy else z
 
-    def macro(self, positions, types) -> np.ndarray:
+    def macro(self, positions, types, box=None) -> np.ndarray:
         """Macroscopic observables z̄ (raw units) of one frame (n, 3) or frames (..., n, 3).
+
+        Arguments:
+            positions: (n, 3) or (..., n, 3) nm; types: (n,) int species indices.
+            box: a periodic box, (3, 3) vectors (or (3,) lengths, or (F, 3, 3) per frame)
+                in nm; None: the one in the model's ``observable_params``, if any.
 
         Returns:
             (..., len(observables)) float64 numpy array, in the order of
@@ -203,8 +208,10 @@ class ClosureModel(nn.Module):
         typ = types.detach().cpu().numpy() if isinstance(types, Tensor) else np.asarray(types)
         if not self.observables:
             return np.zeros(pos.shape[:-2] + (0,))
-        out = obs.compute(self.observables, pos.astype(np.float64), typ,
-                          **self.config.get("observable_params", {}))
+        params = dict(self.config.get("observable_params", {}))
+        if box is not None:
+            params["box"] = box
+        out = obs.compute(self.observables, pos.astype(np.float64), typ, **params)
         return np.stack([np.asarray(out[k], dtype=np.float64) for k in self.observables], axis=-1)
 
     def state(self, positions, types) -> Tensor:

@@ -42,6 +42,7 @@ __all__ = [
     "register",
     "units_of",
     "param_names",
+    "resolved_params",
     "box_matrix",
     "DEFAULT_OBSERVABLES",
     "check_names",
@@ -317,6 +318,16 @@ def param_names(names: Sequence[str] = ()) -> tuple[str, ...]:
             if k not in out:
                 out.append(k)
     return tuple(out)
+
+
+def resolved_params(names: Sequence[str], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters the named observables are computed with: each one's defaults, then
+    ``params`` (``box`` left out: it belongs to a frame), as a dataset records them."""
+    out: dict[str, Any] = {}
+    for name in check_names(names):
+        out.update(OBSERVABLES[name].defaults)
+    out.update({k: v for k, v in params.items() if k != "box"})
+    return out
 
 
 def check_names(names: Sequence[str]) -> tuple[str, ...]:

@@ -76,8 +76,9 @@ class DatasetReporter(_ObservableReporter):
 
     def _setup(self, simulation, state) -> None:
         from openmm_closure.data import ReplicaWriter
+        from openmm_closure.observables import resolved_params
 
-        params = {k: v for k, v in self._params.items() if k != "box"}
+        params = resolved_params(self._observables, self._params)
         self._writer = ReplicaWriter(self._file, self._types, self._species_names, self._observables,
                                      append=self._append, params=params)
         self._ready = True
