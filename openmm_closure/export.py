@@ -44,8 +44,10 @@ of ``closure_k`` and ``closure_target``).
 
 Module entry points:
 
-- ``encoder.pt``: ``forward(positions (n, 3) nm any float dtype, types (n,) int64) ->
-  (d,)``, the raw ẑ exactly as :meth:`ClosureModel.encode` returns it (weights dtype).
+- ``encoder.pt``: ``forward(positions (n, 3) nm any float dtype, types (n,) int64, box
+  (3, 3) nm or None) -> (d,)``, the raw ẑ exactly as :meth:`ClosureModel.encode` returns
+  it (weights dtype); with a periodic system's box, ẑ does not change when a particle is
+  moved by a box vector.
 - ``dynamics.pt``: on the *scaled* state z (..., D), D = ``dim``:
   ``forward(z)`` = ``drift(z)`` (per ps), ``diffusion(z)`` (per sqrt(ps); zeros for an
   ODE), ``step(z, dt, noise)`` (one RK4 / Euler–Maruyama step; ``noise`` (..., D)
@@ -84,6 +86,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .models.periodic import periodic_image
 from .scripting import METADATA, save_script
 from .species import check_species, state_names
 
@@ -124,16 +127,22 @@ class ExportedEncoder(nn.Module):
         self.n_species = int(encoder.n_species)
         self.in_features = int(encoder.in_features)
 
-    def forward(self, positions: Tensor, types: Tensor) -> Tensor:
+    def forward(self, positions: Tensor, types: Tensor, box: Optional[Tensor] = None) -> Tensor:
         """Closure variables of one configuration.
 
         Arguments:
             positions: (n, 3) positions in nm, any float dtype (2D models use x, y).
             types: (n,) int64 species indices in ``[0, n_species)``.
+            box: (3, 3) box vectors in nm (rows a, b, c) of a periodic system: each
+                particle is first put at its image nearest the set's periodic centre
+                (:func:`openmm_closure.models.periodic.periodic_image`), so ẑ does not
+                change when a particle moves by a box vector; None: positions as given.
 
         Returns:
             (d,) raw ẑ (dimensionless) in the weights' dtype.
         """
+        if box is not None:
+            positions = periodic_image(positions, box)
         return self.encoder(positions, types)
 
 
@@ -362,6 +371,8 @@ def _common_metadata(model, model_dir: Path) -> dict:
         },
         "units": {**UNITS, "zhat": "dimensionless (raw encoder output)", "energy": "kJ/mol"},
         "dtype": str(model.dtype).replace("torch.", ""),
+        # trained on a periodic dataset: pass the box to encoder.pt (forward(positions, types, box))
+        "periodic": model.periodic,
     }
 
 

@@ -142,6 +142,11 @@ class ClosureSimulation:
         pos = np.asarray(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
         if self.atomSubset is not None:
             pos = pos[self.atomSubset]
+        if self.model.periodic and self.simulation.system.usesPeriodicBoundaryConditions():
+            from .periodic import periodic_image_np  # the frame the model was trained in
+
+            box = np.asarray(st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
+            pos = periodic_image_np(pos, box)
         return pos, float(st.getTime().value_in_unit(unit.picosecond))
 
     def current_state(self) -> np.ndarray:

@@ -233,14 +233,19 @@ class ClosureReporter(_ObservableReporter):
                                                         "system": str(self._meta.get("system"))})
         self._ready = True
 
-    def zhat(self, positions: np.ndarray) -> np.ndarray:
-        """ẑ (d,) float64 of positions (n, 3) in nm with the reporter's species."""
+    def zhat(self, positions: np.ndarray, box: np.ndarray | None = None) -> np.ndarray:
+        """ẑ (d,) float64 of positions (n, 3) in nm with the reporter's species; ``box``
+        (3, 3) nm: a periodic system's box, passed to an encoder trained on a periodic
+        dataset (ẑ then does not change when a particle moves by a box vector)."""
         import torch
 
         with torch.no_grad():
             x = torch.as_tensor(positions, dtype=torch.float64, device=self._device)
             if self._kind == "collective_variable":
                 z = self._module.collective_variable(x).reshape(1)
+            elif box is not None and self._meta.get("periodic"):
+                b = torch.as_tensor(np.asarray(box), dtype=torch.float64, device=self._device)
+                z = self._module(x, self._types_t, b)
             else:
                 z = self._module(x, self._types_t)
         return z.detach().double().cpu().numpy()
@@ -250,7 +255,7 @@ class ClosureReporter(_ObservableReporter):
         from openmm import unit
 
         x, values = self._begin_report(simulation, state)
-        z = self.zhat(x)
+        z = self.zhat(x, self._box(state))
         if not np.all(np.isfinite(z)):
             raise ValueError(f"ClosureReporter: the encoder returned non-finite ẑ at step {simulation.currentStep}")
         t = float(state.getTime().value_in_unit(unit.picosecond))

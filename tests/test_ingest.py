@@ -8,6 +8,7 @@ import pytest
 from openmm_closure import observables as ob
 from openmm_closure.cli import main
 from openmm_closure.data import ingest, load, read_replica
+from openmm_closure.periodic import periodic_image_np
 from openmm_closure.reporters import DatasetReporter
 
 from test_user_reporters import _solute_rg, lj_fluid
@@ -40,7 +41,10 @@ def test_ingest_keeps_every_frame_and_records_what_was_given(tmp_path, rg):
     assert m["dt_frame"] == pytest.approx(0.02, rel=1e-5)
     for i, f in enumerate(files):
         a, b = read_replica(f), ds.replica(i)
-        np.testing.assert_array_equal(a.positions, b.positions)
+        # stored at each particle's image nearest the solute's periodic centre: the same set
+        np.testing.assert_allclose(b.positions, periodic_image_np(a.positions, a.box), atol=2e-6)
+        shift = np.einsum("fni,fij->fnj", b.positions - a.positions, np.linalg.inv(a.box))
+        np.testing.assert_allclose(shift, np.round(shift), atol=1e-4)  # whole box vectors only
         np.testing.assert_array_equal(a.box, b.box)
         np.testing.assert_array_equal(a.observables["test_rg"], b.observables["test_rg"])
     with pytest.raises(FileExistsError, match="overwrite"):

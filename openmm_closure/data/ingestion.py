@@ -4,7 +4,11 @@ Each file is one replica written by :class:`openmm_closure.reporters.DatasetRepo
 (or :class:`~openmm_closure.data.ReplicaWriter`) from the user's own OpenMM script. The
 files are checked against each other (the same species, observables, observable
 parameters and frame spacing; each complete), copied into the dataset format (box per
-frame included) and given a manifest, so ``train``, ``evaluate``, ``export``,
+frame included) and given a manifest. The frames of a periodic system are stored with
+every particle at its image nearest the set's periodic centre
+(:func:`openmm_closure.periodic.periodic_image_np`), the frame
+``model.encode(positions, types, box)`` encodes in, so ẑ does not depend on which image
+OpenMM kept; the manifest says ``periodic: true``. So ``train``, ``evaluate``, ``export``,
 :class:`~openmm_closure.reporters.ClosureReporter` and ``ClosureSimulation`` take the
 result like a built-in system's dataset.
 
@@ -25,6 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .manifest import build_manifest, write_manifest
+from ..periodic import periodic_image_np
 from .replica import content_sha256, read_replica, replica_lengths
 
 __all__ = ["ingest"]
@@ -158,10 +163,13 @@ def ingest(
     hashes, ns = [], []
     for i, p in enumerate(paths):
         rep = read_replica(p, frames=slice(0, nf))
+        positions = rep.positions
+        if rep.box is not None:  # the frame a periodic model encodes in (model.encode(..., box=))
+            positions = periodic_image_np(positions, rep.box)
         final = d / replica_filename(i)
         tmp = unique_temp_name(final, ".part.h5")
         with ReplicaWriter(tmp, rep.types, rep.species_names, sorted(rep.observables), params=first["params"]) as w:
-            w.append(rep.positions, rep.times, rep.observables, box=rep.box)
+            w.append(positions, rep.times, rep.observables, box=rep.box)
         os.replace(tmp, final)
         hashes.append(content_sha256(read_replica(final)))
         ns.append(rep.n_particles)
