@@ -4,10 +4,13 @@ For a periodic system the encoder must not see where OpenMM happens to keep a pa
 (it may be moved by any box vector). :func:`periodic_image` maps a configuration to one
 representative that does not depend on it: with fractional coordinates s = x B⁻¹ (B the
 box, rows a, b, c; triclinic allowed), the periodic centre of each axis is the circular
-mean c = atan2(⟨sin 2πs⟩, ⟨cos 2πs⟩) / 2π, and each particle is put at
+mean c = atan2(⟨sin 2πs⟩, ⟨cos 2πs⟩) / 2π taken in [0, 1) (a set about the box's centre
+does not jump between two images), and each particle is put at
 s' = c + (s - c - round(s - c)), x' = s' B. Moving a particle by a box vector changes s by
 an integer, which the ``round`` removes, and leaves the circular mean unchanged; the map
-is permutation equivariant and idempotent. Scriptable (TorchScript); never imports openmm.
+is permutation equivariant and idempotent. (A set spread evenly over the box has no
+well-defined centre: its image is still independent of box shifts, but it jumps with small
+moves; encode a compact subset such as a solute.) Scriptable (TorchScript); never imports openmm.
 :func:`openmm_closure.periodic.periodic_image_np` is its numpy twin.
 
 Example:
@@ -48,6 +51,7 @@ def periodic_image(positions: Tensor, box: Tensor) -> Tensor:
     ang = 2.0 * math.pi * s
     c = torch.atan2(torch.sin(ang).mean(dim=1, keepdim=True), torch.cos(ang).mean(dim=1, keepdim=True))
     c = c / (2.0 * math.pi)
+    c = c - torch.floor(c)  # in [0, 1): the cut at the box's origin, not at its centre
     d = s - c
     out = torch.matmul(c + d - torch.round(d), b)
     if squeeze:
