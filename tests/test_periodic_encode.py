@@ -132,3 +132,45 @@ def test_reporter_subset_equals_encoding_the_subset_alone(tmp_path):
     rep.close()
     with pytest.raises(ValueError, match="repeats the atom index 2"):
         ClosureReporter(tmp_path / "y.csv", 5, tmp_path / "m", atomSubset=[2, 2])
+
+
+def test_exported_subset_cv_equals_encoding_the_subset(tmp_path):
+    """export --cv --atom-subset --periodic: in a real Context, the CV's energy is ẑ_c of the
+    subset's positions alone with the State's box; a System too small for the baked-in
+    subset is refused in one line."""
+    import openmm
+    from openmm import unit
+
+    from openmm_closure.export import export_model
+    from openmm_closure.torchforce import closure_cv_force
+    from test_user_reporters import lj_fluid
+
+    tiny_model(tmp_path / "m", 3, periodic=True, n=6)
+    subset, types = [0, 1, 2, 3, 13, 26], [0, 0, 1, 1, 0, 1]
+    export_model(tmp_path / "m", tmp_path / "x", cv=True, atom_subset=subset, types=types, periodic=True)
+    from openmm_closure.model import load_model
+
+    model = load_model(tmp_path / "m")
+    sim = lj_fluid(barostat=False, triclinic=True)
+    x = sim.context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+    x = np.asarray(x)
+    x[13] += np.array([0.3, 2.2, 0.0])  # the Context holds this atom one box vector away
+    box = np.array([[2.2, 0, 0], [0.3, 2.2, 0], [0, 0, 2.2]])
+    system = openmm.System()
+    for _ in range(27):
+        system.addParticle(1.0)
+    system.setDefaultPeriodicBoxVectors(*[openmm.Vec3(*row) for row in box])
+    force = closure_cv_force(tmp_path / "x" / "closure_cv_1.pt", system=system)
+    force.setForceGroup(1)
+    system.addForce(force)
+    ctx = openmm.Context(system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference"))
+    ctx.setPositions(x)
+    energy = ctx.getState(getEnergy=True, groups={1}).getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole)
+    want = model.encode(x[subset], np.array(types), box=box)[1]
+    np.testing.assert_allclose(energy, want, atol=1e-5)
+    small = openmm.System()
+    for _ in range(20):
+        small.addParticle(1.0)
+    with pytest.raises(ValueError, match="atom_subset up to index 26; this System has 20 particles") as info:
+        closure_cv_force(tmp_path / "x" / "closure_cv_1.pt", system=small)
+    assert "\n" not in str(info.value)
