@@ -246,9 +246,11 @@ class ClosureBias(nn.Module):
         component: index c of the biased closure variable, ``0 <= c < d``.
         force_constant: k in kJ/mol (ẑ is dimensionless).
         target: ẑ* (raw encoder units).
-        types: (n,) species of every particle, or None for a one-species model (then
-            any number of particles is accepted).
+        types: (n,) species of every particle (of the subset, with ``atom_subset``), or
+            None for a one-species model (then any number of particles is accepted).
         species, system: the model's species names and system (for error messages).
+        atom_subset: (m,) indices of the particles the bias sees, baked in (OpenMM's
+            ``atomSubset`` convention; the others feel no force); None: every particle.
     """
 
     component: int
@@ -256,6 +258,7 @@ class ClosureBias(nn.Module):
     target: float
     n_particles: int
     types: Tensor
+    use_subset: bool
 
     def __init__(
         self,
@@ -266,8 +269,15 @@ class ClosureBias(nn.Module):
         types: Optional[Any] = None,
         species: Optional[Sequence[str]] = None,
         system: Optional[str] = None,
+        atom_subset: Optional[Any] = None,
     ):
         super().__init__()
+        from .hosts.cv import check_atom_subset
+
+        subset = check_atom_subset(atom_subset)
+        self.use_subset = subset is not None
+        self.register_buffer("subset", torch.zeros(0, dtype=torch.long) if subset is None
+                             else torch.from_numpy(subset.copy()))
         d = int(encoder.latent_dim)
         if not 0 <= int(component) < d:
             raise ValueError(f"component must be in [0, {d}), got {component}")
@@ -292,6 +302,8 @@ class ClosureBias(nn.Module):
                 )
             t = torch.from_numpy(check_species(t, int(encoder.n_species), species, system))
             self.n_particles = int(t.numel())
+            if subset is not None and self.n_particles != subset.size:
+                raise ValueError(f"types gives {self.n_particles} species for an atom subset of {subset.size} particles")
         self.register_buffer("types", t)
 
     def _types(self, positions: Tensor) -> Tensor:
@@ -306,7 +318,13 @@ class ClosureBias(nn.Module):
 
     @torch.jit.export
     def collective_variable(self, positions: Tensor) -> Tensor:
-        """ẑ_c of positions (n, 3) in nm: a () tensor (dimensionless)."""
+        """ẑ_c of positions (n, 3) in nm (of every particle of the System when an atom
+        subset is baked in): a () tensor (dimensionless)."""
+        if self.use_subset:
+            if int(self.subset.max()) >= positions.shape[0]:
+                raise ValueError("this collective variable's atom subset needs at least "
+                                 + str(int(self.subset.max()) + 1) + " particles, got " + str(positions.shape[0]))
+            positions = positions.index_select(0, self.subset.to(positions.device))
         return self.encoder(positions, self._types(positions))[self.component]
 
     def forward(self, positions: Tensor, closure_k: Optional[Tensor] = None,
@@ -425,7 +443,8 @@ def export_model(
         cv: also write ``closure_cv_<c>.pt`` for every closure component c, whose
             TorchForce energy is ẑ_c itself (for ``CustomCVForce`` / ``BiasVariable``; see
             :mod:`openmm_closure.hosts.cv`).
-        atom_subset: (m,) indices of the particles the CVs see (None: all); with ``cv``.
+        atom_subset: (m,) indices of the particles the bias and the CVs see (None: all),
+            baked in; ``types`` are then the subset's.
         periodic: the CVs take the box and make the set whole first; with ``cv``.
 
     Returns:
@@ -461,7 +480,7 @@ def export_model(
     bias = None
     if cv_skip is None:
         bias = ClosureBias(model.encoder, component, force_constant, target, types,
-                           species=model.spec.species_names, system=model.spec.system)
+                           species=model.spec.species_names, system=model.spec.system, atom_subset=atom_subset)
     elif model.latent_dim > 0 and not 0 <= int(component) < model.latent_dim:
         raise ValueError(f"component must be in [0, {model.latent_dim}), got {component}")
     from .hosts.profiles import check_host_options, write_hosts
@@ -474,8 +493,8 @@ def export_model(
             raise ValueError("--cv: the model has no closure variables (method no-closure)")
         ClosureCV(model.encoder, 0, None if types is None else torch.as_tensor(np.asarray(types)).reshape(-1),
                   atom_subset, periodic)  # validates subset and types before anything is written
-    elif atom_subset is not None or periodic:
-        raise ValueError("--atom-subset and --periodic apply to the closure CVs: add --cv")
+    elif periodic:
+        raise ValueError("--periodic applies to the closure CVs: add --cv")
 
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
@@ -531,6 +550,7 @@ def _write_export(model, model_dir: Path, out: Path, *, bias, cv_skip, component
             **meta, "kind": "collective_variable", "component": bias.component,
             "force_constant": bias.force_constant, "target": bias.target,
             "n_particles": None if bias.n_particles < 0 else bias.n_particles,
+            "atom_subset": None if not bias.use_subset else bias.subset.tolist(),
             "energy": "0.5 * closure_k * (zhat[component] - closure_target)**2, kJ/mol",
             "global_parameters": {"closure_k": bias.force_constant, "closure_target": bias.target},
         }

@@ -174,3 +174,37 @@ def test_exported_subset_cv_equals_encoding_the_subset(tmp_path):
     with pytest.raises(ValueError, match="atom_subset up to index 26; this System has 20 particles") as info:
         closure_cv_force(tmp_path / "x" / "closure_cv_1.pt", system=small)
     assert "\n" not in str(info.value)
+
+
+def test_bias_with_atom_subset_sees_the_subset_alone(tmp_path):
+    """collective_variable.pt exported with --atom-subset: its CV of the whole System equals
+    ẑ_c of the subset alone, the other particles feel no force, and a System too small for
+    the subset is refused in one line."""
+    from openmm_closure.cli import main
+    from openmm_closure.export import load_exported
+    from openmm_closure.model import load_model
+
+    tiny_model(tmp_path / "m", 3, n=6)
+    np.save(tmp_path / "t.npy", np.array([0, 1, 0, 1, 0, 1]))
+    assert main(["export", "--model", str(tmp_path / "m"), "--out", str(tmp_path / "x"), "--atom-subset",
+                 "3,7-9,12,0", "--types", str(tmp_path / "t.npy"), "--component", "1"]) == 0
+    module, meta = load_exported(tmp_path / "x" / "collective_variable.pt")
+    assert meta["atom_subset"] == [3, 7, 8, 9, 12, 0]
+    x = torch.from_numpy(np.random.default_rng(3).random((15, 3)) * 2.5).requires_grad_(True)
+    model = load_model(tmp_path / "m")
+    want = model.encode(x.detach().numpy()[meta["atom_subset"]], np.array([0, 1, 0, 1, 0, 1]))[1]
+    cv = module.collective_variable(x)
+    assert float(cv) == pytest.approx(float(want), abs=1e-5)
+    energy = module(x, torch.tensor(2.0, dtype=torch.float64), torch.tensor(0.0, dtype=torch.float64))
+    grad, = torch.autograd.grad(energy, x)
+    others = np.setdiff1d(np.arange(15), meta["atom_subset"])
+    assert float(grad[others].abs().max()) == 0.0 and float(grad[meta["atom_subset"]].abs().max()) > 0
+    import openmm
+
+    from openmm_closure.torchforce import check_particle_count
+
+    small = openmm.System()
+    for _ in range(10):
+        small.addParticle(1.0)
+    with pytest.raises(ValueError, match="atom_subset up to index 12; this System has 10 particles"):
+        check_particle_count(meta, small, "collective_variable.pt")
