@@ -249,3 +249,26 @@ def test_closure_simulation_lifts_only_the_subset(tmp_path):
     assert np.abs(relaxed[others] - after[others]).max() > 0 and np.isfinite(res.energy)
     with pytest.raises(ValueError, match="out of range for 27 atoms"):
         ClosureSimulation(sim, tmp_path / "m", atomSubset=[0, 27], types=types[:2])
+
+
+def test_closure_reporter_appends_after_a_restart(tmp_path):
+    from openmm_closure.reporters import ClosureReporter
+    from test_user_reporters import lj_fluid
+
+    tiny_model(tmp_path / "m", 3, periodic=True, n=6)
+    subset, types = [0, 1, 2, 3, 13, 26], [0, 0, 1, 1, 0, 1]
+    for leg, ext in enumerate(("csv", "h5") * 2):
+        sim = lj_fluid(barostat=False)
+        sim.currentStep = 10 * (leg // 2)
+        rep = ClosureReporter(tmp_path / f"z.{ext}", 5, tmp_path / "m", atomSubset=subset, types=types,
+                              append=leg >= 2)
+        sim.reporters.append(rep)
+        sim.step(10)
+        rep.close()
+    lines = (tmp_path / "z.csv").read_text().splitlines()
+    assert lines[0].startswith("step,time_ps,extension,zhat_0") and len(lines) == 5
+    assert [int(r.split(",")[0]) for r in lines[1:]] == [5, 10, 15, 20]
+    import tables
+
+    with tables.open_file(str(tmp_path / "z.h5")) as h:
+        assert h.root.closure.col("step").tolist() == [5, 10, 15, 20]
