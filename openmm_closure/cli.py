@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "GROMACS, .pt2)"),
     "rollout": ("openmm_closure.commands.rollout", "encode a configuration and extrapolate it"),
     "demo": ("openmm_closure.commands.demo", "run the end-to-end demo"),
-    "render": ("openmm_closure.commands.render", "render a polymer dataset as a video or as pixel sets"),
+    "render": ("openmm_closure.commands.render", "render a dataset as a video (a polymer also as pixel sets)"),
     "info": ("openmm_closure.commands.info", "say what a model, export, exported file or dataset is, and check it"),
 }
 
