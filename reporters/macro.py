@@ -73,9 +73,12 @@ def _species_of_atoms(atoms: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
     return np.array([index[s] for s in atom_names], dtype=np.int64), names
 
 
-def _names_for_types(types: np.ndarray, atoms: Sequence[Any]) -> list[str] | None:
-    """Species names for explicit types when the atoms' names agree with them
-    (each species index carries one atom name, distinct per index); else None."""
+def _names_for_types(types: np.ndarray, atoms: Any) -> list[str] | None:
+    """Species names for explicit types when the atoms' names agree with them (each species
+    index carries one atom name, distinct per index); else None. ``atoms``: a list of atoms
+    or an ``openmm.app.Topology``."""
+    if hasattr(atoms, "atoms"):
+        atoms = list(atoms.atoms())
     seen: dict[int, set[str]] = {}
     for t, atom in zip(types, atoms):
         seen.setdefault(int(t), set()).add(atom.name)
