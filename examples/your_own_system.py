@@ -13,8 +13,8 @@ A 3D periodic system none of the built-ins covers: a small cluster of solute par
 6. hands over to the learned dynamics and lifts the solute back into its solvent
    (``ClosureSimulation(atomSubset=...)``), then MD resumes.
 
-    python examples/your_own_system.py --out own_out                 # about 10 minutes on 2 cores
-    python examples/your_own_system.py --out own_out --size small     # a minute: the test's size
+    python examples/your_own_system.py --out own_out                 # about 3 minutes on 2 cores
+    python examples/your_own_system.py --out own_out --size small     # seconds: the test's size
 """
 
 import argparse
