@@ -261,3 +261,26 @@ def test_killed_run_is_one_line(tmp_path):
     with pytest.raises(ValueError, match="not a readable trajectory file") as info:
         replica_lengths(tmp_path / "cut.h5")
     assert "\n" not in str(info.value)
+
+
+def test_observable_from_an_entry_point(tmp_path, monkeypatch):
+    """Another package's observable, declared in its metadata, is loaded when first named."""
+    (tmp_path / "my_obs_pkg.py").write_text(
+        "import numpy as np\n"
+        "from openmm_closure.observables import Observable\n"
+        "MEAN_X = Observable(fn=lambda x, box, types, shift=0.0: float(x[:, 0].mean()) + shift,\n"
+        "                    units='nanometers', defaults={'shift': 0.0})\n")
+    info = tmp_path / "my_obs_pkg-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-obs-pkg\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[openmm_closure.observables]\ntest_mean_x = my_obs_pkg:MEAN_X\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(ob.OBSERVABLES, "_pending", None)  # look the entry points up again
+    try:
+        assert "test_mean_x" in ob.OBSERVABLES.names() and "my_obs_pkg" not in __import__("sys").modules
+        x = np.arange(12.0).reshape(4, 3)
+        assert ob.compute(["test_mean_x"], x, np.zeros(4, int), shift=1.0)["test_mean_x"] == 4.5 + 1.0
+        assert ob.units_of("test_mean_x") == "nanometers" and "shift" in ob.param_names(["test_mean_x"])
+    finally:
+        ob.OBSERVABLES.unregister("test_mean_x")
+        ob.OBSERVABLES._pending = None
