@@ -18,6 +18,7 @@ __all__ = ["main", "COMMANDS", "build_parser", "HelpFormatter"]
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("openmm_closure.commands.simulate", "simulate an ensemble of replicas of one system"),
+    "ingest": ("openmm_closure.commands.ingest", "build a dataset from DatasetReporter files of your own system"),
     "train": ("openmm_closure.commands.train", "train encoder + flow decoder, then the dynamics"),
     "evaluate": ("openmm_closure.commands.evaluate", "roll a model out on test data and score it"),
     "export": ("openmm_closure.commands.export",
@@ -25,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "GROMACS, .pt2)"),
     "rollout": ("openmm_closure.commands.rollout", "encode a configuration and extrapolate it"),
     "demo": ("openmm_closure.commands.demo", "run the end-to-end demo"),
-    "render": ("openmm_closure.commands.render", "render a polymer dataset as a video or as pixel sets"),
+    "render": ("openmm_closure.commands.render", "render a dataset as a video (a polymer also as pixel sets)"),
     "info": ("openmm_closure.commands.info", "say what a model, export, exported file or dataset is, and check it"),
 }
 

@@ -45,8 +45,10 @@ of ``closure_k`` and ``closure_target``).
 
 Module entry points:
 
-- ``encoder.pt``: ``forward(positions (n, 3) nm any float dtype, types (n,) int64) ->
-  (d,)``, the raw ẑ exactly as :meth:`ClosureModel.encode` returns it (weights dtype).
+- ``encoder.pt``: ``forward(positions (n, 3) nm any float dtype, types (n,) int64, box
+  (3, 3) nm or None) -> (d,)``, the raw ẑ exactly as :meth:`ClosureModel.encode` returns
+  it (weights dtype); with a periodic system's box, ẑ does not change when a particle is
+  moved by a box vector.
 - ``dynamics.pt``: on the *scaled* state z (..., D), D = ``dim``:
   ``forward(z)`` = ``drift(z)`` (per ps), ``diffusion(z)`` (per sqrt(ps); zeros for an
   ODE), ``step(z, dt, noise)`` (one RK4 / Euler–Maruyama step; ``noise`` (..., D)
@@ -86,6 +88,7 @@ import torch
 from torch import Tensor, nn
 
 from .fast_rollout import ExportedDynamics  # the compiled engine lives beside the model; re-exported here
+from .models.periodic import periodic_image
 from .scripting import METADATA, save_script
 from .species import check_species, state_names
 
@@ -126,16 +129,22 @@ class ExportedEncoder(nn.Module):
         self.n_species = int(encoder.n_species)
         self.in_features = int(encoder.in_features)
 
-    def forward(self, positions: Tensor, types: Tensor) -> Tensor:
+    def forward(self, positions: Tensor, types: Tensor, box: Optional[Tensor] = None) -> Tensor:
         """Closure variables of one configuration.
 
         Arguments:
             positions: (n, 3) positions in nm, any float dtype (2D models use x, y).
             types: (n,) int64 species indices in ``[0, n_species)``.
+            box: (3, 3) box vectors in nm (rows a, b, c) of a periodic system: each
+                particle is first put at its image nearest the set's periodic centre
+                (:func:`openmm_closure.models.periodic.periodic_image`), so ẑ does not
+                change when a particle moves by a box vector; None: positions as given.
 
         Returns:
             (d,) raw ẑ (dimensionless) in the weights' dtype.
         """
+        if box is not None:
+            positions = periodic_image(positions, box)
         return self.encoder(positions, types)
 
 
@@ -149,9 +158,11 @@ class ClosureBias(nn.Module):
         component: index c of the biased closure variable, ``0 <= c < d``.
         force_constant: k in kJ/mol (ẑ is dimensionless).
         target: ẑ* (raw encoder units).
-        types: (n,) species of every particle, or None for a one-species model (then
-            any number of particles is accepted).
+        types: (n,) species of every particle (of the subset, with ``atom_subset``), or
+            None for a one-species model (then any number of particles is accepted).
         species, system: the model's species names and system (for error messages).
+        atom_subset: (m,) indices of the particles the bias sees, baked in (OpenMM's
+            ``atomSubset`` convention; the others feel no force); None: every particle.
     """
 
     component: int
@@ -159,6 +170,7 @@ class ClosureBias(nn.Module):
     target: float
     n_particles: int
     types: Tensor
+    use_subset: bool
 
     def __init__(
         self,
@@ -169,8 +181,15 @@ class ClosureBias(nn.Module):
         types: Optional[Any] = None,
         species: Optional[Sequence[str]] = None,
         system: Optional[str] = None,
+        atom_subset: Optional[Any] = None,
     ):
         super().__init__()
+        from .hosts.cv import check_atom_subset
+
+        subset = check_atom_subset(atom_subset)
+        self.use_subset = subset is not None
+        self.register_buffer("subset", torch.zeros(0, dtype=torch.long) if subset is None
+                             else torch.from_numpy(subset.copy()))
         d = int(encoder.latent_dim)
         if not 0 <= int(component) < d:
             raise ValueError(f"component must be in [0, {d}), got {component}")
@@ -195,6 +214,8 @@ class ClosureBias(nn.Module):
                 )
             t = torch.from_numpy(check_species(t, int(encoder.n_species), species, system))
             self.n_particles = int(t.numel())
+            if subset is not None and self.n_particles != subset.size:
+                raise ValueError(f"types gives {self.n_particles} species for an atom subset of {subset.size} particles")
         self.register_buffer("types", t)
 
     def _types(self, positions: Tensor) -> Tensor:
@@ -209,7 +230,13 @@ class ClosureBias(nn.Module):
 
     @torch.jit.export
     def collective_variable(self, positions: Tensor) -> Tensor:
-        """ẑ_c of positions (n, 3) in nm: a () tensor (dimensionless)."""
+        """ẑ_c of positions (n, 3) in nm (of every particle of the System when an atom
+        subset is baked in): a () tensor (dimensionless)."""
+        if self.use_subset:
+            if int(self.subset.max()) >= positions.shape[0]:
+                raise ValueError("this collective variable's atom subset needs at least "
+                                 + str(int(self.subset.max()) + 1) + " particles, got " + str(positions.shape[0]))
+            positions = positions.index_select(0, self.subset.to(positions.device))
         return self.encoder(positions, self._types(positions))[self.component]
 
     def forward(self, positions: Tensor, closure_k: Optional[Tensor] = None,
@@ -274,6 +301,8 @@ def _common_metadata(model, model_dir: Path) -> dict:
         },
         "units": {**UNITS, "zhat": "dimensionless (raw encoder output)", "energy": "kJ/mol"},
         "dtype": str(model.dtype).replace("torch.", ""),
+        # trained on a periodic dataset: pass the box to encoder.pt (forward(positions, types, box))
+        "periodic": model.periodic,
     }
 
 
@@ -326,7 +355,8 @@ def export_model(
         cv: also write ``closure_cv_<c>.pt`` for every closure component c, whose
             TorchForce energy is ẑ_c itself (for ``CustomCVForce`` / ``BiasVariable``; see
             :mod:`openmm_closure.hosts.cv`).
-        atom_subset: (m,) indices of the particles the CVs see (None: all); with ``cv``.
+        atom_subset: (m,) indices of the particles the bias and the CVs see (None: all),
+            baked in; ``types`` are then the subset's.
         periodic: the CVs take the box and make the set whole first; with ``cv``.
 
     Returns:
@@ -362,7 +392,7 @@ def export_model(
     bias = None
     if cv_skip is None:
         bias = ClosureBias(model.encoder, component, force_constant, target, types,
-                           species=model.spec.species_names, system=model.spec.system)
+                           species=model.spec.species_names, system=model.spec.system, atom_subset=atom_subset)
     elif model.latent_dim > 0 and not 0 <= int(component) < model.latent_dim:
         raise ValueError(f"component must be in [0, {model.latent_dim}), got {component}")
     from .hosts.profiles import check_host_options, write_hosts
@@ -375,8 +405,8 @@ def export_model(
             raise ValueError("--cv: the model has no closure variables (method no-closure)")
         ClosureCV(model.encoder, 0, None if types is None else torch.as_tensor(np.asarray(types)).reshape(-1),
                   atom_subset, periodic)  # validates subset and types before anything is written
-    elif atom_subset is not None or periodic:
-        raise ValueError("--atom-subset and --periodic apply to the closure CVs: add --cv")
+    elif periodic:
+        raise ValueError("--periodic applies to the closure CVs: add --cv")
 
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
@@ -432,6 +462,7 @@ def _write_export(model, model_dir: Path, out: Path, *, bias, cv_skip, component
             **meta, "kind": "collective_variable", "component": bias.component,
             "force_constant": bias.force_constant, "target": bias.target,
             "n_particles": None if bias.n_particles < 0 else bias.n_particles,
+            "atom_subset": None if not bias.use_subset else bias.subset.tolist(),
             "energy": "0.5 * closure_k * (zhat[component] - closure_target)**2, kJ/mol",
             "global_parameters": {"closure_k": bias.force_constant, "closure_target": bias.target},
         }

@@ -46,17 +46,22 @@ class ClosureSimulation:
         types: (n,) species index of every atom in the model's order (default: atom names
             matched to the model's species).
         overwrite: replace an existing timeline ``file`` (default: refuse with FileExistsError).
+        atomSubset: indices of the atoms the model describes (e.g. the solute of a
+            solvated system; ``types`` then are theirs); :meth:`lift` puts back only these
+            and relaxes the rest. None: all atoms.
 
     Raises:
-        ValueError: species that do not match the model, bad interval or file name.
+        ValueError: species that do not match the model, bad interval or file name, an
+            ``atomSubset`` with repeated or out-of-range indices.
         FileExistsError: ``file`` exists and ``overwrite`` is False.
     """
 
     def __init__(self, simulation: Any, model: Any, file: Any = None, reportInterval: Optional[int] = None,
-                 types: Optional[Any] = None, overwrite: bool = False) -> None:
+                 types: Optional[Any] = None, overwrite: bool = False, atomSubset: Optional[Any] = None) -> None:
         from openmm import unit
 
         from openmm_closure.reporters.closure import match_species
+        from openmm_closure.reporters.macro import check_atom_subset
 
         from .surrogate import SurrogateIntegrator
 
@@ -76,12 +81,17 @@ class ClosureSimulation:
         self.simulation = simulation
         self.model = model
         self.integrator = SurrogateIntegrator(model)
-        n = simulation.topology.getNumAtoms()
+        atoms = list(simulation.topology.atoms())
+        self.atomSubset = check_atom_subset(atomSubset, simulation.system.getNumParticles())
+        if self.atomSubset is not None:
+            atoms = [atoms[i] for i in self.atomSubset]
+        n = len(atoms)
         if types is None:
-            types = match_species([a.name for a in simulation.topology.atoms()], model.config.get("species") or [])
+            types = match_species([a.name for a in atoms], model.config.get("species") or [])
         types = np.asarray(types, dtype=np.int64)
         if types.shape != (n,):
-            raise ValueError(f"types has shape {types.shape}, the topology has {n} atoms")
+            raise ValueError(f"types has shape {types.shape}, the "
+                             f"{'atom subset' if self.atomSubset is not None else 'topology'} has {n} atoms")
         types = check_species(types, model.n_species, model.spec.species, model.spec.system)
         self.types = types
         self._step_ps = float(simulation.integrator.getStepSize().value_in_unit(unit.picosecond))
@@ -130,6 +140,13 @@ class ClosureSimulation:
 
         st = self.simulation.context.getState(getPositions=True)
         pos = np.asarray(st.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
+        if self.atomSubset is not None:
+            pos = pos[self.atomSubset]
+        if self.model.periodic and self.simulation.system.usesPeriodicBoundaryConditions():
+            from .periodic import periodic_image_np  # the frame the model was trained in
+
+            box = np.asarray(st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
+            pos = periodic_image_np(pos, box)
         return pos, float(st.getTime().value_in_unit(unit.picosecond))
 
     def current_state(self) -> np.ndarray:
@@ -234,7 +251,8 @@ class ClosureSimulation:
             raise ValueError(f"member must be in [0, {k}), got {member!r}")
         end = res.samples[int(member), -1]
         m = self.model.macro_dim
-        out = lift_configuration(self.simulation, self.model, end[m:], end[:m], self.types, seed=seed, **options)
+        out = lift_configuration(self.simulation, self.model, end[m:], end[:m], self.types, seed=seed,
+                                 atomSubset=self.atomSubset, **options)
         horizon = float(res.times[-1])
         self.simulation.context.setTime(self._handover_time + horizon)
         self.simulation.context.setStepCount(self.simulation.currentStep + int(round(horizon / self._step_ps)))

@@ -221,6 +221,7 @@ def lift_configuration(
     on_mismatch: str = "warn",
     min_distance: Optional[float] = None,
     dilate: Optional[bool] = None,
+    atomSubset: Optional[Any] = None,
 ) -> LiftResult:
     """Sample a configuration from p(x | ẑ), relax it, check z̄, and set it into the Context.
 
@@ -247,6 +248,9 @@ def lift_configuration(
             in [0.5, 2] that brings z̄ closest to the target (a constrained lift: the
             decoder's smoothing spreads tight structures); None: on for an integrator
             without temperature (no hard cores or walls to respect), else off.
+        atomSubset: indices of the particles the model describes (``types`` are theirs);
+            only they are drawn and put back, every particle is then relaxed (a solute
+            lifted into its solvent). None: all particles.
 
     Returns:
         A :class:`LiftResult`.
@@ -271,7 +275,20 @@ def lift_configuration(
 
     context, integrator = simulation.context, simulation.integrator
     state = context.getState(getPositions=True)
-    current = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
+    everything = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
+    from openmm_closure.reporters.macro import check_atom_subset
+
+    sub = check_atom_subset(atomSubset, len(everything))
+    sub = np.arange(len(everything)) if sub is None else sub
+    if len(types) != len(sub):
+        raise ValueError(f"types has {len(types)} entries for {len(sub)} lifted particles")
+    current = everything[sub]
+    periodic = simulation.system.usesPeriodicBoundaryConditions()
+
+    def box_of(st):
+        if not periodic:
+            return None
+        return np.asarray(st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
     time0, step0 = state.getTime(), state.getStepCount()
     kT = thermal_energy(integrator)
     if minimize_iterations is None:
@@ -281,11 +298,13 @@ def lift_configuration(
     if dilate is None:
         dilate = kT is None
     lo, hi = _per_dof(integrator, "lo"), _per_dof(integrator, "hi")
+    lo = None if lo is None else lo[sub]
+    hi = None if hi is None else hi[sub]
     if min_distance is None:
         min_distance = 0.0 if kT is None else 0.7 * _nearest_distance(current[:, : int(model.in_features)])
     mask = _per_dof(integrator, "mask")
     if mask is None:
-        mask = np.zeros_like(current)
+        mask = np.zeros_like(everything)
         mask[:, : int(model.in_features)] = 1.0
     masses = np.array([simulation.system.getParticleMass(i).value_in_unit(unit.dalton)
                        for i in range(simulation.system.getNumParticles())])
@@ -300,24 +319,28 @@ def lift_configuration(
         pos = _walls(_draw(model, zhat, types, current, s, lo, hi, float(min_distance)), lo, hi)
         if dilate and n_obs:
             pos = _walls(_dilate(model, pos, types, target, span), lo, hi)
-        context.setPositions(pos)
+        full = everything.copy()
+        full[sub] = pos
+        context.setPositions(full)
         if minimize_iterations > 0:
             try:
                 openmm.LocalEnergyMinimizer.minimize(context, 1.0, int(minimize_iterations))
             except openmm.OpenMMException:  # overlapping draws: try the next attempt
                 continue
             p = context.getState(getPositions=True).getPositions(asNumpy=True).value_in_unit(unit.nanometer)
-            context.setPositions(_walls(np.asarray(p), lo, hi))
+            p = np.asarray(p)
+            p[sub] = _walls(p[sub], lo, hi)
+            context.setPositions(p)
         if kT is not None:
             rng = np.random.default_rng(s)
-            v = rng.standard_normal(current.shape) * np.sqrt(kT / masses)[:, None] * mask
+            v = rng.standard_normal(everything.shape) * np.sqrt(kT / masses)[:, None] * mask
             context.setVelocities(v)
         if equilibration_steps > 0:
             integrator.step(int(equilibration_steps))
         out = context.getState(getPositions=True, getEnergy=True, getVelocities=kT is not None)
         relaxed = np.asarray(out.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
         energy = float(out.getPotentialEnergy().value_in_unit(unit.kilojoule_per_mole))
-        zbar = np.asarray(model.macro(relaxed, types), dtype=np.float64).reshape(-1)
+        zbar = np.asarray(model.macro(relaxed[sub], types, box=box_of(out)), dtype=np.float64).reshape(-1)
         dev = float(np.max(2.0 * np.abs(zbar - target) / span)) if n_obs else 0.0
         if not np.isfinite(dev) or not np.isfinite(energy):
             dev = float("inf")
@@ -325,7 +348,7 @@ def lift_configuration(
             vel = out.getVelocities(asNumpy=True) if kT is not None else None
             best = (dev, relaxed, zbar, energy, vel)
     if best is None:
-        context.setPositions(current)
+        context.setPositions(everything)
         context.setTime(time0)
         context.setStepCount(step0)
         raise ValueError(f"every one of {attempts} lifted configurations blew up in minimisation: "

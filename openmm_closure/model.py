@@ -138,14 +138,25 @@ class ClosureModel(nn.Module):
     def dtype(self) -> torch.dtype:
         return self.encoder._probe.dtype
 
+    @property
+    def periodic(self) -> bool:
+        """Whether the model was trained on a periodic dataset (``ingest`` of a periodic
+        system: every frame at its periodic image); then encode with ``box=``."""
+        return bool((self.config.get("manifest") or {}).get("periodic", False))
+
     # ------------------------------------------------------------------ encoding
-    def encode(self, positions, types) -> Any:
+    def encode(self, positions, types, box=None) -> Any:
         """Closure variables ẑ of one frame or a stack of frames.
 
         Arguments:
             positions: (n, 3) or (B, n, 3) positions in nm, numpy or torch, any float
                 dtype (2D systems use x, y only).
             types: (n,) int species indices (or (B, n)).
+            box: a periodic system's box vectors, (3, 3) or (B, 3, 3) nm (rows a, b, c;
+                triclinic allowed): each particle is first put at its image nearest the
+                set's periodic centre (:func:`openmm_closure.models.periodic.periodic_image`),
+                so ẑ does not change when a particle is moved by a box vector. None: the
+                positions as given (a non-periodic system).
 
         Returns:
             ẑ of shape (d,) or (B, d), *unscaled* (the encoder's raw output). A numpy
@@ -166,6 +177,17 @@ class ClosureModel(nn.Module):
             )
         if not bool(torch.isfinite(pos).all()):
             raise ValueError("positions contain NaN or inf")
+        if box is not None:
+            from .models.periodic import periodic_image
+
+            bx = torch.as_tensor(np.asarray(box.detach().cpu() if isinstance(box, Tensor) else box, dtype=np.float64))
+            if bx.shape[-2:] != (3, 3) or bx.dim() > pos.dim() or not bool(torch.isfinite(bx).all()) \
+                    or float(torch.linalg.det(bx.reshape(-1, 3, 3)).abs().min()) == 0.0:
+                raise ValueError(f"box must be finite (3, 3) box vectors in nm (rows a, b, c), got shape "
+                                 f"{tuple(bx.shape)}")
+            if pos.shape[-1] < 3:
+                raise ValueError("a periodic box needs positions with 3 coordinates (n, 3)")
+            pos = periodic_image(pos, bx.to(self.device)).to(pos.dtype)
         batched = pos.dim() == 3
         if not batched:
             pos = pos.unsqueeze(0)
@@ -190,8 +212,13 @@ class ClosureModel(nn.Module):
             z = z[0]
         return z.double().cpu().numpy() if as_numpy else z
 
-    def macro(self, positions, types) -> np.ndarray:
+    def macro(self, positions, types, box=None) -> np.ndarray:
         """Macroscopic observables z̄ (raw units) of one frame (n, 3) or frames (..., n, 3).
+
+        Arguments:
+            positions: (n, 3) or (..., n, 3) nm; types: (n,) int species indices.
+            box: a periodic box, (3, 3) vectors (or (3,) lengths, or (F, 3, 3) per frame)
+                in nm; None: the one in the model's ``observable_params``, if any.
 
         Returns:
             (..., len(observables)) float64 numpy array, in the order of
@@ -203,8 +230,10 @@ class ClosureModel(nn.Module):
         typ = types.detach().cpu().numpy() if isinstance(types, Tensor) else np.asarray(types)
         if not self.observables:
             return np.zeros(pos.shape[:-2] + (0,))
-        out = obs.compute(self.observables, pos.astype(np.float64), typ,
-                          **self.config.get("observable_params", {}))
+        params = dict(self.config.get("observable_params", {}))
+        if box is not None:
+            params["box"] = box
+        out = obs.compute(self.observables, pos.astype(np.float64), typ, **params)
         return np.stack([np.asarray(out[k], dtype=np.float64) for k in self.observables], axis=-1)
 
     def state(self, positions, types) -> Tensor:

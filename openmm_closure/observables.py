@@ -7,6 +7,8 @@ All functions are vectorised over leading "frame" axes: ``positions`` has shape
 - ``energy``: mean pair energy of the 2D interacting particles (SPEC 3A).
 - ``R_AB``, ``R_BA``: pooled neighbour ratios of the binary mixture (SPEC 3B).
 - ``extension``, ``end_to_end_{x,y,z}``: polymer chain span and end-to-end vector (SPEC 3C).
+- anything registered with :func:`register` (or through the entry-point group
+  ``openmm_closure.observables``): a function of one frame, used everywhere by name.
 
 Example:
     >>> import numpy as np
@@ -19,11 +21,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
 from .catalog import _View
+from .registry import Registry
 
 __all__ = [
     "OBSERVABLE_PARAMS",
@@ -34,6 +38,12 @@ __all__ = [
     "end_to_end",
     "compute",
     "OBSERVABLES",
+    "Observable",
+    "register",
+    "units_of",
+    "param_names",
+    "resolved_params",
+    "box_matrix",
     "DEFAULT_OBSERVABLES",
     "check_names",
 ]
@@ -213,16 +223,111 @@ def _end_to_end(x, types, p):
     return {"end_to_end_x": e[..., 0], "end_to_end_y": e[..., 1], "end_to_end_z": e[..., 2]}
 
 
-#: name -> function(positions, types, params) returning a dict of (possibly several) observables
-OBSERVABLES: dict[str, Callable[[np.ndarray, Any, dict], dict[str, np.ndarray]]] = {
-    "energy": _energy,
-    "R_AB": _ratios,
-    "R_BA": _ratios,
-    "extension": _extension,
-    "end_to_end_x": _end_to_end,
-    "end_to_end_y": _end_to_end,
-    "end_to_end_z": _end_to_end,
-}
+@dataclass(frozen=True)
+class Observable:
+    """One entry of the observable registry.
+
+    Attributes:
+        fn: ``fn(positions (n, 3) nm, box (3, 3) nm or None, types (n,) int, **params)
+            -> float``, one frame at a time (a user's observable), or None for a built-in.
+        units: the units of its value (stored with every array, e.g. ``"nanometers"``).
+        defaults: its keyword parameters and their default values.
+        batched: built-ins only: ``batched(positions (..., n, 3), types, params) -> dict``
+            of (...) arrays (shared work done once for several names).
+    """
+
+    fn: Optional[Callable[..., float]] = None
+    units: str = "unknown"
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    batched: Optional[Callable[[np.ndarray, Any, dict], dict]] = None
+
+
+def _check_record(name: str, record: Any) -> None:
+    if not isinstance(record, Observable):
+        raise ValueError(f"observable {name!r}: register a function with "
+                         "openmm_closure.observables.register(name, fn, units=...), "
+                         f"not {type(record).__name__}")
+    if record.fn is None and record.batched is None:
+        raise ValueError(f"observable {name!r} has no function")
+    if record.fn is not None and not callable(record.fn):
+        raise ValueError(f"observable {name!r}: {record.fn!r} is not callable")
+
+
+#: name -> :class:`Observable`; the built-ins, those :func:`register` adds and those of the
+#: entry-point group ``openmm_closure.observables`` (loaded when first named)
+OBSERVABLES = Registry("observable", group="openmm_closure.observables", check=_check_record)
+
+for _name, _fn, _units, _defaults in (
+    ("energy", _energy, "kilojoules_per_mole", {"a": 4.0, "b": 0.1}),
+    ("R_AB", _ratios, "dimensionless", {"cutoff": 2.5}),
+    ("R_BA", _ratios, "dimensionless", {"cutoff": 2.5}),
+    ("extension", _extension, "nanometers", {}),
+    ("end_to_end_x", _end_to_end, "nanometers", {}),
+    ("end_to_end_y", _end_to_end, "nanometers", {}),
+    ("end_to_end_z", _end_to_end, "nanometers", {}),
+):
+    OBSERVABLES.register(_name, Observable(units=_units, defaults=_defaults, batched=_fn))
+
+
+def register(name: str, fn: Callable[..., float], *, units: str, replace: bool = False,
+             **defaults: Any) -> Observable:
+    """Register a user observable under ``name``: reporters, ``ingest``, training and
+    evaluation then use it by name.
+
+    Arguments:
+        name: the observable's name (a column of the reporters, a key of the dataset).
+        fn: ``fn(positions, box, types, **params) -> float`` with positions (n, 3) float64
+            nm, box (3, 3) float64 nm (rows are the box vectors) or None for a
+            non-periodic system, types (n,) int64 species indices.
+        units: units of the value, stored with it (``"nanometers"``, ``"dimensionless"``).
+        replace: replace an observable of the same name.
+        **defaults: ``fn``'s keyword parameters and their defaults; a reporter's keyword
+            of the same name overrides one.
+
+    Returns:
+        The :class:`Observable` record.
+
+    Raises:
+        ValueError: the name is taken (pass ``replace=True``), or ``fn`` is not callable.
+
+    Example:
+        >>> import numpy as np
+        >>> rec = register("mean_z", lambda x, box, types, shift=0.0: x[:, 2].mean() + shift,
+        ...                units="nanometers", shift=0.0, replace=True)
+        >>> compute(["mean_z"], np.ones((4, 5, 3)), np.zeros(5, int), shift=1.0)["mean_z"]
+        array([2., 2., 2., 2.])
+        >>> OBSERVABLES.unregister("mean_z")
+    """
+    if not isinstance(units, str) or not units:
+        raise ValueError(f"observable {name!r}: units must be a non-empty string such as 'nanometers'")
+    return OBSERVABLES.register(name, Observable(fn=fn, units=units, defaults=dict(defaults)), replace=replace)
+
+
+def units_of(name: str) -> str:
+    """The units of observable ``name`` ("unknown" for a name the registry lacks)."""
+    rec = OBSERVABLES.get(name) if name in OBSERVABLES else None
+    return rec.units if rec is not None else "unknown"
+
+
+def param_names(names: Sequence[str] = ()) -> tuple[str, ...]:
+    """The keyword parameters the named observables take (the built-ins' ``a``, ``b``,
+    ``cutoff``, ``box`` always; plus each named user observable's)."""
+    out = list(OBSERVABLE_PARAMS)
+    for name in check_names(names):
+        for k in OBSERVABLES[name].defaults:
+            if k not in out:
+                out.append(k)
+    return tuple(out)
+
+
+def resolved_params(names: Sequence[str], params: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters the named observables are computed with: each one's defaults, then
+    ``params`` (``box`` left out: it belongs to a frame), as a dataset records them."""
+    out: dict[str, Any] = {}
+    for name in check_names(names):
+        out.update(OBSERVABLES[name].defaults)
+    out.update({k: v for k, v in params.items() if k != "box"})
+    return out
 
 
 def check_names(names: Sequence[str]) -> tuple[str, ...]:
@@ -242,12 +347,70 @@ def check_names(names: Sequence[str]) -> tuple[str, ...]:
     names = tuple(names)
     for name in names:
         if name not in OBSERVABLES:
-            raise ValueError(f"unknown observable {name!r}; valid names: {', '.join(OBSERVABLES)}")
+            raise ValueError(f"unknown observable {name!r}; valid names: {', '.join(OBSERVABLES)} "
+                             "(register your own with openmm_closure.observables.register)")
     return names
 
 
-#: the system parameters the observables take (a, b: energy; cutoff, box: neighbour ratios)
+#: the system parameters the built-in observables take (a, b: energy; cutoff, box: neighbour ratios)
 OBSERVABLE_PARAMS = ("a", "b", "cutoff", "box")
+
+
+def box_matrix(box: Any) -> Optional[np.ndarray]:
+    """A box as (3, 3) vectors in nm (rows), or (F, 3, 3) per frame; None stays None.
+
+    Arguments:
+        box: None, (3,) or (2,) lengths (an orthorhombic box), (3, 3) vectors or
+            (F, 3, 3) vectors per frame, nm.
+    """
+    if box is None:
+        return None
+    b = np.asarray(box, dtype=np.float64)
+    if b.ndim == 1:
+        v = np.zeros(3)
+        v[: b.size] = b[:3]
+        if b.size < 3:
+            v[2] = 1.0
+        return np.diag(v)
+    if b.shape[-2:] != (3, 3):
+        raise ValueError(f"box of shape {b.shape}: give lengths (3,), vectors (3, 3) or (F, 3, 3), nm")
+    return b
+
+
+def _box_lengths(box: Any) -> Optional[np.ndarray]:
+    """Orthorhombic lengths for the built-ins (the diagonal of box vectors)."""
+    if box is None:
+        return None
+    b = np.asarray(box, dtype=np.float64)
+    if b.ndim >= 2 and b.shape[-2:] == (3, 3):
+        b = b.reshape(-1, 3, 3)
+        if len(b) > 1 and not np.allclose(b, b[:1]):
+            raise ValueError("the built-in observables take one box for all frames; compute frame by frame")
+        return np.diag(b[0]).copy()
+    return b
+
+
+def _user_values(name: str, rec: Observable, positions: np.ndarray, types: Any,
+                 params: Mapping[str, Any]) -> np.ndarray:
+    x, lead = _frames(positions)
+    box = box_matrix(params.get("box"))
+    boxes = None if box is None else np.broadcast_to(box, (x.shape[0], 3, 3)) if box.ndim == 2 \
+        else box.reshape(-1, 3, 3)
+    if boxes is not None and len(boxes) != x.shape[0]:
+        raise ValueError(f"{len(boxes)} boxes for {x.shape[0]} frames")
+    kwargs = {k: params.get(k, v) for k, v in rec.defaults.items()}
+    t = None if types is None else np.asarray(types, dtype=np.int64)
+    out = np.empty(x.shape[0])
+    for k in range(x.shape[0]):
+        tk = t if t is None or t.ndim == 1 else t.reshape(-1, x.shape[1])[k]
+        v = np.asarray(rec.fn(x[k], None if boxes is None else boxes[k].copy(), tk, **kwargs), dtype=np.float64)
+        if v.size != 1:
+            raise ValueError(f"observable {name!r} returned shape {v.shape} at frame {k}; it must return one float")
+        if not np.isfinite(v.reshape(())):
+            raise ValueError(f"observable {name!r} returned {float(v.reshape(()))} at frame {k}; "
+                             "it must return a finite float")
+        out[k] = float(v.reshape(()))
+    return out.reshape(lead)
 
 
 def compute(names: Sequence[str], positions: np.ndarray, types: np.ndarray | None = None,
@@ -258,19 +421,30 @@ def compute(names: Sequence[str], positions: np.ndarray, types: np.ndarray | Non
         names: observable names (see :data:`OBSERVABLES`).
         positions: (..., n, 3) coordinates in nm.
         types: (n,) int species indices (needed for R_AB / R_BA), or None.
-        **params: observable parameters: ``a``, ``b`` (energy), ``cutoff``, ``box``
-            (neighbour ratios; box None or a list of lengths in nm). Unknown keys are
-            ignored, so a system's whole parameter dict can be passed.
+        **params: observable parameters: ``a``, ``b`` (energy), ``cutoff`` (neighbour
+            ratios), ``box`` (None, lengths (3,), vectors (3, 3) or per frame (F, 3, 3),
+            nm) and those of registered observables. Unknown keys are ignored, so a
+            system's whole parameter dict can be passed.
 
     Returns:
         dict name -> (...) float64 array, one entry per requested name.
+
+    Raises:
+        ValueError: an unknown name, or a registered observable returning anything but one
+            finite float (naming the observable and the frame).
     """
     names = check_names(names)
     out: dict[str, np.ndarray] = {}
     done: dict[Callable, dict[str, np.ndarray]] = {}
     for name in names:
-        fn = OBSERVABLES[name]
+        rec = OBSERVABLES[name]
+        if rec.batched is None:
+            out[name] = _user_values(name, rec, positions, types, params)
+            continue
+        fn = rec.batched
         if fn not in done:
-            done[fn] = fn(positions, types, params)
+            p = dict(params)
+            p["box"] = _box_lengths(p.get("box"))
+            done[fn] = fn(positions, types, p)
         out[name] = np.asarray(done[fn][name], dtype=np.float64)
     return out

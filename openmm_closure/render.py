@@ -21,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["write_video", "video_encoder", "predicted_extension", "render_video"]
+__all__ = ["write_video", "video_encoder", "predicted_extension", "render_video", "particle_render_config"]
 
 _PILLOW = (".gif",)
 _FFMPEG = (".mp4", ".avi", ".mkv", ".webm", ".mov")
@@ -124,13 +124,35 @@ def predicted_extension(model_dir: str | os.PathLike, positions0: np.ndarray, st
     return model.unscale(traj).cpu().numpy()[..., j]
 
 
+def particle_render_config(positions: np.ndarray, scale: float = 1.0, margin: float = 1.2):
+    """A view that holds every frame of any 2D or 3D particle set (a dataset of your own
+    system): the field of view covers the largest extent about each frame's centroid.
+
+    Arguments:
+        positions: (F, n, 3) positions in nm.
+        scale: image size relative to the reference's 100 x 500 px.
+        margin: field of view / largest extent.
+
+    Returns:
+        A :class:`~openmm_closure.video.RenderConfig`.
+    """
+    from .video import REFERENCE_SHAPE, RenderConfig
+
+    p = np.asarray(positions, dtype=np.float64)
+    d = np.abs(p - p.mean(axis=-2, keepdims=True))
+    aspect = REFERENCE_SHAPE[1] / REFERENCE_SHAPE[0]
+    fov = margin * 2.0 * max(float(d[..., 0].max()), float(d[..., 1].max()) * aspect, 1e-3)
+    return RenderConfig(scale=scale, fov=fov)
+
+
 def render_video(dataset: str | os.PathLike, replica: int, out: str | os.PathLike, model: Optional[str] = None,
                  scale: float = 1.0, fps: float = 10.0, samples: int = 32, every: int = 1,
                  overwrite: bool = False) -> Path:
-    """Render one replica of a polymer dataset as a video (see the module docstring).
+    """Render one replica of a dataset as a video (see the module docstring): a polymer's
+    chain, or any 2D or 3D particle set (depth drawn as blur; :func:`particle_render_config`).
 
     Arguments:
-        dataset: polymer trajectory dataset directory.
+        dataset: trajectory dataset directory (a polymer's, or any other).
         replica: replica index.
         out: video path (.gif, .mp4, ...).
         model: optional model directory; its predicted extension band is drawn beside.
@@ -152,14 +174,20 @@ def render_video(dataset: str | os.PathLike, replica: int, out: str | os.PathLik
         raise FileExistsError(f"--out {out} exists; pass --overwrite (overwrite=True) to replace it, "
                               "or choose another --out")
     manifest = read_manifest(dataset)
-    check_polymer_manifest(manifest, str(dataset))
+    polymer = manifest.get("system") == "polymer"
+    if polymer or manifest.get("representation") == "pixels":
+        check_polymer_manifest(manifest, str(dataset))
+    elif model is not None:
+        raise ValueError(f"--model draws a polymer model's predicted extension; {dataset} holds a "
+                         f"{manifest.get('system')!r} dataset: render it without --model")
     ds = load(dataset)
     if not 0 <= replica < len(ds):
         raise ValueError(f"--replica {replica} out of range: {dataset} has {len(ds)} replicas")
     if every < 1:
         raise ValueError(f"--every must be >= 1, got {every}")
     r = ds.replica(replica)
-    cfg = default_render_config(manifest, scale=scale, n_pixels=1)
+    cfg = default_render_config(manifest, scale=scale, n_pixels=1) if polymer \
+        else particle_render_config(r.positions, scale=scale)
     images = render_frames(r.positions[::every], cfg)
     times = r.times - r.times[0]
     ext = r.observables.get("extension")

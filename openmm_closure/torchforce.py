@@ -25,20 +25,22 @@ import os
 from typing import Any, Optional
 
 __all__ = ["GLOBAL_K", "GLOBAL_TARGET", "CV_BACKENDS", "closure_torch_force", "closure_cv_force",
-           "closure_bias_variable"]
+           "closure_bias_variable", "check_particle_count"]
 
 GLOBAL_K = "closure_k"
 GLOBAL_TARGET = "closure_target"
 
 
 def closure_torch_force(path: str | os.PathLike, force_constant: Optional[float] = None,
-                        target: Optional[float] = None) -> Any:
+                        target: Optional[float] = None, system: Any = None) -> Any:
     """A ``TorchForce`` of an exported ``collective_variable.pt`` with its global parameters.
 
     Arguments:
         path: the exported collective variable.
         force_constant: default of ``closure_k`` in kJ/mol (None: the export's).
         target: default of ``closure_target`` (None: the export's).
+        system: the ``openmm.System`` the Force goes into: its particle count is checked
+            against the one baked in at export (one line when it does not fit).
 
     Returns:
         An ``openmmtorch.TorchForce`` with the global parameters ``closure_k`` and
@@ -54,6 +56,8 @@ def closure_torch_force(path: str | os.PathLike, force_constant: Optional[float]
     meta = read_metadata(path)
     if meta.get("kind") != "collective_variable":
         raise ValueError(f"{path} is a {meta.get('kind')!r} export, not collective_variable.pt")
+    if system is not None:
+        check_particle_count(meta, system, path)
     k = float(meta["force_constant"] if force_constant is None else force_constant)
     t = float(meta["target"] if target is None else target)
     force = openmmtorch.TorchForce(os.fspath(path))
@@ -74,7 +78,21 @@ def _openmmtorch(what: str):
 CV_BACKENDS = ("python", "torch")
 
 
-def closure_cv_force(path: str | os.PathLike, backend: str = "python") -> Any:
+def check_particle_count(meta: dict, system: Any, path: Any) -> None:
+    """Refuse, in one line, an export whose baked-in atom subset (or particle count) does not
+    fit ``system`` (an ``openmm.System``)."""
+    n = int(system.getNumParticles())
+    subset = meta.get("atom_subset")
+    if subset:
+        if max(subset) >= n:
+            raise ValueError(f"{path} was exported with atom_subset up to index {max(subset)}; this System has "
+                             f"{n} particles: export it again with --atom-subset for this System")
+    elif meta.get("n_particles") is not None and int(meta["n_particles"]) != n:
+        raise ValueError(f"{path} was exported for {meta['n_particles']} particles; this System has {n}: "
+                         "export it again with --atom-subset or --types for this System")
+
+
+def closure_cv_force(path: str | os.PathLike, backend: str = "python", system: Any = None) -> Any:
     """A Force whose energy is one closure variable: a collective variable.
 
     Arguments:
@@ -88,6 +106,8 @@ def closure_cv_force(path: str | os.PathLike, backend: str = "python") -> Any:
             deserializes a TorchForce, so there only the python backend works inside them;
             the torch one is for a stack whose openmm-torch serializes (check with
             ``XmlSerializer.clone``) or for a TorchForce used on its own.
+        system: the ``openmm.System`` the Force goes into: its particle count is checked
+            against the atom subset baked in at export (one line when it does not fit).
 
     Returns:
         The Force (periodic boundary conditions on when the file was exported with
@@ -97,7 +117,8 @@ def closure_cv_force(path: str | os.PathLike, backend: str = "python") -> Any:
 
     Raises:
         ImportError: openmm-torch (torch backend) or PythonForce (python) is missing.
-        ValueError: the file is not an exported closure CV, or an unknown backend.
+        ValueError: the file is not an exported closure CV, an unknown backend, or an atom
+            subset that does not fit ``system``.
 
     Example:
         >>> cv = openmm.CustomCVForce("0.5*k*(z - z0)^2")                    # doctest: +SKIP
@@ -111,6 +132,8 @@ def closure_cv_force(path: str | os.PathLike, backend: str = "python") -> Any:
     if meta.get("kind") not in ("closure_cv", "observable_cv"):
         raise ValueError(f"{path} is a {meta.get('kind')!r} export, not closure_cv_<c>.pt or "
                          "observable_cv_<name>.pt (export --cv)")
+    if system is not None:
+        check_particle_count(meta, system, path)
     periodic = bool(meta.get("periodic", False))
     if backend == "torch":
         openmmtorch = _openmmtorch("closure_cv_force(backend='torch')")

@@ -326,7 +326,9 @@ def _build_model(config: TrainConfig, frames: TrainingFrames) -> ClosureModel:
     latent = config.latent_dim or default_latent_dim(frames.system, frames.n_species)
     if config.method == "no-closure":
         latent = 0
-    center = default_center(frames.system) if config.center is None else bool(config.center)
+    # a periodic system (an ingested one says so) is translation invariant: centre by default
+    center = (default_center(frames.system) or bool(frames.manifest.get("periodic"))) if config.center is None \
+        else bool(config.center)
     kind = config.dynamics or default_dynamics(frames.system)
     params = dict(frames.manifest.get("params", {}))
     step = int(config.stage2_step)

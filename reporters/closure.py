@@ -23,7 +23,9 @@ import numpy as np
 
 from openmm_closure.species import check_species, latent_names
 
-from .macro import OBSERVABLE_PARAMS, _ObservableReporter
+from openmm_closure.observables import param_names
+
+from .macro import _ObservableReporter
 
 __all__ = ["ClosureReporter", "load_encoder", "match_species"]
 
@@ -148,6 +150,10 @@ class ClosureReporter(_ObservableReporter):
             topology's atom names matched to the model's species names.
         observables: names of z̄ to report (default: the model's observables; ``()`` for none).
         overwrite: replace an existing ``file`` (default: refuse with FileExistsError).
+        append: continue an existing ``file`` after a restart (same columns; a missing
+            file is started), as OpenMM's reporters do.
+        atomSubset: indices of the atoms the model encodes (default: all), e.g. the solute
+            of a solvated system; the other atoms' names need not be species of the model.
 
     Raises:
         ValueError: bad interval or file name, or a path that is neither an exported
@@ -164,6 +170,8 @@ class ClosureReporter(_ObservableReporter):
         types: Sequence[int] | np.ndarray | None = None,
         observables: Sequence[str] | None = None,
         overwrite: bool = False,
+        append: bool = False,
+        atomSubset: Sequence[int] | np.ndarray | None = None,
     ) -> None:
         if hasattr(file, "write"):
             fmt = "csv"
@@ -175,8 +183,9 @@ class ClosureReporter(_ObservableReporter):
         self._module, self._meta = load_encoder(model, device="cpu")
         obs = list(self._meta.get("observables", [])) if observables is None else list(observables)
         # the model records its dataset's builder parameters; the observables take a few of them
-        params = {k: v for k, v in (self._meta.get("observable_params") or {}).items() if k in OBSERVABLE_PARAMS}
-        super().__init__(file, reportInterval, obs, types, params, overwrite=overwrite)
+        known = param_names(obs)
+        params = {k: v for k, v in (self._meta.get("observable_params") or {}).items() if k in known}
+        super().__init__(file, reportInterval, obs, types, params, overwrite, append, atomSubset)
         self._format = fmt
         self._kind = self._meta.get("kind", "encoder")
         if self._kind == "collective_variable":
@@ -200,11 +209,13 @@ class ClosureReporter(_ObservableReporter):
     def _setup(self, simulation) -> None:
         import torch
 
-        n = simulation.topology.getNumAtoms()
+        atoms = self._atoms(simulation)
+        n = len(atoms)
         if self._types is None:
-            self._types = match_species([a.name for a in simulation.topology.atoms()], self._meta.get("species") or [])
+            self._types = match_species([a.name for a in atoms], self._meta.get("species") or [])
         elif len(self._types) != n:
-            raise ValueError(f"types has {len(self._types)} entries but the topology has {n} atoms")
+            raise ValueError(f"types has {len(self._types)} entries but the "
+                             f"{'atom subset' if self._subset is not None else 'topology'} has {n} atoms")
         self._types = check_species(self._types, int(self._meta.get("n_species", 1)),
                                     self._meta.get("species"), self._meta.get("system"))
         baked = self._meta.get("n_particles")
@@ -218,34 +229,23 @@ class ClosureReporter(_ObservableReporter):
             self._device = "cuda"
             self._module = self._module.to("cuda")
         self._types_t = torch.as_tensor(self._types, dtype=torch.long, device=self._device)
-        cols = self.columns
-        if self._format == "csv":
-            if hasattr(self._file, "write"):
-                self._out, self._own = self._file, False
-            else:
-                self._out, self._own = open(self._file, "w"), True
-            self._out.write(",".join(cols) + "\n")
-        else:
-            import tables
-
-            spec = {"step": tables.Int64Col(pos=0)}
-            for j, name in enumerate(cols[1:]):
-                spec[name] = tables.Float64Col(pos=j + 1)
-            self._out = tables.open_file(os.fspath(self._file), "w")
-            self._own = True
-            tab = self._out.create_table("/", "closure", spec)
-            tab.attrs["species"] = list(self._meta.get("species") or [])
-            tab.attrs["system"] = str(self._meta.get("system"))
+        self._open_rows(self.columns, "closure", attrs={"species": list(self._meta.get("species") or []),
+                                                        "system": str(self._meta.get("system"))})
         self._ready = True
 
-    def zhat(self, positions: np.ndarray) -> np.ndarray:
-        """ẑ (d,) float64 of positions (n, 3) in nm with the reporter's species."""
+    def zhat(self, positions: np.ndarray, box: np.ndarray | None = None) -> np.ndarray:
+        """ẑ (d,) float64 of positions (n, 3) in nm with the reporter's species; ``box``
+        (3, 3) nm: a periodic system's box, passed to an encoder trained on a periodic
+        dataset (ẑ then does not change when a particle moves by a box vector)."""
         import torch
 
         with torch.no_grad():
             x = torch.as_tensor(positions, dtype=torch.float64, device=self._device)
             if self._kind == "collective_variable":
                 z = self._module.collective_variable(x).reshape(1)
+            elif box is not None and self._meta.get("periodic"):
+                b = torch.as_tensor(np.asarray(box), dtype=torch.float64, device=self._device)
+                z = self._module(x, self._types_t, b)
             else:
                 z = self._module(x, self._types_t)
         return z.detach().double().cpu().numpy()
@@ -255,19 +255,12 @@ class ClosureReporter(_ObservableReporter):
         from openmm import unit
 
         x, values = self._begin_report(simulation, state)
-        z = self.zhat(x)
+        z = self.zhat(x, self._box(state))
         if not np.all(np.isfinite(z)):
             raise ValueError(f"ClosureReporter: the encoder returned non-finite ẑ at step {simulation.currentStep}")
-        step = int(simulation.currentStep)
         t = float(state.getTime().value_in_unit(unit.picosecond))
         row = [t] + [values[k] for k in self._observables] + [float(v) for v in z]
-        if self._format == "csv":
-            self._out.write(",".join([str(step)] + [repr(float(v)) for v in row]) + "\n")
-            self._out.flush()
-        else:
-            tab = self._out.root.closure
-            tab.append([(step, *row)])
-            tab.flush()
+        self._write_row("closure", simulation.currentStep, row)
 
     def close(self) -> None:
         """Close the output file (idempotent; a file object passed in is left open)."""

@@ -16,12 +16,38 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from openmm_closure.observables import check_names, compute
+from openmm_closure.observables import OBSERVABLE_PARAMS, box_matrix, check_names, compute, param_names
 
-__all__ = ["MacroReporter", "species_from_topology", "OBSERVABLE_PARAMS"]
+__all__ = ["MacroReporter", "species_from_topology", "OBSERVABLE_PARAMS", "check_atom_subset"]
 
-#: keyword parameters the reporters hand to the observables (nm); anything else is a typo
-OBSERVABLE_PARAMS = ("a", "b", "cutoff", "box")
+
+def check_atom_subset(atomSubset: Sequence[int] | np.ndarray | None, n: int | None = None) -> np.ndarray | None:
+    """Validate an ``atomSubset`` (OpenMM's name): distinct non-negative atom indices.
+
+    Arguments:
+        atomSubset: indices of the atoms to use, in the order given, or None (all atoms).
+        n: the number of atoms of the System/topology, when known (indices must be < n).
+
+    Returns:
+        (k,) int64 indices, or None.
+
+    Raises:
+        ValueError: one line: not integers, empty, negative, repeated or out of range.
+    """
+    if atomSubset is None:
+        return None
+    a = np.asarray(list(atomSubset) if not isinstance(atomSubset, np.ndarray) else atomSubset)
+    if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"atomSubset must be a non-empty list of atom indices, got {atomSubset!r}"[:200])
+    a = a.astype(np.int64)
+    if a.min() < 0:
+        raise ValueError(f"atomSubset holds the negative index {int(a.min())}; atom indices start at 0")
+    u, counts = np.unique(a, return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(f"atomSubset repeats the atom index {int(u[counts > 1][0])}; list each atom once")
+    if n is not None and a.max() >= n:
+        raise ValueError(f"atomSubset index {int(a.max())} is out of range for {n} atoms")
+    return a
 
 
 def species_from_topology(topology) -> tuple[np.ndarray, list[str]]:
@@ -39,11 +65,22 @@ def species_from_topology(topology) -> tuple[np.ndarray, list[str]]:
     return np.array([index[s] for s in atom_names], dtype=np.int64), names
 
 
-def _names_for_types(types: np.ndarray, topology) -> list[str] | None:
-    """Species names for explicit types when the topology's atom names agree with them
-    (each species index carries one atom name, distinct per index); else None."""
+def _species_of_atoms(atoms: Sequence[Any]) -> tuple[np.ndarray, list[str]]:
+    """(types, names) of a list of atoms: sorted unique atom names -> 0, 1, ..."""
+    atom_names = [a.name for a in atoms]
+    names = sorted(set(atom_names))
+    index = {s: i for i, s in enumerate(names)}
+    return np.array([index[s] for s in atom_names], dtype=np.int64), names
+
+
+def _names_for_types(types: np.ndarray, atoms: Any) -> list[str] | None:
+    """Species names for explicit types when the atoms' names agree with them (each species
+    index carries one atom name, distinct per index); else None. ``atoms``: a list of atoms
+    or an ``openmm.app.Topology``."""
+    if hasattr(atoms, "atoms"):
+        atoms = list(atoms.atoms())
     seen: dict[int, set[str]] = {}
-    for t, atom in zip(types, topology.atoms()):
+    for t, atom in zip(types, atoms):
         seen.setdefault(int(t), set()).add(atom.name)
     k = int(types.max()) + 1 if len(types) else 0
     if any(len(seen.get(t, ())) != 1 for t in range(k)):
@@ -63,18 +100,27 @@ class _ObservableReporter:
         types: Sequence[int] | np.ndarray | None,
         params: dict[str, Any],
         overwrite: bool = False,
+        append: bool = False,
+        atomSubset: Sequence[int] | np.ndarray | None = None,
     ) -> None:
-        unknown = sorted(set(params) - set(OBSERVABLE_PARAMS))
+        self._observables = check_names(observables)
+        known = param_names(self._observables)
+        unknown = sorted(set(params) - set(known))
         if unknown:
             raise ValueError(f"{type(self).__name__}: unknown keyword(s) {unknown}; observable "
-                             f"parameters are {list(OBSERVABLE_PARAMS)}")
-        if not hasattr(file, "write") and os.path.exists(os.fspath(file)) and not overwrite:
+                             f"parameters are {list(known)}")
+        if append and overwrite:
+            raise ValueError(f"{type(self).__name__}: append=True continues the file, overwrite=True "
+                             "replaces it; pass one of them")
+        if not hasattr(file, "write") and os.path.exists(os.fspath(file)) and not (overwrite or append):
             raise FileExistsError(f"{type(self).__name__}: {os.fspath(file)} exists; pass "
-                                  "overwrite=True to replace it")
+                                  "overwrite=True to replace it or append=True to continue it")
         if isinstance(reportInterval, bool) or not isinstance(reportInterval, (int, np.integer)) or reportInterval <= 0:
             raise ValueError(f"reportInterval must be a positive integer, got {reportInterval!r}")
         self._interval = int(reportInterval)
-        self._observables = check_names(observables)
+        self._subset = check_atom_subset(atomSubset)
+        # append to a file that is there (a new file is started when it is not, as OpenMM's do)
+        self._append = bool(append) and not hasattr(file, "write") and os.path.exists(os.fspath(file))
         if types is not None:
             t = np.asarray(types)
             if t.ndim != 1 or not np.issubdtype(t.dtype, np.integer) or (t.size and t.min() < 0):
@@ -97,21 +143,39 @@ class _ObservableReporter:
         """Names of the observables reported."""
         return self._observables
 
+    @property
+    def atomSubset(self) -> np.ndarray | None:
+        """(k,) indices of the atoms reported, or None for all."""
+        return None if self._subset is None else self._subset.copy()
+
     def describeNextReport(self, simulation) -> dict[str, Any]:
         """OpenMM 8 protocol: steps to the next report and what the State must include."""
         steps = self._interval - simulation.currentStep % self._interval
         return {"steps": steps, "periodic": False, "include": ["positions"]}
 
     # -- helpers -----------------------------------------------------------------------
+    def _atoms(self, simulation) -> list:
+        """The topology's atoms this reporter sees (the subset's, in its order)."""
+        atoms = list(simulation.topology.atoms())
+        if self._subset is None:
+            return atoms
+        check_atom_subset(self._subset, len(atoms))
+        if simulation.system.getNumParticles() != len(atoms):
+            raise ValueError(f"the topology has {len(atoms)} atoms, the System "
+                             f"{simulation.system.getNumParticles()} particles")
+        return [atoms[i] for i in self._subset]
+
     def _setup_common(self, simulation) -> None:
-        n = simulation.topology.getNumAtoms()
-        top_types, top_names = species_from_topology(simulation.topology)
+        atoms = self._atoms(simulation)
+        n = len(atoms)
+        top_types, top_names = _species_of_atoms(atoms)
         if self._types is None:
             self._types, self._species_names = top_types, top_names
         else:
             if len(self._types) != n:
-                raise ValueError(f"types has {len(self._types)} entries but the topology has {n} atoms")
-            self._species_names = _names_for_types(self._types, simulation.topology)
+                raise ValueError(f"types has {len(self._types)} entries but the "
+                                 f"{'atom subset' if self._subset is not None else 'topology'} has {n} atoms")
+            self._species_names = _names_for_types(self._types, atoms)
         pair = [k for k in self._observables if k in ("R_AB", "R_BA")]
         n_species = len(np.unique(self._types)) if len(self._types) else 0
         if pair and n_species < 2:
@@ -119,32 +183,94 @@ class _ObservableReporter:
                              f"topology has {n_species}; pass types= or choose other observables")
         self._periodic = bool(simulation.system.usesPeriodicBoundaryConditions())
 
-    def _box(self, state) -> list[float] | None:
+    def _box(self, state) -> np.ndarray | None:
+        """This State's box vectors (3, 3) nm (rows; an explicit ``box=`` wins), or None."""
         box = self._params.get("box")
         if box is not None:
-            return list(box)
+            return box_matrix(box)
         if self._periodic:
             from openmm import unit
 
             v = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer)
-            return [float(v[0][0]), float(v[1][1]), float(v[2][2])]
+            return np.asarray(v, dtype=np.float64).reshape(3, 3)
         return None
 
     def _positions(self, simulation, state) -> np.ndarray:
         from openmm import unit
 
         x = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
+        if self._subset is not None:
+            x = x[self._subset]
         if not np.all(np.isfinite(x)):
             raise ValueError(
                 f"{type(self).__name__}: non-finite coordinates at step {simulation.currentStep}"
             )
         return x
 
-    def _values(self, x: np.ndarray, box) -> dict[str, float]:
+    def _values(self, x: np.ndarray, box, step: int | None = None) -> dict[str, float]:
         params = dict(self._params)
         params["box"] = box
-        out = compute(self._observables, x, self._types, **params)
+        try:
+            out = compute(self._observables, x, self._types, **params)
+        except ValueError as exc:
+            raise ValueError(f"{type(self).__name__}: at step {step}: {exc}") from None
         return {k: float(v) for k, v in out.items()}
+
+    def _open_rows(self, columns: Sequence[str], table: str, units: Sequence[str] | None = None,
+                   attrs: dict[str, Any] | None = None) -> None:
+        """Open the CSV or HDF5 table of a row reporter: a new one with its header, or (with
+        ``append``) the existing one after checking that its columns are these."""
+        columns = list(columns)
+        if self._format == "csv":
+            if hasattr(self._file, "write"):
+                self._out, self._own = self._file, False
+            elif self._append:
+                with open(self._file) as fh:
+                    header = fh.readline().strip().split(",")
+                if header != columns:
+                    raise ValueError(f"cannot append to {os.fspath(self._file)}: its columns {header} "
+                                     f"are not {columns}; write a new file")
+                self._out, self._own = open(self._file, "a"), True
+                return
+            else:
+                self._out, self._own = open(self._file, "w"), True
+            self._out.write(",".join(columns) + "\n")
+            return
+        import tables
+
+        if self._append:
+            try:
+                out = tables.open_file(os.fspath(self._file), "a")
+            except Exception as exc:
+                raise ValueError(f"cannot append to {os.fspath(self._file)}: not a readable HDF5 file "
+                                 f"({str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__})") from None
+            node = getattr(out.root, table, None)
+            if node is None or list(node.colnames) != columns:
+                out.close()
+                raise ValueError(f"cannot append to {os.fspath(self._file)}: it has no table /{table} with "
+                                 f"the columns {columns}; write a new file")
+            self._out, self._own = out, True
+            return
+        cols = {}
+        for k, name in enumerate(columns):
+            cols[name] = tables.Int64Col(pos=k) if name == "step" else tables.Float64Col(pos=k)
+        self._out = tables.open_file(os.fspath(self._file), "w")
+        self._own = True
+        tab = self._out.create_table("/", table, cols)
+        if units is not None:
+            tab.attrs["units"] = list(units)
+        for k, v in (attrs or {}).items():
+            tab.attrs[k] = v
+
+    def _write_row(self, table: str, step: int, row: Sequence[float]) -> None:
+        """Append one row (step, then floats) and flush."""
+        if self._format == "csv":
+            self._out.write(",".join([str(int(step))] + [repr(float(v)) for v in row]) + "\n")
+            self._out.flush()
+        else:
+            tab = getattr(self._out.root, table)
+            tab.append([(int(step), *[float(v) for v in row])])
+            tab.flush()
 
     def _begin_report(self, simulation, state) -> tuple[np.ndarray, dict[str, float]]:
         """The start of every ``report``: refuse after ``close``, set up on the first report,
@@ -154,7 +280,7 @@ class _ObservableReporter:
         if not self._ready:
             self._setup(simulation)
         x = self._positions(simulation, state)
-        return x, (self._values(x, self._box(state)) if self._observables else {})
+        return x, (self._values(x, self._box(state), simulation.currentStep) if self._observables else {})
 
     def close(self) -> None:  # pragma: no cover - overridden
         self._closed = True
@@ -178,18 +304,23 @@ class MacroReporter(_ObservableReporter):
             ``.h5``/``.hdf5`` (a table ``/macro`` with the same columns and ``units``
             attributes). A writable text file object is accepted as CSV.
         reportInterval: steps between reports (positive int).
-        observables: names from :data:`openmm_closure.observables.OBSERVABLES`.
-        types: (n,) int species index per atom (0 = A, 1 = B); default: sorted unique
-            topology atom names -> index.
+        observables: names of :data:`openmm_closure.observables.OBSERVABLES` (built-in or
+            registered with :func:`openmm_closure.observables.register`).
+        types: (n,) int species index per atom (of the subset, when one is given) (0 = A,
+            1 = B); default: sorted unique atom names -> index.
         overwrite: replace an existing ``file`` (default: FileExistsError).
-        **params: observable parameters (``a``, ``b``, ``cutoff``, ``box`` in nm); any
-            other keyword is a ValueError.
+        append: continue an existing ``file`` after a restart (its columns must match;
+            a missing file is started), as OpenMM's reporters do.
+        atomSubset: indices of the atoms the observables see (default: all).
+        **params: observable parameters (``a``, ``b``, ``cutoff``, ``box`` in nm, and
+            those of registered observables); any other keyword is a ValueError.
 
     Raises:
-        ValueError: bad interval, unknown observable or keyword (in ``__init__``); types
-            whose length differs from the topology, R_AB/R_BA on one species, or
-            non-finite coordinates (naming the step), at a report.
-        FileExistsError: ``file`` exists and ``overwrite`` is False.
+        ValueError: bad interval, unknown observable or keyword, a bad ``atomSubset`` (in
+            ``__init__``); types whose length differs from the atoms, R_AB/R_BA on one
+            species, subset indices out of range, a file to append to with other columns,
+            or non-finite coordinates or observables (naming the step), at a report.
+        FileExistsError: ``file`` exists and neither ``overwrite`` nor ``append`` is set.
     """
 
     def __init__(
@@ -199,9 +330,11 @@ class MacroReporter(_ObservableReporter):
         observables: Sequence[str] = ("R_AB", "R_BA"),
         types: Sequence[int] | np.ndarray | None = None,
         overwrite: bool = False,
+        append: bool = False,
+        atomSubset: Sequence[int] | np.ndarray | None = None,
         **params: Any,
     ) -> None:
-        super().__init__(file, reportInterval, observables, types, params, overwrite)
+        super().__init__(file, reportInterval, observables, types, params, overwrite, append, atomSubset)
         if not self._observables:
             raise ValueError("MacroReporter needs at least one observable")
         if hasattr(file, "write"):
@@ -218,27 +351,11 @@ class MacroReporter(_ObservableReporter):
         self._own = False
 
     def _setup(self, simulation) -> None:
+        from openmm_closure.observables import units_of
+
         self._setup_common(simulation)
-        if self._format == "csv":
-            if hasattr(self._file, "write"):
-                self._out, self._own = self._file, False
-            else:
-                self._out, self._own = open(self._file, "w"), True
-            self._out.write(",".join(("step", "time_ps") + self._observables) + "\n")
-        else:
-            import tables
-
-            from openmm_closure.data import OBSERVABLE_UNITS
-
-            cols = {"step": tables.Int64Col(pos=0), "time_ps": tables.Float64Col(pos=1)}
-            for k, name in enumerate(self._observables):
-                cols[name] = tables.Float64Col(pos=k + 2)
-            self._out = tables.open_file(os.fspath(self._file), "w")
-            self._own = True
-            tab = self._out.create_table("/", "macro", cols)
-            tab.attrs["units"] = ["steps", "picoseconds"] + [
-                OBSERVABLE_UNITS.get(n, "unknown") for n in self._observables
-            ]
+        self._open_rows(("step", "time_ps") + self._observables, "macro",
+                        ["steps", "picoseconds"] + [units_of(n) for n in self._observables])
         self._ready = True
 
     def report(self, simulation, state) -> None:
@@ -246,16 +363,8 @@ class MacroReporter(_ObservableReporter):
         from openmm import unit
 
         x, values = self._begin_report(simulation, state)
-        step = int(simulation.currentStep)
         t = float(state.getTime().value_in_unit(unit.picosecond))
-        if self._format == "csv":
-            row = [str(step), repr(t)] + [repr(values[k]) for k in self._observables]
-            self._out.write(",".join(row) + "\n")
-            self._out.flush()
-        else:
-            tab = self._out.root.macro
-            tab.append([(step, t) + tuple(values[k] for k in self._observables)])
-            tab.flush()
+        self._write_row("macro", simulation.currentStep, [t] + [values[k] for k in self._observables])
 
     def close(self) -> None:
         """Close the output file (idempotent; a file object passed in is left open)."""

@@ -70,9 +70,25 @@ def _metadynamics_closure(tmp: Path, models) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
+def _your_own_system(tmp: Path, models) -> None:
+    out = _run(ROOT / "examples" / "your_own_system.py", ["--out", str(tmp / "o"), "--size", "small",
+                                                          "--platform", "Reference"], tmp)
+    assert "ingested: Dataset(system='custom', replicas=4, frames=9, n=[6])" in out
+    assert "no-closure" in out and "surrogate: 8 members" in out and "live ẑ: 8 rows" in out
+    from openmm_closure.data import load
+
+    ds = load(tmp / "o" / "train")  # the example's own observable, each frame's box, the subset only
+    assert ds.manifest["observables"] == ["solute_rg"] and ds.manifest["periodic"] is True
+    r = ds.replica(0)
+    assert r.box.shape == (9, 3, 3) and np.ptp(r.box[:, 0, 0]) > 0  # the barostat moved the box
+    metrics = json.loads((tmp / "o" / "metrics.json").read_text())
+    assert np.isfinite(metrics["closure"]) and np.isfinite(metrics["no_closure"])
+
+
 #: every example script and how the test runs it (small sizes where the script takes them)
 EXAMPLES = {"attach_reporters.py": _attach_reporters, "closure_handover.py": _closure_handover,
-            "torchforce_bias.py": _torchforce_bias, "metadynamics_closure.py": _metadynamics_closure}
+            "torchforce_bias.py": _torchforce_bias, "metadynamics_closure.py": _metadynamics_closure,
+            "your_own_system.py": _your_own_system}
 
 
 def test_every_example_is_run_here():
@@ -83,6 +99,11 @@ def test_every_example_is_run_here():
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_example_runs(name, tmp_path, simulated_models):
     EXAMPLES[name](tmp_path, simulated_models)
+
+
+def test_your_own_system_example_at_small_size(tmp_path):
+    """The user's-own-system walk-through end to end at its small size (seconds)."""
+    _your_own_system(tmp_path, None)
 
 
 def test_metadynamics_example_at_small_size(tmp_path):

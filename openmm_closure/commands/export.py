@@ -36,8 +36,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help="also write closure_cv_<c>.pt for every closure component c: a TorchForce whose energy is "
            "zhat_c, for openmm.CustomCVForce and metadynamics BiasVariable (default: off)")
     a("--atom-subset", default=None,
-      help="with --cv: the particles the CVs see, as System indices: a .npy file or a list such as "
-           "0,1,5-9 (default: every particle)")
+      help="the particles the bias (collective_variable.pt) and the CVs see, as System indices: a .npy "
+           "file or a list such as 0,1,5-9; --types then gives their species (default: every particle)")
     a("--periodic", action="store_true",
       help="with --cv: the CVs take the periodic box and make the set whole before encoding "
            "(centring models only; default: off)")

@@ -1,4 +1,4 @@
-"""``openmm-closure render``: a polymer replica as a video, and the pixel dataset."""
+"""``openmm-closure render``: a replica as a video (a polymer or any particle set), and the pixel dataset."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ __all__ = ["configure", "run"]
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the ``render`` arguments to ``parser``."""
     a = parser.add_argument
-    a("dataset", help="polymer dataset directory (openmm-closure simulate polymer)")
+    a("dataset", help="dataset directory: a polymer (openmm-closure simulate polymer) or any 2D or 3D "
+                      "particle set (openmm-closure ingest); --pixels and --model need a polymer")
     a("--out", default=None, help="video file to write (.gif with Pillow; .mp4 etc. need the [video] extra)")
     a("--replica", type=int, default=0, help="replica shown in the video")
     a("--model", default=None, help="model directory: draw its predicted extension band beside the video")

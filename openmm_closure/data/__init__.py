@@ -15,7 +15,8 @@ never imports torch or openmm. Its rooms: :mod:`.format` (version, file names, u
 (:class:`ReplicaWriter`, :func:`save`), :mod:`.reader` (lazy :class:`Dataset`,
 :class:`ArrayDataset`, :func:`load`), :mod:`.validation` (:func:`check_dataset`),
 :mod:`.configuration` (one configuration or a types file, as the CLI reads them) and
-:mod:`.subset` (the first ``n`` replicas as a dataset: nested training sets).
+:mod:`.subset` (the first ``n`` replicas as a dataset: nested training sets) and
+:mod:`.ingestion` (a dataset from reporter files of any origin).
 
 Example:
     >>> import numpy as np
@@ -48,6 +49,8 @@ from .manifest import (
     write_manifest,
 )
 from .reader import ArrayDataset, Dataset, Replica, fingerprint, load, read_replica, replica_hashes
+from .replica import replica_lengths
+from .ingestion import ingest
 from .subset import subset_dataset
 from .validation import check_dataset
 from .writer import ReplicaWriter, save
@@ -63,6 +66,8 @@ __all__ = [
     "load",
     "save",
     "read_replica",
+    "replica_lengths",
+    "ingest",
     "replica_filename",
     "partial_filename",
     "read_manifest",

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Replica", "read_replica", "content_sha256"]
+__all__ = ["Replica", "read_replica", "content_sha256", "replica_lengths"]
 
 
 @dataclass
@@ -23,6 +23,8 @@ class Replica:
         times: (F,) float64 frame times in ps.
         observables: name -> (F,) float64 per-frame values.
         species_names: species index -> name, or None.
+        box: (F, 3, 3) float64 box vectors of every frame in nm (rows), or None
+            (non-periodic, or a file written before boxes were stored per frame).
     """
 
     positions: np.ndarray
@@ -30,6 +32,7 @@ class Replica:
     times: np.ndarray
     observables: dict[str, np.ndarray] = field(default_factory=dict)
     species_names: list[str] | None = None
+    box: np.ndarray | None = None
 
     @property
     def n_particles(self) -> int:
@@ -83,11 +86,56 @@ def read_replica(path: str | os.PathLike, frames: Any = slice(None), particles: 
         if "observables" in h.root:
             for node in h.root.observables:
                 obs[node.name] = np.asarray(_frame_read(node, frames), dtype=np.float64)
+        box = np.asarray(_frame_read(h.root.box, frames), dtype=np.float64) if "box" in h.root else None
     if pos.ndim == 3:
         pos = pos[:, particles]
     else:
         pos = pos[particles]
-    return Replica(pos, types[particles], times, obs, names)
+    return Replica(pos, types[particles], times, obs, names, box)
+
+
+def replica_lengths(path: str | os.PathLike) -> dict[str, int]:
+    """Check that a replica (or reporter) file is complete and count its frames.
+
+    Arguments:
+        path: an ``.h5`` file written by :class:`~openmm_closure.data.ReplicaWriter`.
+
+    Returns:
+        ``{"frames": F, "particles": n}``.
+
+    Raises:
+        ValueError: one line: the file is not readable HDF5, lacks coordinates or times, or
+            its arrays (coordinates, times, box, observables) have different lengths (a run
+            killed while writing a frame).
+    """
+    import tables
+
+    try:
+        with tables.open_file(str(path), "r") as h:
+            if "coordinates" not in h.root or "time" not in h.root:
+                raise ValueError(f"{path} is incomplete: no /coordinates or /time (a run killed before "
+                                 "its first frame); rerun it")
+            f, n, _ = h.root.coordinates.shape
+            lengths = {"time": len(h.root.time)}
+            if "cell_lengths" in h.root:
+                lengths["cell_lengths"] = len(h.root.cell_lengths)
+            if "box" in h.root:
+                lengths["box"] = len(h.root.box)
+            if "observables" in h.root:
+                for node in h.root.observables:
+                    lengths[f"observables/{node.name}"] = len(node)
+    except ValueError:
+        raise
+    except Exception as exc:  # not HDF5, truncated, ...
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{path} is not a readable trajectory file ({text[:160]}): a run killed while "
+                         "writing it; rerun it or append to an intact copy") from None
+    bad = {k: v for k, v in lengths.items() if v != f}
+    if bad:
+        k, v = next(iter(bad.items()))
+        raise ValueError(f"{path} is incomplete: {f} frames of coordinates but {v} of {k} (a run killed "
+                         "mid-frame); rerun it")
+    return {"frames": int(f), "particles": int(n)}
 
 
 def content_sha256(replica: Replica) -> str:
@@ -98,6 +146,8 @@ def content_sha256(replica: Replica) -> str:
     h = hashlib.sha256()
     arrays = [("positions", replica.positions), ("types", replica.types), ("times", replica.times)]
     arrays += [(f"obs:{k}", replica.observables[k]) for k in sorted(replica.observables)]
+    if replica.box is not None:
+        arrays.append(("box", replica.box))
     for name, a in arrays:
         a = np.ascontiguousarray(a)
         h.update(f"{name}:{a.dtype.str}{a.shape};".encode())

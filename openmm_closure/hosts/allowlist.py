@@ -58,21 +58,22 @@ REFUSED_OPERATORS = (
 ALLOWED_OPERATORS = frozenset("""
 aten::Bool aten::Float aten::Int aten::__contains__ aten::__getitem__ aten::__is__ aten::__isnot__
 aten::__not__ aten::_native_multi_head_attention aten::abs aten::add aten::all aten::any aten::append
-aten::arange aten::baddbmm aten::bincount aten::bmm aten::cat aten::chunk aten::clamp aten::contiguous
-aten::cumsum aten::dim aten::div aten::dropout aten::empty_like aten::eq aten::exp aten::expand
-aten::eye aten::floordiv aten::format aten::full aten::ge aten::gt aten::index aten::index_add
-aten::index_put aten::index_put_ aten::index_select aten::is_autocast_enabled aten::is_floating_point
-aten::is_grad_enabled aten::layer_norm aten::len aten::linear aten::log aten::log1p aten::lt
-aten::masked_fill_ aten::matmul aten::max aten::mean aten::min aten::mul aten::ne aten::neg aten::numel
-aten::one_hot aten::ones aten::ones_like aten::pad aten::permute aten::pow aten::randn aten::remainder
-aten::repeat aten::reshape aten::round aten::scaled_dot_product_attention aten::scatter_reduce
-aten::select aten::sigmoid aten::silu aten::silu_ aten::size aten::slice aten::softmax aten::softplus
-aten::sort aten::split aten::sqrt aten::squeeze aten::stack aten::str aten::sub aten::sum aten::tensor
-aten::to aten::transpose aten::tril aten::triu_indices aten::unflatten aten::unsqueeze aten::view
-aten::warn aten::where aten::zeros aten::zeros_like prim::Constant prim::GetAttr prim::If
-prim::ListConstruct prim::ListUnpack prim::Loop prim::RaiseException prim::TupleConstruct
-prim::TupleUnpack prim::Uninitialized prim::device prim::dtype prim::is_nested prim::requires_grad
-prim::type prim::unchecked_cast
+aten::arange aten::atan2 aten::baddbmm aten::bincount aten::bmm aten::cat aten::chunk aten::clamp
+aten::contiguous aten::cos aten::cumsum aten::dim aten::div aten::dropout aten::empty_like aten::eq
+aten::exp aten::expand aten::eye aten::floor aten::floordiv aten::format aten::full aten::ge aten::gt
+aten::index aten::index_add aten::index_put aten::index_put_ aten::index_select
+aten::is_autocast_enabled aten::is_floating_point aten::is_grad_enabled aten::layer_norm aten::len
+aten::linalg_inv aten::linear aten::log aten::log1p aten::lt aten::masked_fill_ aten::matmul aten::max
+aten::mean aten::min aten::mul aten::ne aten::neg aten::numel aten::one_hot aten::ones aten::ones_like
+aten::pad aten::permute aten::pow aten::randn aten::remainder aten::repeat aten::reshape aten::round
+aten::scaled_dot_product_attention aten::scatter_reduce aten::select aten::sigmoid aten::silu
+aten::silu_ aten::sin aten::size aten::slice aten::softmax aten::softplus aten::sort aten::split
+aten::sqrt aten::squeeze aten::stack aten::str aten::sub aten::sum aten::tensor aten::to
+aten::transpose aten::tril aten::triu_indices aten::unflatten aten::unsqueeze aten::view aten::warn
+aten::where aten::zeros aten::zeros_like prim::Constant prim::GetAttr prim::If prim::ListConstruct
+prim::ListUnpack prim::Loop prim::RaiseException prim::TupleConstruct prim::TupleUnpack
+prim::Uninitialized prim::device prim::dtype prim::is_nested prim::requires_grad prim::type
+prim::unchecked_cast
 """.split())
 
 

@@ -20,10 +20,11 @@ Options baked in at export:
 - ``types``: the species of each particle seen (required for a multi-species model; a
   one-species model without a subset accepts any N).
 - ``periodic``: the file takes the box too; each seen particle is moved by box vectors to
-  its minimum image relative to the first seen particle before encoding (the set is made
-  whole), so ẑ does not jump when OpenMM wraps a particle into the box. For sets smaller
-  than half the box, and only for models that centre each set (translation invariant
-  ẑ): a model that reads absolute positions (walls) has no periodic box to wrap in.
+  its image nearest the set's periodic centre before encoding
+  (:func:`openmm_closure.models.periodic.periodic_image`, as ``model.encode(..., box=)``),
+  so ẑ does not jump when OpenMM wraps a particle into the box. Only for models that
+  centre each set (translation invariant ẑ): a model that reads absolute positions
+  (walls) has no periodic box to wrap in.
 
 The encoder keeps the weights' dtype; ẑ is returned in the dtype of ``positions``.
 
@@ -40,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..models.periodic import periodic_image
 from .common import EncoderCore
 
 __all__ = ["ClosureCV", "ObservableCV", "DIFFERENTIABLE_OBSERVABLES", "observable_cv_file", "make_whole", "seen_particles",
@@ -133,7 +135,8 @@ def seen_particles(positions: Tensor, box: Optional[Tensor], subset: Tensor, use
         if box is None:
             raise ValueError("this collective variable was exported with periodic=True: "
                              "call TorchForce.setUsesPeriodicBoundaryConditions(True)")
-        x = make_whole(x, box.to(positions.device))
+        # the image model.encode(..., box=) takes: each particle nearest the set's periodic centre
+        x = periodic_image(x, box.to(positions.device))
     return x
 
 

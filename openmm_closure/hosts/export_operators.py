@@ -59,6 +59,7 @@ def collect_operators() -> set[str]:
                     types = torch.arange(4) % n_species
                     add(ExportedEncoder(enc))
                     add(ClosureBias(enc, 0, 1.0, 0.0, None if n_species == 1 else types.numpy()))
+                    add(ClosureBias(enc, 0, 1.0, 0.0, types.numpy(), atom_subset=[0, 1, 2, 3]))
                     add(plumed.PlumedClosure(enc, None if n_species == 1 else types))  # PLUMED, Colvars
                     for subset, periodic in ((None, False), ([0, 1, 2, 3], True)):
                         add(ClosureCV(enc, 0, None if n_species == 1 else types, subset,
