@@ -22,7 +22,7 @@ def _blocks() -> list[str]:
 def test_every_extension_kind_has_a_worked_example():
     text = (ROOT / "CONTRIBUTING.md").read_text()
     blocks = _blocks()
-    for registry in ("SYSTEM_REGISTRY", "DYNAMICS", "register_encoder", "OBJECTIVES", "METRIC_KINDS", "HOSTS"):
+    for registry in ("SYSTEM_REGISTRY", "register(\"rg\"", "DYNAMICS", "register_encoder", "OBJECTIVES", "METRIC_KINDS", "HOSTS"):
         assert any(registry in b for b in blocks), registry
     assert all(len(b.strip().splitlines()) <= 25 for b in blocks)
     assert "openmm_closure.systems" in text and "entry-points" in text

@@ -1,5 +1,5 @@
 """Extension points: every CLI choice list is a registry's, and a package outside this one
-adds a system and a dynamics kind through entry points alone.
+adds a system, an observable and a dynamics kind through entry points alone.
 
 The plugin (``tests/plugin_pkg``: the module ``closure_trap`` and its
 ``closure_trap-0.1.dist-info`` with ``entry_points.txt``) is put on ``PYTHONPATH`` of
@@ -106,7 +106,7 @@ def test_plugin_entries_appear_in_help_and_names_do_not_import_them():
 def test_no_line_of_the_package_names_the_plugin():
     for path in (ROOT / "openmm_closure").rglob("*.py"):
         text = path.read_text()
-        for word in ("trap2d", "closure_trap", "DampedLinearODE", '"damped"'):
+        for word in ("trap2d", "closure_trap", "DampedLinearODE", '"damped"', "trap_radius"):
             assert word not in text, (path, word)
 
 
@@ -116,6 +116,18 @@ def test_plugin_system_and_dynamics_end_to_end(tmp_path):
          "--param", "steps=40", "--platform", "Reference", "--no-progress")
     manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["system"] == "trap2d" and len(manifest["n_particles"]) == 4
+    # the plugin's observable, found through its entry point, was computed at every frame
+    # and equals its definition on the stored coordinates
+    import tables
+
+    from openmm_closure.data import replica_filename
+
+    assert "trap_radius" in manifest["observables"], manifest["observables"]
+    with tables.open_file(str(data / replica_filename(0))) as h5:
+        xy = h5.root.coordinates[:][:, :, :2]
+        radius = h5.get_node("/observables/trap_radius")[:]
+        assert h5.get_node("/observables/trap_radius").attrs["units"] == "nanometers"
+    assert np.allclose(radius, np.sqrt((xy ** 2).sum(-1)).mean(-1), rtol=1e-5, atol=1e-6)
     _cli("train", "--data", str(data), "--out", str(model), "--dynamics", "damped", "--epochs", "2",
          "--batch-size", "4", "--samples", "8", "--flow-transforms", "1", "--flow-hidden", "8,8",
          "--encoder-hidden", "8", "--encoder-embed", "8", "--no-progress", "--device", "cpu", "--threads", "1")
@@ -170,9 +182,9 @@ def test_a_batch_of_a_system_without_batched_builder_runs_one_by_one(tmp_path, m
     from openmm_closure.simulate_batch import run_batch
 
     monkeypatch.syspath_prepend(str(PLUGIN))
-    import closure_trap
+    from closure_trap.system import TRAP
 
-    SYSTEM_REGISTRY.register("trap2d", closure_trap.TRAP, replace=True)
+    SYSTEM_REGISTRY.register("trap2d", TRAP, replace=True)
     try:
         params = {"steps": 8, "report_interval": 4}
         one = simulate_ensemble("trap2d", tmp_path / "one", 2, platform="Reference", progress=False, batch=4,
