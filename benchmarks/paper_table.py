@@ -303,7 +303,7 @@ def evaluate_all(scale: dict, out: Path, dirs: dict, models: dict, systems, meth
                 n_test = len(load(dirs[(system, f"test-{regime}")]))
                 if (old.get("model"), old.get("n_trajectories"), old.get("samples")) == (
                         str(m), n_test, scale[system]["eval_samples"]) and "mean-curve-unshifted" in old.get(
-                        "calibration", {}) and "out_of_range" in old and (
+                        "calibration", {}) and "diverged" in old.get("out_of_range", {}) and (
                         old.get("metric") != "mmd" or "spread_ratio" in old.get("extra", {})):
                     slots.append((base, {**old, "seed": seed}))
                     continue
@@ -525,6 +525,13 @@ def tables(rows: list, systems, floors: dict | None = None) -> str:
     if oor:
         text += ("\nRollouts that leave the training range of z (|z_scaled| > 1 + ood_margin; a diverging one "
                  "dominates a mean):\n" + "\n".join(sorted(oor)) + "\n")
+    counted = [(r, o) for r in rows if (o := r.get("out_of_range")) and "diverged" in o and r.get("method") in LABELS]
+    if counted:
+        div = sum(o["diverged"] for _, o in counted)
+        worst = max(counted, key=lambda ro: ro[1]["max_abs"])
+        text += (f"\nDivergent rollouts (|z_scaled| > 10 at any frame): {div} over {len(counted)} (model, test set) "
+                 f"pairs; the largest |z_scaled| reached: {worst[1]['max_abs']:.2f} ({worst[0]['system']}, "
+                 f"{worst[0]['regime']}, {LABELS[worst[0]['method']]} seed {worst[0]['seed']}).\n")
     text += "\n### The paper (SPEC §4)\n\n" + "\n".join(paper) + "\n"
     return text
 

@@ -304,15 +304,24 @@ def _reliability_plot(out: Path, result: dict, times, cal: dict, names) -> str:
     return path
 
 
+#: |z_scaled| beyond which a rollout counts as divergent (the training range is |z_scaled| <= 1)
+DIVERGED = 10.0
+
+
 def _out_of_range(model, raw: np.ndarray, k: int) -> dict:
     """How many rollouts leave the range of z seen in training (:mod:`openmm_closure.guard`):
     their values are extrapolations, and one that diverges can dominate a mean metric."""
     from .guard import bound, members_out
 
     limit = bound(model)
-    out = members_out(model.scale(raw), limit)
+    scaled = model.scale(raw)
+    out = members_out(scaled, limit)
+    finite = np.abs(np.nan_to_num(np.asarray(scaled, dtype=np.float64), nan=np.inf))
     return {"rollouts": int(out.sum()), "of": int(len(out)), "limit": limit,
-            "trajectories": sorted({int(i) // k for i in np.flatnonzero(out)})}
+            "trajectories": sorted({int(i) // k for i in np.flatnonzero(out)}),
+            # a divergent rollout: |z_scaled| beyond DIVERGED (or not finite) at any frame
+            "diverged": int((finite.reshape(len(out), -1) > DIVERGED).any(axis=1).sum()),
+            "max_abs": float(finite.max()) if finite.size else 0.0}
 
 
 def report_markdown(res: dict) -> str:
