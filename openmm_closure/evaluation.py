@@ -321,7 +321,8 @@ def _out_of_range(model, raw: np.ndarray, k: int) -> dict:
             "trajectories": sorted({int(i) // k for i in np.flatnonzero(out)}),
             # a divergent rollout: |z_scaled| beyond DIVERGED (or not finite) at any frame
             "diverged": int((finite.reshape(len(out), -1) > DIVERGED).any(axis=1).sum()),
-            "max_abs": float(finite.max()) if finite.size else 0.0}
+            # the largest finite |z_scaled| (a non-finite rollout is counted in "diverged")
+            "max_abs": float(finite[np.isfinite(finite)].max()) if np.isfinite(finite).any() else 0.0}
 
 
 def report_markdown(res: dict) -> str:

@@ -93,7 +93,10 @@ def test_mre_is_recomputed_from_an_independent_rollout(setup, tmp_path):
     scaled = [model.rollout(model.state(np.asarray(ds.positions[r, 0]), ds.types[r]), F - 1)[0].numpy()
               for r in range(len(ds))]
     out = [r for r in range(len(ds)) if not (np.abs(scaled[r]) <= limit).all()]
-    assert res["out_of_range"] == {"rollouts": len(out), "of": len(ds), "limit": limit, "trajectories": out}
+    largest = max(float(np.abs(z).max()) for z in scaled)
+    diverged = sum(bool((np.abs(z) > 10).any()) for z in scaled)
+    assert res["out_of_range"] == {"rollouts": len(out), "of": len(ds), "limit": limit, "trajectories": out,
+                                   "diverged": diverged, "max_abs": pytest.approx(largest, rel=1e-5)}
 
 
 def test_members_out_flags_every_member_that_leaves_the_range_once():
@@ -290,3 +293,24 @@ def test_no_closure_model_exports_its_dynamics_only(setup, tmp_path):
     assert torch.allclose(got.reshape(eager.shape), eager, atol=1e-5)
     with pytest.raises(ValueError, match="no closure variables"):
         export_model(setup / "none", tmp_path / "y", hosts=["plumed"])
+
+
+def test_divergent_rollouts_are_counted_beyond_ten_scaled_units():
+    """A rollout counts as divergent when any component passes |z_scaled| = 10 (or is not
+    finite) at any frame; one leaving the training range only is out of range, not divergent."""
+    from openmm_closure.evaluation import _out_of_range
+
+    class Scaled:  # raw states that are already scaled: the counting is the subject
+        config = {"ood_margin": 0.25}
+
+        @staticmethod
+        def scale(raw):
+            return raw
+
+    z = np.zeros((6, 5, 2))
+    z[1, 3, 0] = 2.0        # out of range only
+    z[2, 4, 1] = -10.5      # divergent
+    z[4, 2, 0] = np.nan     # divergent (not finite)
+    res = _out_of_range(Scaled(), z, k=2)
+    assert res["rollouts"] == 3 and res["trajectories"] == [0, 1, 2]
+    assert res["diverged"] == 2 and res["max_abs"] == 10.5  # the largest finite value
