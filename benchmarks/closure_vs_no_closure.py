@@ -52,9 +52,9 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from paper_table import SCALES, _tag
 
-    from openmm_closure.evaluation import evaluate
-    from openmm_closure.simulate import simulate_ensemble
-    from openmm_closure.training import TrainConfig, train
+    from openmm_closure.evaluate.evaluation import evaluate
+    from openmm_closure.md.simulate import simulate_ensemble
+    from openmm_closure.learn.training import TrainConfig, train
 
     torch.set_num_threads(args.threads)
     s = SCALES["small"]["particles2d"]

@@ -31,8 +31,8 @@ def main(argv=None) -> int:
     import torch
 
     from openmm_closure import load_model
-    from openmm_closure.simulate import simulate_ensemble
-    from openmm_closure.training import CHECKPOINT, TrainConfig, train
+    from openmm_closure.md.simulate import simulate_ensemble
+    from openmm_closure.learn.training import CHECKPOINT, TrainConfig, train
 
     torch.set_num_threads(1)
     out = Path(args.out)

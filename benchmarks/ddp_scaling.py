@@ -32,7 +32,7 @@ import numpy as np
 def make_dataset(path: Path, replicas: int, frames: int, n: int = 300, seed: int = 0) -> Path:
     """Gaussian clusters contracting towards their centres, with their mean pair energy."""
     from openmm_closure.data import ArrayDataset
-    from openmm_closure.observables import mean_pair_energy
+    from openmm_closure.md.observables import mean_pair_energy
 
     rng = np.random.default_rng(seed)
     pos = np.zeros((replicas, frames, n, 3), dtype=np.float32)

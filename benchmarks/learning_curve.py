@@ -82,7 +82,7 @@ def _model_dir(out: Path, n: int, n_ref: int, method: str, seed: int, budget: st
 
 def _report(model: Path, test: Path, rdir: Path) -> dict:
     """metrics.json of ``model`` on ``test``: cached when newer than the model."""
-    from openmm_closure.evaluation import evaluate
+    from openmm_closure.evaluate.evaluation import evaluate
 
     cached = rdir / "metrics.json"
     if cached.exists() and cached.stat().st_mtime > (model / "model.pt").stat().st_mtime:
@@ -114,8 +114,8 @@ def main(argv=None) -> int:
     from paper_table import SCALES
 
     from openmm_closure.data import subset_dataset
-    from openmm_closure.simulate import simulate_ensemble
-    from openmm_closure.training import CHECKPOINT, TrainConfig, train
+    from openmm_closure.md.simulate import simulate_ensemble
+    from openmm_closure.learn.training import CHECKPOINT, TrainConfig, train
 
     torch.set_num_threads(args.threads)
     sizes = sorted(int(x) for x in args.sizes.split(",") if x)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from openmm_closure.platforms import available_platforms
+from openmm_closure.md.platforms import available_platforms
 from openmm_closure.systems import build
 from openmm_closure.systems.particles2d import numpy_gradient_flow
 

@@ -2,7 +2,7 @@
 
 The reported MMD (the biased V-statistic, SPEC §3B) of two finite ensembles of one and the
 same distribution is not zero: its expectation is ``(1/n + 1/m)(1 - k̄)`` per bandwidth
-(:func:`openmm_closure.metrics.mmd_floor`). A perfect model, rolled out ``samples`` times
+(:func:`openmm_closure.evaluate.metrics.mmd_floor`). A perfect model, rolled out ``samples`` times
 from each of ``m`` test trajectories, scores at least the floor with ``n = samples * m``;
 differences between methods below a few times the floor are not resolved.
 
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
 
     import numpy as np
 
-    from openmm_closure import metrics
+    from openmm_closure.evaluate import metrics
 
     parts, names = _ensembles(Path(args.out))
     pool = np.concatenate(parts, 0)

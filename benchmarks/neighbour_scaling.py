@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from openmm_closure.observables import neighbour_ratios
+from openmm_closure.md.observables import neighbour_ratios
 
 
 def time_per_frame(n: int, periodic: bool, repeats: int, rng: np.random.Generator) -> float:

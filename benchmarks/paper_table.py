@@ -8,7 +8,7 @@ For particles2d (energy, MRE) and lj-mixing (mixing ratios, MMD²) this script
    each with several seeds (``--seeds``; the table shows mean ± std),
    with the same data, the same stage 2 and the same budget knobs, and the package's
    defaults (encoder centring on for particles2d, off for lj-mixing);
-3. evaluates every model on every test set (``openmm_closure.evaluation.evaluate``), on the
+3. evaluates every model on every test set (``openmm_closure.evaluate.evaluation.evaluate``), on the
    whole training set's observable range, and adds the model-free calibration columns
    (training mean curve shifted to each test trajectory's first value; constant first
    value) that ``evaluate`` reports;
@@ -173,7 +173,7 @@ def log(msg: str) -> None:
 
 def simulate_all(scale: dict, out: Path, systems, workers: int, progress: bool) -> dict:
     """Simulate (or resume) every dataset; returns {(system, split): directory}."""
-    from openmm_closure.simulate import simulate_ensemble
+    from openmm_closure.md.simulate import simulate_ensemble
 
     dirs = {}
     for system in systems:
@@ -225,7 +225,7 @@ def _train_one(cfg_kwargs: dict) -> float:
     """Train one model (a process-pool task: plain arguments in); returns its wall seconds."""
     import torch
 
-    from openmm_closure.training import TrainConfig, train
+    from openmm_closure.learn.training import TrainConfig, train
 
     torch.set_num_threads(1)
     t = time.time()
@@ -239,7 +239,7 @@ def train_all(scale: dict, out: Path, dirs: dict, systems, methods, seeds, devic
 
     ``jobs`` > 1 trains that many models at once in spawned processes (one torch thread each).
     """
-    from openmm_closure.training import CHECKPOINT
+    from openmm_closure.learn.training import CHECKPOINT
 
     models, todo = {}, []
     for seed in seeds:
@@ -275,7 +275,7 @@ def _evaluate_one(kwargs: dict) -> dict:
     """Evaluate one model on one test set (a process-pool task)."""
     import torch
 
-    from openmm_closure.evaluation import evaluate
+    from openmm_closure.evaluate.evaluation import evaluate
 
     torch.set_num_threads(1)
     return evaluate(**kwargs)
@@ -339,7 +339,7 @@ def _model_free_rows(res: dict, base: dict) -> list:
 
 
 def mmd_floor(dirs: dict, system: str, samples: int) -> dict:
-    """The finite-ensemble floor of the MMD rows (:func:`openmm_closure.metrics.mmd_floor`).
+    """The finite-ensemble floor of the MMD rows (:func:`openmm_closure.evaluate.metrics.mmd_floor`).
 
     Per regime: the expected score of a perfect model rolled out ``samples`` times from each
     of the ``m`` test trajectories (``n = samples * m``; a lower bound, the members of one
@@ -348,7 +348,7 @@ def mmd_floor(dirs: dict, system: str, samples: int) -> dict:
     """
     import numpy as np
 
-    from openmm_closure import metrics
+    from openmm_closure.evaluate import metrics
     from openmm_closure.data import load
 
     def obs(d):

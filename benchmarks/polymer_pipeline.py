@@ -78,7 +78,7 @@ def stability(directory: Path, r0: float) -> dict:
 
 
 def simulate(scale: dict, out: Path, progress: bool) -> dict:
-    from openmm_closure.simulate import simulate_ensemble
+    from openmm_closure.md.simulate import simulate_ensemble
 
     dirs, timing = {}, {}
     for split, regime, reps, seed in [("train", "in-dst", scale["train"], 0)] + \
@@ -94,8 +94,8 @@ def simulate(scale: dict, out: Path, progress: bool) -> dict:
 
 def render(dirs: dict, scale: dict) -> dict:
     from openmm_closure.data import load, read_manifest
-    from openmm_closure.pixel_dataset import default_render_config, pixel_dir_for, render_dataset
-    from openmm_closure.video import RenderConfig
+    from openmm_closure.video.pixel_dataset import default_render_config, pixel_dir_for, render_dataset
+    from openmm_closure.video.frames import RenderConfig
 
     cfg = default_render_config(read_manifest(dirs["train"]), **scale["render"])
     pix = {}
@@ -108,7 +108,7 @@ def render(dirs: dict, scale: dict) -> dict:
 
 
 def train_models(pix: dict, scale: dict, out: Path, methods, seeds, progress: bool) -> dict:
-    from openmm_closure.training import CHECKPOINT, TrainConfig, train
+    from openmm_closure.learn.training import CHECKPOINT, TrainConfig, train
 
     models = {}
     for seed in seeds:
@@ -135,7 +135,7 @@ def mean_curve_reference(dirs: dict) -> dict:
     import numpy as np
 
     from openmm_closure.data import load
-    from openmm_closure.metrics import moment_errors
+    from openmm_closure.evaluate.metrics import moment_errors
 
     train = np.asarray(load(dirs["train"]).observables["extension"])
     out = {}
@@ -146,7 +146,7 @@ def mean_curve_reference(dirs: dict) -> dict:
 
 
 def evaluate_models(models: dict, pix: dict, scale: dict, out: Path) -> list:
-    from openmm_closure.evaluation import evaluate
+    from openmm_closure.evaluate.evaluation import evaluate
 
     rows = []
     for (method, seed), mdir in models.items():

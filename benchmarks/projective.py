@@ -12,12 +12,12 @@ this script
    which every component stays within 2 std is the healing time; it sets ``relax_ps``;
 3. runs pure MD: ``K`` runs from one initial configuration, each its own thermostat noise
    (lj-mixing), or one run from each of ``K`` initial configurations (particles2d);
-4. runs the projective scheme (:mod:`openmm_closure.projective`) for the same members,
+4. runs the projective scheme (:mod:`openmm_closure.couple.projective`) for the same members,
    for each setting of the maximal leap, serially on one core like the MD;
 
 and prints the wall time of each, the speed-up, the accuracy at the end (lj-mixing: the
 squared MMD of the K final z̄ against the K MD ones beside the finite-ensemble floor
-:func:`openmm_closure.metrics.mmd_floor`; particles2d: the energy MRE over the horizon
+:func:`openmm_closure.evaluate.metrics.mmd_floor`; particles2d: the energy MRE over the horizon
 against MD and the relative error at the end) and the share of the projective wall time
 in MD, the surrogate (encoding and rollouts) and lifts. The target is a speed-up of 10x at
 an MMD within 2x of the floor; the last line names the largest speed-up that keeps that
@@ -57,8 +57,8 @@ def train(name: str, params: dict, out: Path, replicas: int, epochs: int, platfo
     """A small model on a simulated training set (both cached)."""
     from openmm_closure import load_model
     from openmm_closure.data import load
-    from openmm_closure.simulate import simulate_ensemble
-    from openmm_closure.training import TrainConfig, train_on
+    from openmm_closure.md.simulate import simulate_ensemble
+    from openmm_closure.learn.training import TrainConfig, train_on
 
     model_dir = out / f"model-{name}"
     if not (model_dir / "config.json").is_file():
@@ -78,7 +78,7 @@ def train(name: str, params: dict, out: Path, replicas: int, epochs: int, platfo
 
 def md_member(make, model, member: int, frames: int) -> tuple:
     """One MD run: raw z (frames + 1, D) at every model frame, and the wall time of the steps."""
-    from openmm_closure.handover import ClosureSimulation
+    from openmm_closure.couple.handover import ClosureSimulation
 
     cs = ClosureSimulation(make(member), model)
     fs = max(1, int(round(model.dt / cs.simulation.integrator.getStepSize()._value)))
@@ -117,8 +117,8 @@ def healing(make, model, md: np.ndarray, starts: tuple, after: int, lift_options
     """
     if path.is_file():
         return json.loads(path.read_text())
-    from openmm_closure.handover import ClosureSimulation
-    from openmm_closure.lift import lift_configuration
+    from openmm_closure.couple.handover import ClosureSimulation
+    from openmm_closure.couple.lift import lift_configuration
 
     cs = ClosureSimulation(make(0), model)
     sim, m = cs.simulation, model.macro_dim
@@ -159,8 +159,8 @@ def projective(make, model, members: int, frames: int, options: dict, path: Path
     if path.is_file():
         d = np.load(path, allow_pickle=True)
         return d["result"].item()
-    from openmm_closure.handover import ClosureSimulation
-    from openmm_closure.projective import ProjectiveIntegrator
+    from openmm_closure.couple.handover import ClosureSimulation
+    from openmm_closure.couple.projective import ProjectiveIntegrator
 
     finals, costs, acts, grids, member0 = [], [], {}, [], None
     for k in range(members):
@@ -206,8 +206,8 @@ def shares(cost: list) -> str:
 
 
 def run_lj(args, out: Path) -> list:
-    from openmm_closure.metrics import mmd, mmd_floor
-    from openmm_closure.projective import SystemFactory
+    from openmm_closure.evaluate.metrics import mmd, mmd_floor
+    from openmm_closure.couple.projective import SystemFactory
 
     model = train("lj-mixing", LJ, out, args.replicas, args.epochs, args.platform)
     frames = LJ["steps"] // LJ["report_interval"]
@@ -248,8 +248,8 @@ def run_lj(args, out: Path) -> list:
 
 
 def run_p2d(args, out: Path) -> list:
-    from openmm_closure.metrics import mre
-    from openmm_closure.projective import ProjectiveIntegrator  # noqa: F401  (imported for its errors early)
+    from openmm_closure.evaluate.metrics import mre
+    from openmm_closure.couple.projective import ProjectiveIntegrator  # noqa: F401  (imported for its errors early)
 
     model = train("particles2d", P2D, out, 2 * args.replicas, args.epochs, args.platform)
     frames = P2D["steps"] // P2D["report_interval"]

@@ -1,7 +1,7 @@
 """Replicas per minute of ``simulate`` on Dask against the process pool, and the paper-scale bill.
 
 Part 1, side by side in one run: the same particles2d ensemble (same seeds, sizes and
-platform) simulated end to end by :func:`openmm_closure.simulate.simulate_ensemble`
+platform) simulated end to end by :func:`openmm_closure.md.simulate.simulate_ensemble`
 
 - with the process pool, ``workers`` = 1 (in this process) and 2;
 - with ``scheduler="local"``: a LocalCluster of 1 and 2 worker processes that
@@ -45,7 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from openmm_closure.simulate import simulate_ensemble
+from openmm_closure.md.simulate import simulate_ensemble
 
 PAPER_REPLICAS = 10_000
 LJ_REFERENCE_STEPS = 100_000

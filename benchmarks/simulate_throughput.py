@@ -3,7 +3,7 @@
 For each system, the same ensemble (same seeds, same sizes) is simulated side by side in
 one run: once with one Context per replica (``--batch 1``, ``--workers`` processes), then
 with ``--batch B`` for every B asked for. Each run goes through
-:func:`openmm_closure.simulate.simulate_ensemble` end to end (builds, MD, observables,
+:func:`openmm_closure.md.simulate.simulate_ensemble` end to end (builds, MD, observables,
 HDF5 files, manifest), into a fresh temporary directory. Prints trajectories per minute
 and the ratio to the unbatched run measured in the same invocation.
 
@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from openmm_closure.simulate import simulate_ensemble
+from openmm_closure.md.simulate import simulate_ensemble
 
 # system -> (n_particles, builder parameters)
 CASES = {

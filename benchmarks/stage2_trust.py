@@ -57,7 +57,7 @@ def log(msg: str) -> None:
 
 def _stage1(base: dict, out: Path) -> Path:
     """The stage-1 checkpoint of one (system, method, seed), trained once."""
-    from openmm_closure.training import CHECKPOINT, TrainConfig, load_checkpoint, train
+    from openmm_closure.learn.training import CHECKPOINT, TrainConfig, load_checkpoint, train
 
     d = out / "stage1"
     done = 0
@@ -75,7 +75,7 @@ def _stage1(base: dict, out: Path) -> Path:
 def _variant(base: dict, stage1, out: Path, opts: dict) -> tuple[Path, float]:
     """Stage 2 under ``opts``: resumed from a copy of the stage-1 checkpoint, or trained
     afresh when there is none (no-closure has no stage 1)."""
-    from openmm_closure.training import TrainConfig, train
+    from openmm_closure.learn.training import TrainConfig, train
 
     if (out / "model.pt").exists() and (out / "wall.json").exists():
         return out, json.loads((out / "wall.json").read_text())["stage2_s"]
@@ -91,7 +91,7 @@ def _variant(base: dict, stage1, out: Path, opts: dict) -> tuple[Path, float]:
 
 
 def _evaluate(model: Path, data: Path, out: Path, samples: int) -> dict:
-    from openmm_closure.evaluation import evaluate
+    from openmm_closure.evaluate.evaluation import evaluate
 
     if (out / "metrics.json").exists():
         return json.loads((out / "metrics.json").read_text())
@@ -105,7 +105,7 @@ def _diverged(model_dir: Path, data: Path, samples: int) -> int:
 
     from openmm_closure import load_model
     from openmm_closure.data import load
-    from openmm_closure.evaluation import _states
+    from openmm_closure.evaluate.evaluation import _states
 
     model, ds = load_model(model_dir), load(data)
     z0 = np.repeat(_states(model, ds, list(range(len(ds)))), samples if model.dynamics.stochastic else 1, 0)

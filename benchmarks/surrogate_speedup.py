@@ -44,8 +44,8 @@ def _time(fn, repeats: int = 3) -> float:
 def _train(name: str, base: Path, params: dict, replicas: int, epochs: int, platform: str):
     from openmm_closure import load_model
     from openmm_closure.data import load
-    from openmm_closure.simulate import simulate_ensemble
-    from openmm_closure.training import TrainConfig, train_on
+    from openmm_closure.md.simulate import simulate_ensemble
+    from openmm_closure.learn.training import TrainConfig, train_on
 
     data = simulate_ensemble(name, base / f"data-{name}", replicas, seed=1, platform=platform, progress=False, **params)
     cfg = TrainConfig(data=str(data), out=str(base / f"model-{name}"), epochs_stage1=epochs, epochs_stage2=epochs,
@@ -87,9 +87,9 @@ def _md_ensemble(name, params, model, steps_per_frame, frames, replicas, platfor
 
 def run_system(name: str, args, base: Path) -> dict:
     from openmm_closure import systems
-    from openmm_closure.handover import ClosureSimulation
-    from openmm_closure.metrics import mmd, mre
-    from openmm_closure.surrogate import SurrogateIntegrator
+    from openmm_closure.couple.handover import ClosureSimulation
+    from openmm_closure.evaluate.metrics import mmd, mre
+    from openmm_closure.couple.surrogate import SurrogateIntegrator
 
     if name == "particles2d":
         params = dict(n_particles=args.p2d_n, steps=100, report_interval=2)

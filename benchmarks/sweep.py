@@ -56,8 +56,8 @@ def main(argv=None) -> int:
     from paper_table import SCALES, _tag
 
     from openmm_closure.catalog import CATALOG, default_latent_dim
-    from openmm_closure.evaluation import evaluate
-    from openmm_closure.training import CHECKPOINT, TrainConfig, train
+    from openmm_closure.evaluate.evaluation import evaluate
+    from openmm_closure.learn.training import CHECKPOINT, TrainConfig, train
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)

@@ -43,8 +43,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     from openmm_closure import load_model, systems
-    from openmm_closure.export import export_model
-    from openmm_closure.handover import ClosureSimulation
+    from openmm_closure.hosts.export import export_model
+    from openmm_closure.couple.handover import ClosureSimulation
     from openmm_closure.reporters import ClosureReporter
 
     out = Path(args.out)
@@ -53,8 +53,8 @@ def main(argv=None) -> None:
     params = dict(walls=(args.box, args.box), report_interval=interval, relax_steps=500)
     if args.model is None:
         from openmm_closure.data import load
-        from openmm_closure.simulate import simulate_ensemble
-        from openmm_closure.training import TrainConfig, train_on
+        from openmm_closure.md.simulate import simulate_ensemble
+        from openmm_closure.learn.training import TrainConfig, train_on
 
         data = simulate_ensemble("lj-mixing", out / "data", args.replicas, seed=args.seed, progress=False,
                                  platform=args.platform, steps=interval * (args.train_frames - 1), **params)

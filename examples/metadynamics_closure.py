@@ -14,7 +14,7 @@ written to ``OUT/free_energy.csv`` and plotted to ``OUT/free_energy.png``.
 
 In any OpenMM script the same two lines make a learned CV::
 
-    from openmm_closure.torchforce import closure_bias_variable
+    from openmm_closure.couple.torchforce import closure_bias_variable
     cv = closure_bias_variable("exported/p2d/closure_cv_0.pt", lo, hi, width)
     meta = Metadynamics(system, [cv], temperature, biasFactor, height, frequency)
 """
@@ -29,10 +29,10 @@ import openmm
 from openmm import app, unit
 
 from openmm_closure import load_model, systems
-from openmm_closure.export import export_model
-from openmm_closure.integrators import WalledLangevinIntegrator
-from openmm_closure.platforms import select_platform
-from openmm_closure.torchforce import closure_bias_variable
+from openmm_closure.hosts.export import export_model
+from openmm_closure.md.integrators import WalledLangevinIntegrator
+from openmm_closure.md.platforms import select_platform
+from openmm_closure.couple.torchforce import closure_bias_variable
 
 
 def train_small_model(out: Path, n_particles: int, replicas: int, steps: int, epochs: int, seed: int) -> Path:
@@ -40,8 +40,8 @@ def train_small_model(out: Path, n_particles: int, replicas: int, steps: int, ep
     import torch
 
     from openmm_closure.data import load
-    from openmm_closure.simulate import simulate_ensemble
-    from openmm_closure.training import TrainConfig, train_on
+    from openmm_closure.md.simulate import simulate_ensemble
+    from openmm_closure.learn.training import TrainConfig, train_on
 
     torch.set_num_threads(1)
     data = simulate_ensemble("particles2d", out / "data", replicas, seed=seed, platform="CPU", progress=False,

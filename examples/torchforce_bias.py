@@ -14,7 +14,7 @@ The force constant and the target are openmm-torch global parameters, ``closure_
 target back to the initial ẑ_c with ``context.setParameter`` (``--move-target``), with no
 re-export. The same module works in any OpenMM script::
 
-    from openmm_closure.torchforce import closure_torch_force
+    from openmm_closure.couple.torchforce import closure_torch_force
     force = closure_torch_force("exported/p2d/collective_variable.pt")
     system.addForce(force)
     simulation.context.setParameter("closure_target", 0.3)
@@ -27,9 +27,9 @@ import torch
 from openmm import app, unit
 
 from openmm_closure import load_model, systems
-from openmm_closure.export import export_model
-from openmm_closure.platforms import select_platform
-from openmm_closure.torchforce import closure_torch_force
+from openmm_closure.hosts.export import export_model
+from openmm_closure.md.platforms import select_platform
+from openmm_closure.couple.torchforce import closure_torch_force
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ A 3D periodic system none of the built-ins covers: a small cluster of solute par
 "A" dissolving in a Lennard-Jones solvent "S" under a MonteCarloBarostat. The script
 
 1. registers its own observable (the solute's radius of gyration about its periodic
-   centre) with ``openmm_closure.observables.register``;
+   centre) with ``openmm_closure.md.observables.register``;
 2. runs replicas with plain ``openmm.app`` calls and a ``DatasetReporter`` on the solute
    (``atomSubset=``), each in two legs joined by ``append=True`` as after a restart;
 3. ingests the files into a training and a test dataset (``openmm_closure.data.ingest``);
@@ -88,12 +88,12 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    from openmm_closure import observables
+    from openmm_closure.md import observables
     from openmm_closure.data import ingest, load
-    from openmm_closure.evaluation import evaluate
-    from openmm_closure.handover import ClosureSimulation
+    from openmm_closure.evaluate.evaluation import evaluate
+    from openmm_closure.couple.handover import ClosureSimulation
     from openmm_closure.reporters import ClosureReporter, DatasetReporter
-    from openmm_closure.training import TrainConfig, train
+    from openmm_closure.learn.training import TrainConfig, train
 
     observables.register("solute_rg", solute_rg, units="nanometers", species=0, replace=True)
 

@@ -47,12 +47,12 @@ def run_demo(out: str | os.PathLike = "demo_out", quick: bool = False, workers: 
         **overrides: any key of :data:`DEFAULT`.
 
     Returns:
-        The evaluation result (see :func:`openmm_closure.evaluation.evaluate`) with
+        The evaluation result (see :func:`openmm_closure.evaluate.evaluation.evaluate`) with
         ``sizes`` and ``seconds`` (wall time per phase) added.
     """
-    from .evaluation import evaluate
-    from .simulate import simulate_ensemble
-    from .training import CHECKPOINT, TrainConfig, train
+    from .evaluate.evaluation import evaluate
+    from .md.simulate import simulate_ensemble
+    from .learn.training import CHECKPOINT, TrainConfig, train
 
     sizes = dict(QUICK if quick else DEFAULT)
     unknown = sorted(set(overrides) - set(sizes))

@@ -52,7 +52,7 @@ def _version_warnings(versions: Any) -> list:
 
 def _describe_model(d: Path) -> dict:
     from .fileio import sha256_file
-    from .model import check_model_dir
+    from .learn.model import check_model_dir
 
     cfg = check_model_dir(d)
     manifest = cfg.get("manifest") or {}
@@ -93,7 +93,7 @@ def _pt_metadata(path: Path) -> tuple:
     import torch
 
     from .provenance import DIGEST_KEY, records_digest
-    from .scripting import METADATA
+    from .hosts.scripting import METADATA
 
     data = path.read_bytes()
     try:
@@ -124,7 +124,7 @@ def _pt_metadata(path: Path) -> tuple:
 
 
 def _in_index(path: Path) -> list:
-    from .export import INDEX, check_export_dir
+    from .hosts.export import INDEX, check_export_dir
 
     d = path.parent
     if not (d / INDEX).is_file():
@@ -174,7 +174,7 @@ def _describe_file(path: Path) -> dict:
 
 
 def _describe_export(d: Path) -> dict:
-    from .export import INDEX, check_export_dir
+    from .hosts.export import INDEX, check_export_dir
     from .fileio import sha256_file
 
     index = check_export_dir(d)

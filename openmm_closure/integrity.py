@@ -1,12 +1,12 @@
 """Integrity records: the sha256 of every file a loader reads, checked on every load.
 
 A model directory holds ``integrity.json``, written last by
-:func:`openmm_closure.model.save_model`::
+:func:`openmm_closure.learn.model.save_model`::
 
     {"format_version": 1, "kind": "model",
      "sha256": {"config.json": "<hex>", "model.pt": "<hex>"}}
 
-An export directory's record is its index ``export.json`` (:mod:`openmm_closure.export`),
+An export directory's record is its index ``export.json`` (:mod:`openmm_closure.hosts.export`),
 with the same ``sha256`` map over every file the export wrote. :func:`check_record`
 checks either: the record must exist and parse, and every listed file must be there with
 its recorded hash, so an edited, truncated, swapped or half-written file (``config.json``

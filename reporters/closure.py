@@ -23,9 +23,9 @@ import numpy as np
 
 from openmm_closure.species import check_species, latent_names
 
-from openmm_closure.observables import param_names
+from openmm_closure.md.observables import param_names
 
-from .macro import _ObservableReporter
+from .base import ObservableReporter
 
 __all__ = ["ClosureReporter", "load_encoder", "match_species"]
 
@@ -36,14 +36,14 @@ def load_encoder(model: Any, device: str = "cpu") -> tuple[Any, dict]:
     Arguments:
         model: path of an exported ``encoder.pt`` (or ``collective_variable.pt``), a
             model directory (``openmm-closure train``; exported in memory), or a
-            :class:`~openmm_closure.model.ClosureModel`.
+            :class:`~openmm_closure.learn.model.ClosureModel`.
         device: torch device of the returned module.
 
     Returns:
         ``(module, metadata)``: a TorchScript module ``forward(positions (n, 3) nm,
         types (n,) int64) -> (d,)`` (for a collective variable: ``collective_variable
         (positions) -> ()``) and the metadata dict of the export (see
-        :mod:`openmm_closure.export`).
+        :mod:`openmm_closure.hosts.export`).
 
     Raises:
         ValueError: a path that is neither an exported model file nor a model directory, or
@@ -51,7 +51,7 @@ def load_encoder(model: Any, device: str = "cpu") -> tuple[Any, dict]:
             ``export.json``, its operators against
             :data:`openmm_closure.hosts.allowlist.ALLOWED_OPERATORS`).
     """
-    from openmm_closure.model import ClosureModel, load_model
+    from openmm_closure.learn.model import ClosureModel, load_model
 
     if isinstance(model, ClosureModel):
         return _script_encoder(model, Path(str(model.config.get("system", "model"))), device)
@@ -65,7 +65,7 @@ def load_encoder(model: Any, device: str = "cpu") -> tuple[Any, dict]:
         return _script_encoder(load_model(path, device="cpu"), path, device)
     if not path.is_file():
         raise ValueError(f"{path} does not exist: pass an exported encoder.pt or a model directory")
-    from openmm_closure.export import load_exported
+    from openmm_closure.hosts.export import load_exported
 
     try:  # a TorchScript file is a program: its hash against the export index, its operators
         module, meta = load_exported(path, map_location=device)  # against the allow-list
@@ -87,7 +87,7 @@ def _script_encoder(model: Any, source: Path, device: str) -> tuple[Any, dict]:
 
     import torch
 
-    from openmm_closure.export import ExportedEncoder, _common_metadata
+    from openmm_closure.hosts.export import ExportedEncoder, _common_metadata
 
     meta = {**_common_metadata(model, source), "kind": "encoder"}
     module = ExportedEncoder(model.encoder).eval()
@@ -133,7 +133,7 @@ def match_species(atom_names: Sequence[str], species: Sequence[str]) -> np.ndarr
     return np.array([index[s] for s in names], dtype=np.int64)
 
 
-class ClosureReporter(_ObservableReporter):
+class ClosureReporter(ObservableReporter):
     """Report z̄ and the closure variables ẑ of any ``openmm.app.Simulation``.
 
     Arguments:

@@ -18,12 +18,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .macro import _ObservableReporter
+from .base import ObservableReporter
 
 __all__ = ["DatasetReporter"]
 
 
-class DatasetReporter(_ObservableReporter):
+class DatasetReporter(ObservableReporter):
     """Write positions, times, boxes, species and observables every ``reportInterval`` steps.
 
     Positions are written as the Simulation holds them (not wrapped into the box). A
@@ -37,7 +37,7 @@ class DatasetReporter(_ObservableReporter):
         types: (n,) int species index per atom (of the subset, when one is given) (0 = A,
             1 = B, ...); default: sorted unique atom names -> index (and those names label
             the species).
-        observables: names of :data:`openmm_closure.observables.OBSERVABLES` (built-in or
+        observables: names of :data:`openmm_closure.md.observables.OBSERVABLES` (built-in or
             registered) to store per frame (may be empty).
         overwrite: replace an existing ``file`` (default: FileExistsError).
         append: continue an existing ``file`` after a restart (same species and
@@ -76,7 +76,7 @@ class DatasetReporter(_ObservableReporter):
 
     def _setup(self, simulation, state) -> None:
         from openmm_closure.data import ReplicaWriter
-        from openmm_closure.observables import resolved_params
+        from openmm_closure.md.observables import resolved_params
 
         params = resolved_params(self._observables, self._params)
         self._writer = ReplicaWriter(self._file, self._types, self._species_names, self._observables,

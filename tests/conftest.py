@@ -2,7 +2,7 @@
 
 import pytest
 
-from openmm_closure.platforms import available_platforms
+from openmm_closure.md.platforms import available_platforms
 
 # Reference and CPU always; CUDA/OpenCL too where this machine has them.
 PLATFORMS = [p for p in available_platforms() if p in ("Reference", "CPU", "CUDA", "OpenCL")]
@@ -42,7 +42,7 @@ def contracting_clusters(n, replicas, frames, seed=0):
     import numpy as np
 
     from openmm_closure.data import ArrayDataset
-    from openmm_closure.observables import mean_pair_energy
+    from openmm_closure.md.observables import mean_pair_energy
 
     rng = np.random.default_rng(seed)
     pos = np.zeros((replicas, frames, n, 3), dtype=np.float32)
@@ -72,8 +72,8 @@ def simulated_models(tmp_path_factory):
     import torch
 
     from openmm_closure.data import load
-    from openmm_closure.simulate import simulate_ensemble
-    from openmm_closure.training import TrainConfig, train_on
+    from openmm_closure.md.simulate import simulate_ensemble
+    from openmm_closure.learn.training import TrainConfig, train_on
 
     base = tmp_path_factory.mktemp("simulated")
     old = torch.get_num_threads()
@@ -126,9 +126,9 @@ def train_tiny_model(out, system: str):
     import numpy as np
     import torch
 
-    from openmm_closure import observables
+    from openmm_closure.md import observables
     from openmm_closure.data import ArrayDataset
-    from openmm_closure.training import TrainConfig, train_on
+    from openmm_closure.learn.training import TrainConfig, train_on
 
     rng = np.random.default_rng(0)
     r, f, n = 4, 5, 12

@@ -13,7 +13,7 @@ from openmm_closure.models.baselines import (
     FlatMLPEncoder,
     chamfer_distance,
 )
-from openmm_closure.training import STAGE1_OBJECTIVES, TrainConfig, train_on
+from openmm_closure.learn.training import STAGE1_OBJECTIVES, TrainConfig, train_on
 
 N, R, F = 12, 6, 8
 

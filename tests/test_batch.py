@@ -9,8 +9,8 @@ import pytest
 import openmm
 
 from openmm_closure.data import load
-from openmm_closure.simulate import _run_replica, replica_seed, simulate_ensemble
-from openmm_closure.simulate_batch import run_batch
+from openmm_closure.md.simulate import _run_replica, replica_seed, simulate_ensemble
+from openmm_closure.md.simulate_batch import run_batch
 from openmm_closure.systems import build
 from openmm_closure.systems.batch import build_batch, check_batch_fits, run_batch_frames
 
@@ -30,7 +30,7 @@ def _forces(system, positions, platform="Reference"):
 @pytest.mark.parametrize("method", ["planes", "groups"])
 def test_particles2d_batched_equals_unbatched(tmp_path, platform, method, monkeypatch):
     """Deterministic gradient flow: every replica of a batch matches its own run to 1e-5."""
-    import openmm_closure.simulate_batch as sb
+    import openmm_closure.md.simulate_batch as sb
 
     monkeypatch.setattr(sb.run_batch, "__defaults__", (None, method))
     kw = dict(n_particles=30, seed=5, platform=platform, progress=False, steps=40)

@@ -112,7 +112,7 @@ def test_device_means_one_thing(parsers):
 def test_device_auto_is_resolved_and_cuda_is_not_faked():
     import torch
 
-    from openmm_closure.model import resolve_device
+    from openmm_closure.learn.model import resolve_device
 
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     assert resolve_device("cpu") == torch.device("cpu")
@@ -122,7 +122,7 @@ def test_device_auto_is_resolved_and_cuda_is_not_faked():
 
 
 def test_every_training_option_is_a_train_flag(parsers):
-    from openmm_closure.training import TrainConfig
+    from openmm_closure.learn.training import TrainConfig
 
     dests = {a.dest for a in parsers["train"]._actions}
     fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"progress"}  # --no-progress
@@ -135,7 +135,7 @@ def _print_config(args, capsys) -> str:
 
 
 def test_print_config_round_trips_through_config(tmp_path, capsys):
-    from openmm_closure.config_file import parse_toml
+    from openmm_closure.learn.config_file import parse_toml
 
     text = _print_config(["--data", "d", "--out", "o", "--lr", "3e-4", "--flow-hidden", "32,32", "--amp",
                           "--no-center", "--frames-per-trajectory", "5"], capsys)
@@ -151,7 +151,7 @@ def test_print_config_round_trips_through_config(tmp_path, capsys):
 
 
 def test_config_keys_take_dashes_or_underscores(tmp_path, capsys):
-    from openmm_closure.config_file import parse_toml
+    from openmm_closure.learn.config_file import parse_toml
 
     path = tmp_path / "run.toml"
     path.write_text('epochs-stage1 = 3\nsigma0_sq = 1e-4\nmethod = "inve"\n')
@@ -186,7 +186,7 @@ def test_model_directory_stores_the_run_options_and_they_repeat_it(tmp_path, one
     again from that file gives the same weights, bitwise."""
     import torch
 
-    from openmm_closure.config_file import read_toml
+    from openmm_closure.learn.config_file import read_toml
     from test_training import _dataset
 
     _dataset(tmp_path / "ds")

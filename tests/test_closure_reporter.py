@@ -10,7 +10,7 @@ from openmm import app, unit
 
 from conftest import SMALL_SYSTEMS
 from openmm_closure import load_model, systems
-from openmm_closure.export import export_model
+from openmm_closure.hosts.export import export_model
 from openmm_closure.reporters import ClosureReporter
 
 pytestmark = [

@@ -31,7 +31,7 @@ pytest.importorskip("dask_jobqueue")
 
 from openmm_closure.cli import main as cli_main  # noqa: E402
 from openmm_closure.data import load  # noqa: E402
-from openmm_closure.simulate import simulate_ensemble  # noqa: E402
+from openmm_closure.md.simulate import simulate_ensemble  # noqa: E402
 from conftest import assert_same_dataset
 
 #: deterministic, bitwise-reproducible (Reference), about a second a replica
@@ -113,7 +113,7 @@ def test_batches_as_tasks_on_a_client_and_a_complete_rerun(client, tmp_path):
 
 @pytest.mark.parametrize("name", ["particles2d", "lj-mixing"])
 def test_evaluate_on_a_scheduler_equals_the_local_evaluation(simulated_models, client, tmp_path, name):
-    from openmm_closure.evaluation import evaluate
+    from openmm_closure.evaluate.evaluation import evaluate
 
     model = simulated_models[name]
     data = model.parent / f"data-{name}"

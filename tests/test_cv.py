@@ -9,7 +9,7 @@ from conftest import train_tiny_model
 
 from openmm_closure import load_model
 from openmm_closure.cli import main
-from openmm_closure.export import export_model, read_metadata
+from openmm_closure.hosts.export import export_model, read_metadata
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated:DeprecationWarning"),
@@ -75,7 +75,7 @@ def test_customcvforce_values_equal_encode(models, name, platform):
     """CustomCVForce.getCollectiveVariableValues = model.encode to 1e-5, every component."""
     import openmm
 
-    from openmm_closure.torchforce import closure_cv_force
+    from openmm_closure.couple.torchforce import closure_cv_force
 
     model_dir, export_dir = models[name]
     model = load_model(model_dir)
@@ -108,7 +108,7 @@ def test_bias_on_cv_forces_are_minus_finite_difference_gradient(models, platform
     hundred times the float32 resolution of ẑ (the encoder's weights are float32)."""
     import openmm
 
-    from openmm_closure.torchforce import closure_cv_force
+    from openmm_closure.couple.torchforce import closure_cv_force
 
     model_dir, export_dir = models["particles2d"]
     model = load_model(model_dir)
@@ -154,7 +154,7 @@ def test_atom_subset_sees_only_its_particles(models, tmp_path):
     other particles feel no force and moving them changes nothing."""
     import openmm
 
-    from openmm_closure.torchforce import closure_cv_force
+    from openmm_closure.couple.torchforce import closure_cv_force
 
     model_dir, _ = models["particles2d"]
     model = load_model(model_dir)
@@ -185,7 +185,7 @@ def test_periodic_cv_is_invariant_under_box_wrapping(models, tmp_path):
     """With --periodic the CV takes the box: moving a particle by a box vector leaves ẑ."""
     import openmm
 
-    from openmm_closure.torchforce import closure_cv_force
+    from openmm_closure.couple.torchforce import closure_cv_force
 
     model_dir, _ = models["particles2d"]
     export_model(model_dir, tmp_path / "x", cv=True, periodic=True)
@@ -225,7 +225,7 @@ def test_bad_cv_options_one_line(models, tmp_path, capsys):
         assert main(["export", "--out", str(tmp_path / "bad"), *args]) != 0
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and needle in err, err
-    from openmm_closure.torchforce import closure_bias_variable, closure_cv_force
+    from openmm_closure.couple.torchforce import closure_bias_variable, closure_cv_force
 
     export_dir = models["particles2d"][1]
     with pytest.raises(ValueError, match="not closure_cv"):
@@ -248,7 +248,7 @@ def test_metadynamics_on_exported_cv_deposits(models):
     import openmm
     from openmm import app, unit
 
-    from openmm_closure.torchforce import closure_bias_variable
+    from openmm_closure.couple.torchforce import closure_bias_variable
 
     model_dir, export_dir = models["particles2d"]
     model = load_model(model_dir)
@@ -284,7 +284,7 @@ def test_cv_file_under_torchforce_alone(models, platform):
     is ẑ_c and the forces are -∂ẑ_c/∂x of the eager model."""
     import openmm
 
-    from openmm_closure.torchforce import closure_cv_force
+    from openmm_closure.couple.torchforce import closure_cv_force
 
     model_dir, export_dir = models["particles2d"]
     model = load_model(model_dir)
@@ -335,8 +335,8 @@ def test_python_force_equals_torchforce(models, tmp_path, name, platform):
     global parameters move."""
     import openmm
 
-    from openmm_closure.pythonforce import closure_python_force
-    from openmm_closure.torchforce import closure_torch_force
+    from openmm_closure.couple.pythonforce import closure_python_force
+    from openmm_closure.couple.torchforce import closure_torch_force
 
     model_dir, _ = models[name]
     model = load_model(model_dir)
@@ -373,8 +373,8 @@ def test_observable_cv_energy_equals_numpy_and_its_forces(models, platform):
     observables.compute; its forces equal minus the finite-difference gradient."""
     import openmm
 
-    from openmm_closure.observables import compute
-    from openmm_closure.torchforce import closure_cv_force
+    from openmm_closure.md.observables import compute
+    from openmm_closure.couple.torchforce import closure_cv_force
 
     model_dir, export_dir = models["particles2d"]
     model = load_model(model_dir)
@@ -408,7 +408,7 @@ def test_observable_cv_modules_equal_numpy(name):
     """Each differentiable observable's TorchScript form equals the numpy observable, on a
     subset and after periodic wrapping; R_AB has none."""
     from openmm_closure.hosts.cv import ObservableCV
-    from openmm_closure.observables import compute
+    from openmm_closure.md.observables import compute
 
     rng = np.random.default_rng(2)
     pos = rng.random((15, 3)) * 3

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import contracting_clusters
 
-from openmm_closure.diagnostics import diagnose, explain, r2_linear, set_statistics, within_fraction
+from openmm_closure.evaluate.diagnostics import diagnose, explain, r2_linear, set_statistics, within_fraction
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,8 +36,8 @@ def test_uncentred_model_reads_the_centre_as_a_label(tmp_path):
     """One rigid cluster shape translated by a per-trajectory offset: an uncentred encoder's ẑ
     is a function of the centre only (R² with the centre high, no variance in time)."""
     from openmm_closure.data import ArrayDataset
-    from openmm_closure.observables import mean_pair_energy
-    from openmm_closure.training import TrainConfig, train_on
+    from openmm_closure.md.observables import mean_pair_energy
+    from openmm_closure.learn.training import TrainConfig, train_on
 
     rng = np.random.default_rng(1)
     n, r, f = 16, 8, 4

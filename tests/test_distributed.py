@@ -24,8 +24,8 @@ import torch
 
 from openmm_closure.cli import main
 from openmm_closure.data import ArrayDataset
-from openmm_closure.distributed import TORCHRUN_VARIABLES, Distributed, share
-from openmm_closure.training import TrainConfig, _check_world, load_checkpoint
+from openmm_closure.learn.distributed import TORCHRUN_VARIABLES, Distributed, share
+from openmm_closure.learn.training import TrainConfig, _check_world, load_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from conftest import contracting_clusters
 
-from openmm_closure import metrics
+from openmm_closure.evaluate import metrics
 from openmm_closure.cli import main
 from openmm_closure.data import ArrayDataset
-from openmm_closure.evaluation import evaluate, markdown_table, metric_kind
-from openmm_closure.model_io import load_model
-from openmm_closure.observables import neighbour_ratios
-from openmm_closure.training import TrainConfig, train_on
+from openmm_closure.evaluate.evaluation import evaluate, markdown_table, metric_kind
+from openmm_closure.learn.model import load_model
+from openmm_closure.md.observables import neighbour_ratios
+from openmm_closure.learn.training import TrainConfig, train_on
 
 F = 8
 
@@ -87,7 +87,7 @@ def test_mre_is_recomputed_from_an_independent_rollout(setup, tmp_path):
     expected = metrics.mre(np.stack(preds), ds.observables["energy"], lo, hi)
     assert res["value"] == pytest.approx(expected, rel=1e-6)
     # the rollouts that leave the training range of z, counted on the same independent rollouts
-    from openmm_closure.guard import bound
+    from openmm_closure.couple.guard import bound
 
     limit = bound(model)
     scaled = [model.rollout(model.state(np.asarray(ds.positions[r, 0]), ds.types[r]), F - 1)[0].numpy()
@@ -100,7 +100,7 @@ def test_mre_is_recomputed_from_an_independent_rollout(setup, tmp_path):
 
 
 def test_members_out_flags_every_member_that_leaves_the_range_once():
-    from openmm_closure.guard import members_out
+    from openmm_closure.couple.guard import members_out
 
     z = np.zeros((4, 5, 2))
     z[1, 3, 0] = 1.3     # out for one step, then back
@@ -278,7 +278,7 @@ def test_no_closure_model_exports_its_dynamics_only(setup, tmp_path):
     the eager rollout), says why the other files are missing, and refuses host profiles."""
     import torch
 
-    from openmm_closure.export import check_export_dir, export_model
+    from openmm_closure.hosts.export import check_export_dir, export_model
 
     paths = export_model(setup / "none", tmp_path / "x")
     assert paths["encoder"] is None and paths["collective_variable"] is None
@@ -298,7 +298,7 @@ def test_no_closure_model_exports_its_dynamics_only(setup, tmp_path):
 def test_divergent_rollouts_are_counted_beyond_ten_scaled_units():
     """A rollout counts as divergent when any component passes |z_scaled| = 10 (or is not
     finite) at any frame; one leaving the training range only is out of range, not divergent."""
-    from openmm_closure.evaluation import _out_of_range
+    from openmm_closure.evaluate.evaluation import _out_of_range
 
     class Scaled:  # raw states that are already scaled: the counting is the subject
         config = {"ood_margin": 0.25}

@@ -14,7 +14,7 @@ from conftest import build_cpp_example, train_tiny_model
 
 from openmm_closure import load_model
 from openmm_closure.cli import main
-from openmm_closure.export import export_model, read_metadata
+from openmm_closure.hosts.export import export_model, read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [
@@ -291,7 +291,7 @@ def test_torchforce_global_parameters(models, tmp_path, platform):
     import openmm
     import openmmtorch  # noqa: F401  (registers TorchForce with OpenMM)
     from openmm_closure import systems
-    from openmm_closure.torchforce import closure_torch_force
+    from openmm_closure.couple.torchforce import closure_torch_force
 
     model_dir, _ = models["particles2d"]
     model = load_model(model_dir)
@@ -354,8 +354,8 @@ def test_centred_model_translation_invariant_eager_and_exported(models):
 
 def test_cpp_host_refuses_another_torch(models, cpp_host, tmp_path):
     """An encoder whose metadata records another torch (or C++ ABI) is refused in one line."""
-    from openmm_closure.export import ExportedEncoder
-    from openmm_closure.scripting import save_script
+    from openmm_closure.hosts.export import ExportedEncoder
+    from openmm_closure.hosts.scripting import save_script
 
     model_dir, export_dir = models["particles2d"]
     model = load_model(model_dir)

@@ -10,12 +10,13 @@ import torch
 from openmm import unit
 
 from conftest import SMALL_SYSTEMS
-from openmm_closure import load_model, observables, systems
-from openmm_closure.fast_rollout import compiled_rollout, rollout_noise
-from openmm_closure.guard import OutOfRangeWarning
-from openmm_closure.handover import ClosureSimulation
-from openmm_closure.lift import DEFAULT_TOLERANCE, LiftWarning
-from openmm_closure.surrogate import SurrogateIntegrator
+from openmm_closure import load_model, systems
+from openmm_closure.md import observables
+from openmm_closure.couple.fast_rollout import compiled_rollout, rollout_noise
+from openmm_closure.couple.guard import OutOfRangeWarning
+from openmm_closure.couple.handover import ClosureSimulation
+from openmm_closure.couple.lift import DEFAULT_TOLERANCE, LiftWarning
+from openmm_closure.couple.surrogate import SurrogateIntegrator
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated:DeprecationWarning"),
@@ -138,13 +139,13 @@ def test_compiled_rollout_equals_eager(simulated_models, name):
     if noise is not None:  # the same noise given as input to the eager dynamics
         assert torch.allclose(fast, model.dynamics.rollout(z0, 25, model.dt, noise), atol=1e-6)
     # one compiled module per model, reused
-    from openmm_closure.fast_rollout import scripted_dynamics
+    from openmm_closure.couple.fast_rollout import scripted_dynamics
 
     assert scripted_dynamics(model) is scripted_dynamics(model)
 
 
 def test_guard_fires_outside_quiet_inside(simulated_models, tmp_path):
-    from openmm_closure.guard import DEFAULT_MARGIN, bound
+    from openmm_closure.couple.guard import DEFAULT_MARGIN, bound
 
     model = load_model(simulated_models["lj-mixing"])
     assert model.config["ood_margin"] == DEFAULT_MARGIN  # stored by training

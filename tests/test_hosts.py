@@ -17,7 +17,7 @@ from conftest import build_cpp_example, train_tiny_model
 
 from openmm_closure import load_model
 from openmm_closure.cli import main
-from openmm_closure.export import check_export_dir, export_model
+from openmm_closure.hosts.export import check_export_dir, export_model
 
 ROOT = Path(__file__).resolve().parents[1]
 N = 12  # particles of the lj-mixing model's baked species

@@ -5,6 +5,8 @@
   functions too, which only hide a cycle);
 - the OpenMM-side modules (platforms, integrators, systems, observables, data, video,
   catalog, the reporters' OpenMM half) never load torch; ``models`` never loads openmm;
+- the wings (md, learn, evaluate, couple, video) are namespaces whose ``__init__`` imports
+  nothing; the OpenMM wing (md) and the networks (models) import no other wing;
 - nothing imports the command line (``openmm_closure.cli``, ``openmm_closure.commands``):
   it sits on top and only dispatches.
 
@@ -29,16 +31,16 @@ SOURCES = {ROOT / "openmm_closure": "openmm_closure", ROOT / "reporters": "openm
            ROOT / "forcefields": "openmm_closure.forcefields"}
 CLI = ("openmm_closure.cli", "openmm_closure.commands")
 #: modules that must never load torch (prefix match)
-TORCH_FREE = ("openmm_closure.platforms", "openmm_closure.integrators", "openmm_closure.systems",
-              "openmm_closure.observables", "openmm_closure.data", "openmm_closure.video",
-              "openmm_closure.catalog", "openmm_closure.fileio", "openmm_closure.metrics",
-              "openmm_closure.simulate", "openmm_closure.simulate_batch", "openmm_closure.pixel_dataset",
+TORCH_FREE = ("openmm_closure.md.platforms", "openmm_closure.md.integrators", "openmm_closure.systems",
+              "openmm_closure.md.observables", "openmm_closure.data", "openmm_closure.video.frames",
+              "openmm_closure.catalog", "openmm_closure.fileio", "openmm_closure.evaluate.metrics",
+              "openmm_closure.md.simulate", "openmm_closure.md.simulate_batch", "openmm_closure.video.pixel_dataset",
               "openmm_closure.forcefields", "openmm_closure.reporters.macro",
               "openmm_closure.reporters.dataset", "openmm_closure.commands.simulate",
               "openmm_closure.cluster", "openmm_closure.commands._scheduler")
 #: modules that must never load openmm (prefix match)
-OPENMM_FREE = ("openmm_closure.models", "openmm_closure.catalog", "openmm_closure.metrics", "openmm_closure.cluster",
-               "openmm_closure.distributed")
+OPENMM_FREE = ("openmm_closure.models", "openmm_closure.catalog", "openmm_closure.evaluate.metrics", "openmm_closure.cluster",
+               "openmm_closure.learn.distributed")
 #: cycles through imports inside functions that are known and being removed (sorted pairs)
 ALLOWED_LAZY_CYCLES: set = set()
 
@@ -107,7 +109,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 def test_the_graph_sees_known_edges():
     # the reader must find real edges, or every check below passes vacuously
     graph = {n: _imports(n, p, True) for n, p in MODULES.items()}
-    assert "openmm_closure.data" in graph["openmm_closure.simulate"]
+    assert "openmm_closure.data" in graph["openmm_closure.md.simulate"]
     assert "openmm_closure.commands.simulate" in MODULES
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
 
@@ -195,4 +197,57 @@ def test_public_api_is_imported_lazily_from_the_package_top():
             "print(before, ClosureSimulation.__module__, SurrogateIntegrator.__module__, load_model.__name__)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert res.stdout.split() == ["[]", "openmm_closure.handover", "openmm_closure.surrogate", "load_model"]
+    assert res.stdout.split() == ["[]", "openmm_closure.couple.handover", "openmm_closure.couple.surrogate", "load_model"]
+
+
+#: the wings: namespaces that group the modules by the map (README, docs/layout.md)
+WINGS = ("openmm_closure.md", "openmm_closure.learn", "openmm_closure.evaluate", "openmm_closure.couple",
+         "openmm_closure.video")
+#: wing -> the wings and packages its modules never import (module level or inside functions)
+NEVER_IMPORTS = {
+    "openmm_closure.md": ("openmm_closure.learn", "openmm_closure.evaluate", "openmm_closure.couple",
+                          "openmm_closure.hosts", "openmm_closure.models", "openmm_closure.video"),
+    "openmm_closure.models": ("openmm_closure.md", "openmm_closure.learn", "openmm_closure.evaluate",
+                              "openmm_closure.couple", "openmm_closure.hosts", "openmm_closure.video"),
+}
+
+
+def test_wings_are_namespaces():
+    # a wing's __init__ imports nothing: importing one module of a wing loads none of the others
+    for wing in WINGS:
+        path = MODULES[wing]
+        tree = ast.parse(path.read_text())
+        assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))], wing
+        assert ast.get_docstring(tree), f"{wing}: say what the wing holds"
+
+
+def test_wings_import_one_way():
+    offenders = {}
+    for name, path in MODULES.items():
+        for wing, banned in NEVER_IMPORTS.items():
+            if name == wing or name.startswith(wing + "."):
+                hits = sorted(m for m in _imports(name, path, True) if m.startswith(banned))
+                if hits:
+                    offenders[name] = hits
+    assert offenders == {}
+
+
+def test_entry_point_groups_keep_their_names():
+    # plugins register under these groups: moving a module into a wing never renames one
+    from openmm_closure.evaluate.metric_kinds import METRIC_KINDS
+    from openmm_closure.learn.objectives import OBJECTIVES
+
+    assert (OBJECTIVES.group, METRIC_KINDS.group) == ("openmm_closure" + ".objectives", "openmm_closure" + ".metrics")
+
+
+def test_moved_modules_answer_to_their_old_names():
+    # an old name (built here, so that no rewrite of the names touches it) gives the moved module
+    code = ("import importlib, warnings, openmm_closure, openmm_closure.couple.surrogate as new\n"
+            "from openmm_closure.md import observables\n"
+            "warnings.simplefilter('ignore')\n"
+            "old = importlib.import_module('openmm_closure' + '.surrogate')\n"
+            "obs = importlib.import_module('openmm_closure' + '.observables')\n"
+            "print(old is new, getattr(openmm_closure, 'surrogate') is new, old.__spec__.name, obs is observables)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["True", "True", "openmm_closure.couple.surrogate", "True"]

@@ -12,7 +12,7 @@ from conftest import train_tiny_model
 
 import openmm_closure
 from openmm_closure.cli import main
-from openmm_closure.export import export_model, read_metadata
+from openmm_closure.hosts.export import export_model, read_metadata
 from openmm_closure.info import describe, format_info
 
 pytestmark = [
@@ -23,7 +23,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory):
-    from openmm_closure.simulate import simulate_ensemble
+    from openmm_closure.md.simulate import simulate_ensemble
 
     base = tmp_path_factory.mktemp("info")
     model = train_tiny_model(base / "model", "particles2d")
@@ -127,9 +127,9 @@ def test_damaged_files_get_one_line(paths, capsys, tmp_path):
 
 def test_version_mismatch_is_a_warning(paths, tmp_path):
     """A file exported under another torch/libtorch ABI says so (C++ hosts need the same)."""
-    from openmm_closure.export import ExportedEncoder
-    from openmm_closure.model import load_model
-    from openmm_closure.scripting import save_script
+    from openmm_closure.hosts.export import ExportedEncoder
+    from openmm_closure.learn.model import load_model
+    from openmm_closure.hosts.scripting import save_script
 
     model = load_model(paths["model"])
     meta = read_metadata(paths["export"] / "encoder.pt")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from openmm_closure import observables as ob
+from openmm_closure.md import observables as ob
 from openmm_closure.cli import main
 from openmm_closure.data import ingest, load, read_replica
 from openmm_closure.periodic import periodic_image_np
@@ -82,9 +82,9 @@ def test_registered_observable_round_trips_to_evaluate(tmp_path, rg):
     """reporter -> ingest -> train -> evaluate, the observable known only by its name."""
     import torch
 
-    from openmm_closure.evaluation import evaluate
-    from openmm_closure.model import load_model
-    from openmm_closure.training import TrainConfig, train
+    from openmm_closure.evaluate.evaluation import evaluate
+    from openmm_closure.learn.model import load_model
+    from openmm_closure.learn.training import TrainConfig, train
 
     files = [run_replica(tmp_path / f"r{i}.h5", seed=i) for i in range(4)]
     ingest(files, tmp_path / "ds")
@@ -111,8 +111,8 @@ def test_render_an_ingested_3d_dataset(tmp_path, rg):
     """render works on any 3D particle set: every frame drawn, the solute visible in each."""
     from PIL import Image
 
-    from openmm_closure.render import particle_render_config
-    from openmm_closure.video import render_frames
+    from openmm_closure.video.render import particle_render_config
+    from openmm_closure.video.frames import render_frames
 
     files = [run_replica(tmp_path / "r0.h5", seed=0), run_replica(tmp_path / "r1.h5", seed=1)]
     ingest(files, tmp_path / "ds")

@@ -6,7 +6,7 @@ import pytest
 from conftest import potential_energy
 from openmm import app
 
-from openmm_closure.integrators import WalledLangevinIntegrator
+from openmm_closure.md.integrators import WalledLangevinIntegrator
 from openmm_closure.systems import build
 from openmm_closure.systems.lj_mixing import LJ_EPSILON, LJ_SIGMA, lattice_positions
 

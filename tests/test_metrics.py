@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from openmm_closure import metrics
+from openmm_closure.evaluate import metrics
 
 
 def test_mmd_of_an_ensemble_against_itself_is_exactly_zero():
@@ -90,7 +90,7 @@ def test_metrics_do_not_import_torch_or_openmm():
     import subprocess
     import sys
 
-    code = ("import sys, openmm_closure.metrics; "
+    code = ("import sys, openmm_closure.evaluate.metrics; "
             "assert 'torch' not in sys.modules and 'openmm' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

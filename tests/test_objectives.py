@@ -11,12 +11,12 @@ import torch
 from conftest import contracting_clusters
 
 from openmm_closure import catalog
-from openmm_closure.frames import SetBatch, TrainingFrames
-from openmm_closure.model import ClosureModel, load_model
-from openmm_closure.model_config import ModelConfig
-from openmm_closure.objectives import OBJECTIVES, Objective, Stage1Objective
+from openmm_closure.learn.frames import SetBatch, TrainingFrames
+from openmm_closure.learn.model import ClosureModel, load_model
+from openmm_closure.learn.model_config import ModelConfig
+from openmm_closure.learn.objectives import OBJECTIVES, Objective, Stage1Objective
 from openmm_closure.species import check_species, state_names
-from openmm_closure.training import STAGE1_OBJECTIVES, TrainConfig, _build_model
+from openmm_closure.learn.training import STAGE1_OBJECTIVES, TrainConfig, _build_model
 
 
 def _config(method):
@@ -85,7 +85,7 @@ def test_model_config_unknown_keys_survive_and_a_saved_model_reloads(tmp_path):
     d = _written_configs(tmp_path)["now"]
     d["future_key"] = {"a": 1}
     assert ModelConfig.from_dict(d).to_dict()["future_key"] == {"a": 1}
-    from openmm_closure.model import save_model
+    from openmm_closure.learn.model import save_model
 
     model = ClosureModel(ModelConfig.from_dict(d))
     save_model(model, tmp_path / "m")
@@ -106,7 +106,7 @@ def test_catalogue_drives_the_training_defaults():
         model = _build_model(cfg, frames)
         assert (model.latent_dim, model.spec.dynamics_kind, model.spec.center) == (d, kind, center), system
     assert catalog.facts("lj-mixing").observables == ("R_AB", "R_BA")
-    from openmm_closure.observables import DEFAULT_OBSERVABLES
+    from openmm_closure.md.observables import DEFAULT_OBSERVABLES
 
     assert all(DEFAULT_OBSERVABLES[s] == catalog.CATALOG[s].observables for s in catalog.SYSTEMS)
 
@@ -122,7 +122,7 @@ def test_one_species_check_for_every_user():
     model = _build_model(cfg, frames).eval()
     with pytest.raises(ValueError, match="species index out of range"):
         model.encode(np.zeros((6, 3)), np.full(6, model.n_species))
-    from openmm_closure.surrogate import SurrogateIntegrator
+    from openmm_closure.couple.surrogate import SurrogateIntegrator
 
     with pytest.raises(ValueError, match="species index out of range"):
         SurrogateIntegrator(model).check(np.zeros((6, 3)), np.full(6, model.n_species))

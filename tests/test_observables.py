@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from openmm_closure import observables as ob
+from openmm_closure.md import observables as ob
 
 
 def brute_energy(x, a=4.0, b=0.1):

@@ -18,7 +18,7 @@ BOXES = {
 def tiny_model(out, dims, periodic=False, n=12):
     """A tiny model trained in about a second on random 2D or 3D sets of two species."""
     from openmm_closure.data import ArrayDataset
-    from openmm_closure.training import TrainConfig, train_on
+    from openmm_closure.learn.training import TrainConfig, train_on
 
     rng = np.random.default_rng(0)
     pos = rng.random((4, 5, n, 3)) * 2.5
@@ -87,7 +87,7 @@ def test_numpy_and_torch_images_agree_and_are_idempotent():
 
 
 def test_exported_encoder_takes_the_box(models):
-    from openmm_closure.export import ExportedEncoder
+    from openmm_closure.hosts.export import ExportedEncoder
 
     model = models[3]
     scripted = torch.jit.script(ExportedEncoder(model.encoder).eval())
@@ -141,14 +141,14 @@ def test_exported_subset_cv_equals_encoding_the_subset(tmp_path):
     import openmm
     from openmm import unit
 
-    from openmm_closure.export import export_model
-    from openmm_closure.torchforce import closure_cv_force
+    from openmm_closure.hosts.export import export_model
+    from openmm_closure.couple.torchforce import closure_cv_force
     from test_user_reporters import lj_fluid
 
     tiny_model(tmp_path / "m", 3, periodic=True, n=6)
     subset, types = [0, 1, 2, 3, 13, 26], [0, 0, 1, 1, 0, 1]
     export_model(tmp_path / "m", tmp_path / "x", cv=True, atom_subset=subset, types=types, periodic=True)
-    from openmm_closure.model import load_model
+    from openmm_closure.learn.model import load_model
 
     model = load_model(tmp_path / "m")
     sim = lj_fluid(barostat=False, triclinic=True)
@@ -181,8 +181,8 @@ def test_bias_with_atom_subset_sees_the_subset_alone(tmp_path):
     ẑ_c of the subset alone, the other particles feel no force, and a System too small for
     the subset is refused in one line."""
     from openmm_closure.cli import main
-    from openmm_closure.export import load_exported
-    from openmm_closure.model import load_model
+    from openmm_closure.hosts.export import load_exported
+    from openmm_closure.learn.model import load_model
 
     tiny_model(tmp_path / "m", 3, n=6)
     np.save(tmp_path / "t.npy", np.array([0, 1, 0, 1, 0, 1]))
@@ -201,7 +201,7 @@ def test_bias_with_atom_subset_sees_the_subset_alone(tmp_path):
     assert float(grad[others].abs().max()) == 0.0 and float(grad[meta["atom_subset"]].abs().max()) > 0
     import openmm
 
-    from openmm_closure.torchforce import check_particle_count
+    from openmm_closure.couple.torchforce import check_particle_count
 
     small = openmm.System()
     for _ in range(10):
@@ -216,7 +216,7 @@ def test_closure_simulation_lifts_only_the_subset(tmp_path):
     was; with relaxation every particle moves and the energy is finite."""
     from openmm import unit
 
-    from openmm_closure.handover import ClosureSimulation
+    from openmm_closure.couple.handover import ClosureSimulation
     from test_user_reporters import lj_fluid
 
     model = tiny_model(tmp_path / "m", 3, periodic=True, n=6)

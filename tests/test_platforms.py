@@ -3,7 +3,7 @@ import openmm
 import openmm.unit
 import pytest
 
-from openmm_closure.platforms import PLATFORM_ORDER, available_platforms, platform_properties, select_platform
+from openmm_closure.md.platforms import PLATFORM_ORDER, available_platforms, platform_properties, select_platform
 
 
 def test_auto_picks_fastest_available():

@@ -32,8 +32,8 @@ def _registries() -> dict[tuple[str, str], tuple[str, ...]]:
     from openmm_closure.hosts.profiles import FORMATS, HOSTS, REFUSED_HOSTS
     from openmm_closure.models.dynamics import DRIFTS, DYNAMICS
     from openmm_closure.models.registry import ENCODERS
-    from openmm_closure.objectives import OBJECTIVES
-    from openmm_closure.simulate import REGIMES
+    from openmm_closure.learn.objectives import OBJECTIVES
+    from openmm_closure.md.simulate import REGIMES
 
     return {
         ("simulate", "system"): SYSTEM_REGISTRY.names(),
@@ -141,7 +141,7 @@ def test_plugin_system_and_dynamics_end_to_end(tmp_path):
     # the exported dynamics is the plugin's, and rolls out as the model does (in a fresh process)
     check = (
         "import torch, numpy as np\n"
-        "from openmm_closure.model import load_model\n"
+        "from openmm_closure.learn.model import load_model\n"
         f"m = load_model({str(model)!r})\n"
         "assert type(m.dynamics).__name__ == 'DampedLinearODE', type(m.dynamics)\n"
         f"x = torch.jit.load({str(export / 'dynamics.pt')!r})\n"
@@ -156,7 +156,8 @@ def test_plugin_system_and_dynamics_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("name", ["particles2d", "lj-mixing", "polymer"])
 def test_every_system_record_builds_with_its_test_parameters(name):
-    from openmm_closure import catalog, simulate, systems
+    from openmm_closure import catalog, systems
+    from openmm_closure.md import simulate
 
     record = catalog.SYSTEM_REGISTRY[name]
     assert catalog.CATALOG[name] is record.facts and systems.SYSTEMS[name] is record.build_fn()
@@ -178,8 +179,8 @@ def test_a_batch_of_a_system_without_batched_builder_runs_one_by_one(tmp_path, m
 
     from openmm_closure.catalog import SYSTEM_REGISTRY
     from openmm_closure.data import replica_filename
-    from openmm_closure.simulate import replica_seed, simulate_ensemble
-    from openmm_closure.simulate_batch import run_batch
+    from openmm_closure.md.simulate import replica_seed, simulate_ensemble
+    from openmm_closure.md.simulate_batch import run_batch
 
     monkeypatch.syspath_prepend(str(PLUGIN))
     from closure_trap.system import TRAP
@@ -208,7 +209,7 @@ def test_a_batch_of_a_system_without_batched_builder_runs_one_by_one(tmp_path, m
                                                  ("flat-mlp", "ae-aug", True), ("settransformer", "ours", True),
                                                  ("deepset-setdec", "ae-inve", False)])
 def test_an_encoder_a_method_brings_itself_is_refused_elsewhere(encoder, method, ok):
-    from openmm_closure.training import TrainConfig
+    from openmm_closure.learn.training import TrainConfig
 
     cfg = TrainConfig(data="d", out="o", encoder=encoder, method=method)
     if ok:

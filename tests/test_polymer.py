@@ -4,7 +4,7 @@ import numpy as np
 import openmm
 import pytest
 
-from openmm_closure.integrators import ExtensionalFlowBrownianIntegrator
+from openmm_closure.md.integrators import ExtensionalFlowBrownianIntegrator
 from openmm_closure.systems import build
 from openmm_closure.systems.polymer import fene_mean_square_bond, measure_relaxation_time
 

@@ -7,8 +7,8 @@ import pytest
 
 from openmm_closure.cli import main
 from openmm_closure.data import load
-from openmm_closure.pixel_dataset import default_render_config, render_dataset
-from openmm_closure.simulate import simulate_ensemble
+from openmm_closure.video.pixel_dataset import default_render_config, render_dataset
+from openmm_closure.md.simulate import simulate_ensemble
 
 TINY = dict(n_particles=8, weissenberg=2.0, relaxation_time=1.0, strain=2.0, n_frames=6, dt=0.002, repulsion="soft",
             equilibration_steps=200)
@@ -135,7 +135,7 @@ def test_measured_relaxation_time_of_the_small_chain_is_reproduced():
 
 
 def test_video_band_starts_at_the_simulated_extension(datasets, tmp_path):
-    from openmm_closure.render import predicted_extension
+    from openmm_closure.video.render import predicted_extension
 
     root, _, test, _, pix, _ = datasets
     model = tmp_path / "m"

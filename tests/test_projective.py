@@ -9,8 +9,8 @@ from openmm import unit
 
 from conftest import SMALL_SYSTEMS
 from openmm_closure import load_model, systems
-from openmm_closure.handover import ClosureSimulation
-from openmm_closure.projective import ProjectiveIntegrator, SystemFactory, run_ensemble
+from openmm_closure.couple.handover import ClosureSimulation
+from openmm_closure.couple.projective import ProjectiveIntegrator, SystemFactory, run_ensemble
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated:DeprecationWarning"),
@@ -70,7 +70,7 @@ def test_guard_exit_returns_to_md(simulated_models):
     # clusters far wider than in training: the mean pair energy is out of the training range
     cs = _cs(model, "particles2d", variance=4.0)
     z = model.scale(cs.current_state()).numpy()
-    from openmm_closure.guard import bound
+    from openmm_closure.couple.guard import bound
 
     assert np.abs(z).max() > bound(model)
     res = cs.run(8 * dt, burst_ps=dt, leap_ps=2 * dt, tolerance=1e6, seed=0)

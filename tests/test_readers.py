@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from openmm_closure import data
-from openmm_closure.surrogate import check_species_names
+from openmm_closure.couple.surrogate import check_species_names
 
 
 @pytest.fixture

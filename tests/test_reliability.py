@@ -210,7 +210,7 @@ def test_two_simulate_processes_on_one_out(tmp_path):
     assert len(second.stderr.strip().splitlines()) == 1
     assert not stale.exists() and not list(out.glob("*.part.h5"))
     # the dataset equals one simulated alone
-    from openmm_closure.simulate import simulate_ensemble
+    from openmm_closure.md.simulate import simulate_ensemble
 
     ref = simulate_ensemble("particles2d", tmp_path / "ref", 3, n_particles=40, seed=4, platform="Reference",
                             progress=False, steps=600, report_interval=100)
@@ -236,7 +236,7 @@ def test_rejected_param_leaves_nothing_behind(tmp_path, capsys):
 
 
 def test_cpu_runs_with_one_seed_are_bitwise_equal(tmp_path):
-    from openmm_closure.simulate import simulate_ensemble
+    from openmm_closure.md.simulate import simulate_ensemble
     from openmm_closure.systems import build
 
     sim = build("lj-mixing", n_particles=64, seed=1, steps=10, report_interval=5).make_simulation("CPU", True)
@@ -251,7 +251,7 @@ def test_cpu_runs_with_one_seed_are_bitwise_equal(tmp_path):
 
 # ------------------------------------------------------------------ 4. exports and model files
 def test_reexport_leaves_no_stale_bias_and_hashes_are_checked(lj_model, tmp_path, capsys):
-    from openmm_closure.export import check_export_dir, export_model, load_exported
+    from openmm_closure.hosts.export import check_export_dir, export_model, load_exported
 
     out = tmp_path / "exp"
     paths = export_model(lj_model, out, types=np.arange(12) % 2)

@@ -71,7 +71,7 @@ def models(tmp_path_factory):
 @pytest.fixture(scope="module")
 def exports(models, tmp_path_factory):
     """name -> an export directory of that model (lj-mixing with its species baked in)."""
-    from openmm_closure.export import export_model
+    from openmm_closure.hosts.export import export_model
 
     base = tmp_path_factory.mktemp("round3-exports")
     out = {}
@@ -106,7 +106,7 @@ def _crafted_export(exports, tmp_path, module):
     """A copy of a real export whose encoder.pt is ``module`` (valid kind=encoder metadata)
     and whose index lists the crafted file's own hash: only the operators can give it away."""
     from openmm_closure.fileio import sha256_file
-    from openmm_closure.scripting import METADATA
+    from openmm_closure.hosts.scripting import METADATA
 
     d = tmp_path / "crafted"
     shutil.copytree(exports["particles2d"], d)
@@ -119,7 +119,7 @@ def _crafted_export(exports, tmp_path, module):
 
 
 def test_crafted_torchscript_is_refused_and_its_target_untouched(exports, tmp_path):
-    from openmm_closure.export import load_exported
+    from openmm_closure.hosts.export import load_exported
     from openmm_closure.reporters import ClosureReporter
 
     target = tmp_path / "unrelated.txt"
@@ -160,7 +160,7 @@ class _SetState(torch.nn.Module):
 
 
 def test_code_that_runs_at_load_is_refused_before_loading(exports, tmp_path):
-    from openmm_closure.export import load_exported
+    from openmm_closure.hosts.export import load_exported
 
     target = tmp_path / "unrelated.txt"
     target.write_text("precious data\n")
@@ -202,7 +202,7 @@ def test_failed_reexport_leaves_the_previous_export_intact(models, tmp_path, cap
     """A re-export of another model that fails half-way (its .pt2 compile: a C++ compiler
     that fails) leaves the previous export as it was: same files, same bytes, its index
     checks; no staging directory is left; the failing compiler is one line."""
-    from openmm_closure.export import check_export_dir, export_model, load_exported
+    from openmm_closure.hosts.export import check_export_dir, export_model, load_exported
 
     out = tmp_path / "exp"
     export_model(models["lj-mixing"], out, types=np.arange(12) % 2, hosts=["plumed"])
@@ -322,7 +322,7 @@ def test_evaluate_checks_no_closure_species_and_nan(models, tmp_path, capsys):
 
 
 def test_encoders_refuse_an_empty_set(models, exports):
-    from openmm_closure.export import load_exported
+    from openmm_closure.hosts.export import load_exported
 
     enc, _ = load_exported(exports["particles2d"] / "encoder.pt")
     with pytest.raises(Exception, match="empty set"):
@@ -360,7 +360,7 @@ def test_export_checks_types_and_describes_the_count(models, exports, tmp_path, 
 
 # ------------------------------------------------------------------ silent overwrite
 def test_closure_simulation_and_render_refuse_an_existing_file(models, tmp_path, capsys):
-    from openmm_closure.handover import ClosureSimulation
+    from openmm_closure.couple.handover import ClosureSimulation
 
     timeline = tmp_path / "t.csv"
     timeline.write_text("precious")
@@ -381,7 +381,7 @@ def test_closure_simulation_and_render_refuse_an_existing_file(models, tmp_path,
 
 # ------------------------------------------------------------------ hangs: estimates and the job queue
 def test_horizons_beyond_the_memory_bound_are_refused_with_the_estimate(models, tmp_path, capsys):
-    from openmm_closure.handover import ClosureSimulation
+    from openmm_closure.couple.handover import ClosureSimulation
 
     cs = ClosureSimulation(_p2d_simulation(), models["particles2d"], types=np.zeros(12, np.int64))
     t0 = time.perf_counter()
@@ -480,7 +480,7 @@ def test_messages_name_the_bad_input(models, tmp_path, capsys):
 
 # ------------------------------------------------------------------ small
 def test_small_findings(models, tmp_path, capsys):
-    from openmm_closure.handover import ClosureSimulation
+    from openmm_closure.couple.handover import ClosureSimulation
 
     ds = _lj_dataset(tmp_path / "ds")
     rc = main(["train", "--data", str(ds), "--out", str(tmp_path / "m0"), *TINY, "--epochs", "0"])
@@ -516,10 +516,10 @@ def test_pt2_export_of_a_default_width_model(tmp_path):
     pytest.importorskip("torch._inductor")
     if shutil.which(os.environ.get("CXX", "g++")) is None:
         pytest.skip("no C++ compiler")
-    from openmm_closure import observables
+    from openmm_closure.md import observables
     from openmm_closure.data import ArrayDataset
-    from openmm_closure.export import check_export_dir, export_model
-    from openmm_closure.training import TrainConfig, train_on
+    from openmm_closure.hosts.export import check_export_dir, export_model
+    from openmm_closure.learn.training import TrainConfig, train_on
 
     rng = np.random.default_rng(0)
     pos = (rng.random((4, 5, 40, 3)) * 4).astype(np.float32)

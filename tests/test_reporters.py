@@ -6,7 +6,7 @@ import pytest
 import openmm
 from openmm import app, unit
 
-from openmm_closure import observables as ob
+from openmm_closure.md import observables as ob
 from openmm_closure.reporters import DatasetReporter, MacroReporter
 
 N_SIDE = 6

@@ -2,7 +2,7 @@
 
 ``model.rollout`` (eager), the evaluation's rollout (``evaluation.rollout_rows``), the
 surrogate integrator and the hand-over (compiled), and the exported ``dynamics.pt``
-(TorchScript file, noise from :func:`openmm_closure.fast_rollout.draw_noise`) roll out
+(TorchScript file, noise from :func:`openmm_closure.couple.fast_rollout.draw_noise`) roll out
 the same tiny trained model from the same configuration: an ODE agrees to round-off,
 an SDE bitwise (one noise stream, drawn once for the whole ensemble).
 """
@@ -15,7 +15,7 @@ import torch
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*torch.jit.* is deprecated:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore::openmm_closure.guard.OutOfRangeWarning"),
+    pytest.mark.filterwarnings("ignore::openmm_closure.couple.guard.OutOfRangeWarning"),
     pytest.mark.usefixtures("one_torch_thread"),
 ]
 
@@ -23,9 +23,9 @@ N = 12
 
 
 def _train(out, dynamics: str):
-    from openmm_closure import observables
+    from openmm_closure.md import observables
     from openmm_closure.data import ArrayDataset
-    from openmm_closure.training import TrainConfig, train_on
+    from openmm_closure.learn.training import TrainConfig, train_on
 
     rng = np.random.default_rng(0)
     pos = (rng.random((4, 5, N, 3)) * 2 - 1).astype(np.float32)
@@ -51,12 +51,12 @@ def trained(request, tmp_path_factory):
 
 def test_same_seed_same_rollout_on_every_path(trained):
     from openmm_closure import systems
-    from openmm_closure.evaluation import rollout_rows
-    from openmm_closure.export import export_model
-    from openmm_closure.fast_rollout import draw_noise
-    from openmm_closure.handover import ClosureSimulation
-    from openmm_closure.model import load_model
-    from openmm_closure.surrogate import SurrogateIntegrator
+    from openmm_closure.evaluate.evaluation import rollout_rows
+    from openmm_closure.hosts.export import export_model
+    from openmm_closure.couple.fast_rollout import draw_noise
+    from openmm_closure.couple.handover import ClosureSimulation
+    from openmm_closure.learn.model import load_model
+    from openmm_closure.couple.surrogate import SurrogateIntegrator
 
     kind, model_dir, base = trained
     model = load_model(model_dir)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from openmm_closure.data import load, replica_filename
-from openmm_closure.simulate import parse_param, replica_seed, simulate_ensemble
+from openmm_closure.md.simulate import parse_param, replica_seed, simulate_ensemble
 from conftest import assert_same_dataset
 
 ARGS = ["particles2d", "--replicas", "6", "--n-particles", "60", "--seed", "3",

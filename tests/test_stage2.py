@@ -12,7 +12,7 @@ import torch
 
 from openmm_closure.cli import main
 from openmm_closure.models.dynamics import ODEDynamics, SDEDynamics
-from openmm_closure.training import path_loss
+from openmm_closure.learn.training import path_loss
 from test_dynamics import ou_transitions
 from test_training import SMALL, _weights
 from test_training_throughput import _dataset  # (r, f, n) lj-mixing-shaped random data
@@ -218,7 +218,7 @@ def test_resume_in_the_second_stage2_seed_and_after_stage1(tmp_path):
 
 def test_stage2_step_sets_the_model_step_and_evaluate_follows(tmp_path):
     from openmm_closure import load_model
-    from openmm_closure.evaluation import evaluate
+    from openmm_closure.evaluate.evaluation import evaluate
 
     _dataset(tmp_path / "ds", f=7)
     out = tmp_path / "m"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from openmm_closure.data import check_dataset, load, read_manifest, subset_dataset
-from openmm_closure.simulate import simulate_ensemble
+from openmm_closure.md.simulate import simulate_ensemble
 
 KW = dict(regime="in-dst", n_particles=12, seed=3, platform="Reference", progress=False, steps=6)
 

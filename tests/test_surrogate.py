@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from openmm_closure import load_model, observables
+from openmm_closure import load_model
+from openmm_closure.md import observables
 from openmm_closure.cli import main
 from openmm_closure.data import ArrayDataset
-from openmm_closure.surrogate import SurrogateIntegrator, from_simulation, types_from_names
-from openmm_closure.training import TrainConfig, train_on
+from openmm_closure.couple.surrogate import SurrogateIntegrator, from_simulation, types_from_names
+from openmm_closure.learn.training import TrainConfig, train_on
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -192,7 +193,7 @@ def test_from_simulation(setup):
 
 
 def test_model_side_does_not_import_openmm():
-    code = ("import sys, openmm_closure.surrogate, openmm_closure.export; "
+    code = ("import sys, openmm_closure.couple.surrogate, openmm_closure.hosts.export; "
             "print(sorted(m for m in sys.modules if m == 'openmm' or m.startswith('openmm.')))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr

@@ -132,7 +132,7 @@ def test_metric_range_is_the_whole_training_set_whatever_the_split(tmp_path):
     split): the same for every seed, while the state scaler (training replicas only) moves."""
     from conftest import contracting_clusters
 
-    from openmm_closure.training import TrainConfig, train_on
+    from openmm_closure.learn.training import TrainConfig, train_on
 
     ds = contracting_clusters(8, 5, 4, seed=2)
     e = ds.observables["energy"]

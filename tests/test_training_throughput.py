@@ -6,7 +6,7 @@ import torch
 
 from openmm_closure.cli import main
 from openmm_closure.data import ArrayDataset
-from openmm_closure.training import TrainConfig, TrainingFrames, _stage2_pick
+from openmm_closure.learn.training import TrainConfig, TrainingFrames, _stage2_pick
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -88,7 +88,7 @@ def test_amp_stage1_loss_within_tolerance(tmp_path):
     """bf16 autocast changes the stage-1 loss of a fixed batch by less than 2 % (measured
     1.0 % on CPU); the trained model stays finite."""
     from openmm_closure.data import load
-    from openmm_closure.training import STAGE1_OBJECTIVES, _autocast, _build_model
+    from openmm_closure.learn.training import STAGE1_OBJECTIVES, _autocast, _build_model
 
     _dataset(tmp_path / "ds")
     cfg = TrainConfig(data=str(tmp_path / "ds"), out=str(tmp_path / "m"), samples=64, flow_transforms=2,

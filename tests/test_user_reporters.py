@@ -7,7 +7,7 @@ import pytest
 import openmm
 from openmm import app, unit
 
-from openmm_closure import observables as ob
+from openmm_closure.md import observables as ob
 from openmm_closure.data import read_replica, replica_lengths
 from openmm_closure.reporters import DatasetReporter, MacroReporter
 
@@ -267,7 +267,7 @@ def test_observable_from_an_entry_point(tmp_path, monkeypatch):
     """Another package's observable, declared in its metadata, is loaded when first named."""
     (tmp_path / "my_obs_pkg.py").write_text(
         "import numpy as np\n"
-        "from openmm_closure.observables import Observable\n"
+        "from openmm_closure.md.observables import Observable\n"
         "MEAN_X = Observable(fn=lambda x, box, types, shift=0.0: float(x[:, 0].mean()) + shift,\n"
         "                    units='nanometers', defaults={'shift': 0.0})\n")
     info = tmp_path / "my_obs_pkg-0.1.dist-info"

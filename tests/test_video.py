@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from openmm_closure.systems.polymer import growth_walk
-from openmm_closure.video import (
+from openmm_closure.video.frames import (
     RenderConfig,
     brightest_pixels,
     image_to_pixels,
@@ -114,7 +114,7 @@ def test_bad_render_parameters():
 def test_gif_is_written_and_read_back(tmp_path):
     from PIL import Image
 
-    from openmm_closure.render import write_video
+    from openmm_closure.video.render import write_video
 
     frames = np.zeros((3, 10, 12, 3), dtype=np.uint8)
     frames[1, 2:5, 3:7] = 255
@@ -129,7 +129,7 @@ def test_mp4_when_ffmpeg_is_installed(tmp_path):
     pytest.importorskip("imageio_ffmpeg")
     import imageio.v2 as imageio
 
-    from openmm_closure.render import write_video
+    from openmm_closure.video.render import write_video
 
     frames = np.full((4, 16, 16, 3), 128, dtype=np.uint8)
     path = write_video(tmp_path / "c.mp4", frames, fps=4)
@@ -140,7 +140,7 @@ def test_mp4_when_ffmpeg_is_installed(tmp_path):
 
 
 def test_video_path_without_an_encoder_is_refused(tmp_path):
-    from openmm_closure.render import video_encoder, write_video
+    from openmm_closure.video.render import video_encoder, write_video
 
     with pytest.raises(ValueError, match="no video encoder writes '.xyz'"):
         video_encoder(tmp_path / "c.xyz")

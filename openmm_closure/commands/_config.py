@@ -80,7 +80,7 @@ def config_defaults(parser: argparse.ArgumentParser, path) -> dict:
             or a file that is not TOML (one line naming the file and the key).
         FileNotFoundError: no such file.
     """
-    from ..config_file import read_toml
+    from ..learn.config_file import read_toml
 
     where = str(path)
     table = read_toml(path)

@@ -3,7 +3,7 @@
 
 ``auto`` is CUDA when torch sees a GPU and the CPU otherwise; ``cuda`` without a GPU is
 an error, not a silent fall-back. The OpenMM side has its own choice, ``simulate
---platform``. Resolved by :func:`openmm_closure.model.resolve_device` (and, for
+--platform``. Resolved by :func:`openmm_closure.learn.model.resolve_device` (and, for
 training, where the process group is set up), so Dask workers and torchrun processes
 each resolve ``auto`` on their own machine.
 """

@@ -32,7 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Execute ``openmm-closure demo``: prints the sizes, the metric table and the plot paths."""
-    from ..evaluation import markdown_table
+    from ..evaluate.evaluation import markdown_table
 
     if args.threads is not None:
         if args.threads < 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..evaluation import evaluate, report_markdown
+from ..evaluate.evaluation import evaluate, report_markdown
 from ._device import add_device_argument
 from ._scheduler import add_scheduler_arguments, scheduler_from_args
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from ..data import read_types
-from ..export import export_model
+from ..hosts.export import export_model
 from ..hosts.cv import parse_atom_subset
 from ..hosts.profiles import FORMATS, HOSTS, REFUSED_HOSTS
 

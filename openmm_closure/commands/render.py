@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..render import render_video, video_encoder
+from ..video.render import render_video, video_encoder
 
 __all__ = ["configure", "run"]
 
@@ -34,7 +34,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Execute ``openmm-closure render``."""
     from ..data import read_manifest
-    from ..pixel_dataset import default_render_config, render_dataset
+    from ..video.pixel_dataset import default_render_config, render_dataset
 
     if args.out is None and args.pixels is None:
         raise ValueError("nothing to do: give --out VIDEO and/or --pixels [DIR]")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import read_configuration
-from ..surrogate import SurrogateIntegrator, check_species_names, output_kind
+from ..couple.surrogate import SurrogateIntegrator, check_species_names, output_kind
 from ._device import add_device_argument
 
 __all__ = ["configure", "run"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..catalog import SYSTEM_REGISTRY
-from ..simulate import REGIMES, parse_params, simulate_ensemble
+from ..md.simulate import REGIMES, parse_params, simulate_ensemble
 from ._scheduler import add_scheduler_arguments, scheduler_from_args
 
 __all__ = ["configure", "run"]

@@ -6,10 +6,10 @@ import argparse
 import dataclasses
 import sys
 
-from ..distributed import is_main_process
+from ..learn.distributed import is_main_process
 from ..models.dynamics import DRIFTS, DYNAMICS
 from ..models.registry import ENCODERS
-from ..training import STAGE1_OBJECTIVES, TrainConfig, train, train_config_values
+from ..learn.training import STAGE1_OBJECTIVES, TrainConfig, train, train_config_values
 from ._config import add_config_arguments
 from ._device import add_device_argument
 
@@ -133,7 +133,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def effective_config_text(args: argparse.Namespace) -> str:
     """The TOML ``--print-config`` prints: every option of the run, as ``--config`` reads it."""
-    from ..config_file import toml_text
+    from ..learn.config_file import toml_text
 
     values = train_config_values(config_from_args(args))
     for key in ("data", "out"):

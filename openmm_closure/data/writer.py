@@ -53,7 +53,7 @@ class ReplicaWriter:
         import mdtraj
         from mdtraj.formats import HDF5TrajectoryFile
 
-        from ..observables import box_matrix, units_of
+        from ..md.observables import box_matrix, units_of
 
         self.path = str(path)
         self.types = np.asarray(types, dtype=np.int64).reshape(-1)
@@ -131,7 +131,7 @@ class ReplicaWriter:
         if box is not None or self.box is not None:
             from mdtraj.utils import box_vectors_to_lengths_and_angles
 
-            from ..observables import box_matrix
+            from ..md.observables import box_matrix
 
             b = box_matrix(self.box if box is None else box)
             b = np.array(np.broadcast_to(b, (f, 3, 3)), dtype=np.float64)

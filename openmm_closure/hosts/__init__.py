@@ -1,6 +1,7 @@
 """Exported closure models for the C++ hosts MD users already run.
 
-One module a host, each following that host's own calling code:
+The TorchScript files themselves come from :mod:`.export` (saved with their metadata by
+:mod:`.scripting`); one module a host, each following that host's own calling code:
 
 - :mod:`.plumed`: PLUMED ``PYTORCH_MODEL`` (``src/pytorch/PytorchModel.cpp`` in plumed2).
 - :mod:`.gromacs`: GROMACS' Colvars module, ``torchANN`` component

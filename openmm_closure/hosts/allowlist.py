@@ -18,7 +18,7 @@ is used, :func:`check_script_file`:
 A model directory (``config.json`` + ``model.pt``, weights read with
 ``torch.load(weights_only=True)``) holds no code at all: it is the safe default for
 :class:`~openmm_closure.reporters.ClosureReporter` and
-:class:`~openmm_closure.handover.ClosureSimulation`.
+:class:`~openmm_closure.couple.handover.ClosureSimulation`.
 
 Example:
     >>> module = check_script_file("exported/p2d/encoder.pt")   # doctest: +SKIP

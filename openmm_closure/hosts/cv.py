@@ -29,7 +29,7 @@ Options baked in at export:
 The encoder keeps the weights' dtype; ẑ is returned in the dtype of ``positions``.
 
 Example:
-    >>> from openmm_closure.torchforce import closure_bias_variable      # doctest: +SKIP
+    >>> from openmm_closure.couple.torchforce import closure_bias_variable      # doctest: +SKIP
     >>> cv = closure_bias_variable("exported/p2d/closure_cv_0.pt", -1.0, 1.0, 0.05)  # doctest: +SKIP
     >>> meta = Metadynamics(system, [cv], 300 * kelvin, 5.0, 1.0, 100)   # doctest: +SKIP
 """
@@ -219,7 +219,7 @@ def observable_cv_file(name: str) -> str:
 
 class ObservableCV(nn.Module):
     """A macroscopic observable z̄ as the TorchForce energy, the same function as
-    :mod:`openmm_closure.observables` computes in numpy:
+    :mod:`openmm_closure.md.observables` computes in numpy:
 
     - ``energy``: mean pair energy ``Σ_{i<j} P(r_ij) / (n (n - 1) / 2)`` in the xy plane,
       ``P(r) = (1/a) log cosh(a (1 - r)) + b (1 - r)`` (kJ/mol);
@@ -335,7 +335,7 @@ def write_cvs(model, out: Path, meta: dict, *, types: Optional[Any] = None, atom
     Raises:
         ValueError: no closure variables, bad subset or types, periodic without centring.
     """
-    from ..scripting import save_script
+    from .scripting import save_script
     from .common import probe_positions
 
     if model.latent_dim == 0:
@@ -373,8 +373,8 @@ def _write_observable_cvs(model, out: Path, meta: dict, subset: Optional[np.ndar
                           probe: np.ndarray) -> List[Path]:
     """``observable_cv_<name>.pt`` for every differentiable observable of the model, each
     checked against the numpy observable at the probe (float32 and float64)."""
-    from ..observables import compute
-    from ..scripting import save_script
+    from ..md.observables import compute
+    from .scripting import save_script
 
     params = dict(meta.get("observable_params") or {})
     written = []

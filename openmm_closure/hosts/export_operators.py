@@ -27,7 +27,7 @@ def collect_operators() -> set[str]:
 
     import torch
 
-    from ..export import ClosureBias, ExportedDynamics, ExportedEncoder
+    from .export import ClosureBias, ExportedDynamics, ExportedEncoder
     from ..models.dynamics import build_dynamics
     from ..models.normalization import MinMaxScaler
     from ..models.registry import ENCODERS, build_encoder

@@ -97,7 +97,7 @@ def write_hosts(model, out: Path, meta: dict, *, hosts: Sequence[str] = (), form
     Arguments:
         model: the loaded ClosureModel (CPU).
         out: the export directory.
-        meta: the common metadata of this export (:func:`openmm_closure.export._common_metadata`).
+        meta: the common metadata of this export (:func:`openmm_closure.hosts.export._common_metadata`).
         hosts: subset of :data:`HOSTS`.
         formats: subset of :data:`FORMATS`.
         component, force_constant, target: the harmonic bias (GROMACS' Colvars config, pt2).
@@ -128,7 +128,7 @@ def _write_plumed(model, out: Path, meta: dict, *, types, n, probe, types_probe,
                   target) -> List[Path]:
     """PLUMED ``PYTORCH_MODEL`` (src/pytorch/PytorchModel.cpp) and its input fragment."""
     from ..fileio import atomic_write_bytes
-    from ..scripting import save_script
+    from .scripting import save_script
 
     t = types
     path = out / plumed.FILE
@@ -148,7 +148,7 @@ def _write_gromacs(model, out: Path, meta: dict, *, types, n, probe, types_probe
                    target) -> List[Path]:
     """GROMACS through Colvars torchANN: the PLUMED module's calling convention."""
     from ..fileio import atomic_write_bytes
-    from ..scripting import save_script
+    from .scripting import save_script
 
     t = types
     path = out / gromacs.FILE

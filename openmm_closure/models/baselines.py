@@ -26,7 +26,7 @@ decoder of such a model is untrained and unused). Only AE-Aug depends on the par
 order and is tied to one n: encoding a set of another size raises ``ValueError``.
 
 This module holds the networks only; their training objectives are in
-:mod:`openmm_closure.objectives` and the kinds are registered in
+:mod:`openmm_closure.learn.objectives` and the kinds are registered in
 :mod:`openmm_closure.models.registry`.
 
 Example:

@@ -20,7 +20,7 @@ launches and the per-step integrator bookkeeping. Replicas never interact:
   (the second term's gradient through c cancels the first's mean), i.e. a
   ``CustomExternalForce`` plus one ``CustomCentroidBondForce`` term per replica. The
   Brownian step ``x += dt (f / ζ) + noise`` then moves every chain in the flow about its
-  own centre, exactly as :class:`~openmm_closure.integrators.ExtensionalFlowBrownianIntegrator`
+  own centre, exactly as :class:`~openmm_closure.md.integrators.ExtensionalFlowBrownianIntegrator`
   does for one chain about the global centre.
 
 Randomness: OpenMM draws a CustomIntegrator's Gaussian numbers from ONE stream per
@@ -105,7 +105,7 @@ def _check_same(specs: Sequence[SimulationSpec]) -> tuple[str, int]:
 
 def _particles2d(specs, n, method):
     from .particles2d import PAIR_ENERGY
-    from ..integrators import GradientFlowIntegrator
+    from ..md.integrators import GradientFlowIntegrator
 
     p, b = specs[0].params, len(specs)
     system = openmm.System()
@@ -137,7 +137,7 @@ def _particles2d(specs, n, method):
 
 
 def _lj_mixing(specs, n):
-    from ..integrators import WalledLangevinIntegrator
+    from ..md.integrators import WalledLangevinIntegrator
     from .lj_mixing import lj_force
 
     p, b = specs[0].params, len(specs)
@@ -162,7 +162,7 @@ def _lj_mixing(specs, n):
 
 
 def _polymer(specs, n):
-    from ..integrators import ExtensionalFlowBrownianIntegrator
+    from ..md.integrators import ExtensionalFlowBrownianIntegrator
     from .polymer import WCA_CUTOFF, WCA_ENERGY
 
     p, b = specs[0].params, len(specs)
@@ -264,7 +264,7 @@ def run_batch_frames(
         report_interval: steps between frames; ``n_frames``: frames, the initial one included.
         platform: ``auto``, ``CUDA``, ``OpenCL``, ``CPU`` or ``Reference``.
         deterministic: bitwise-reproducible forces where the platform can give them
-            (see :func:`openmm_closure.platforms.platform_properties`).
+            (see :func:`openmm_closure.md.platforms.platform_properties`).
 
     Returns:
         (positions, times, platform name): positions (B, F, n, 3) float64 in nm with the
@@ -273,7 +273,7 @@ def run_batch_frames(
     Raises:
         ValueError: non-finite coordinates, or a "planes" replica that outgrew its cutoff.
     """
-    from ..platforms import platform_properties, select_platform
+    from ..md.platforms import platform_properties, select_platform
 
     plat = select_platform(platform)
     context = openmm.Context(batched.system, batched.integrator, plat, platform_properties(plat, deterministic))

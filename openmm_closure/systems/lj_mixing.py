@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import openmm
 
-from ..integrators import WalledLangevinIntegrator
+from ..md.integrators import WalledLangevinIntegrator
 from .spec import KT_REDUCED, SimulationSpec, check_count, check_positive, single_atom_topology
 
 __all__ = ["build_lj_mixing", "LJ_ENERGY", "LJ_EPSILON", "LJ_SIGMA", "lattice_positions", "REGIMES", "lj_force"]
@@ -166,7 +166,7 @@ def build_lj_mixing(
     # NVE relaxation, every atom of species A
     positions = sites
     if relax_steps > 0:
-        from ..platforms import platform_properties, select_platform
+        from ..md.platforms import platform_properties, select_platform
 
         nve = WalledLangevinIntegrator(dt, n, lo_wall, hi_wall, kT=kT, friction=0.0)
         plat = select_platform(relax_platform)  # reproducible: the same seed gives the same start

@@ -3,7 +3,7 @@
 ``dx_i/dt = (1/N) sum_j F(r_ij) (x_i - x_j) / r_ij`` with ``F = -P'`` and
 ``P(r) = (1/a) log cosh(a (1 - r)) + b (1 - r)``: the gradient flow of the energy
 ``(1/N) sum_{i<j} P(r_ij)``, written as a CustomNonbondedForce (all pairs) and moved by
-:class:`~openmm_closure.integrators.GradientFlowIntegrator` (forward Euler).
+:class:`~openmm_closure.md.integrators.GradientFlowIntegrator` (forward Euler).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import openmm
 
-from ..integrators import GradientFlowIntegrator
+from ..md.integrators import GradientFlowIntegrator
 from .spec import SimulationSpec, check_count, check_positive, single_atom_topology
 
 __all__ = ["build_particles2d", "PAIR_ENERGY", "initial_positions", "numpy_gradient_flow", "REGIMES"]

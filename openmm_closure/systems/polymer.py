@@ -3,7 +3,7 @@
 Model: Kremer-Grest chain, FENE bonds (k = 30, R0 = 1.5) and WCA excluded volume
 (epsilon = sigma = 1) between all bead pairs, in Brownian dynamics (bead friction zeta,
 kT = 1) with the flow ``u = strain_rate (x, -y, 0)`` about the chain's centre of mass
-(:class:`~openmm_closure.integrators.ExtensionalFlowBrownianIntegrator`).
+(:class:`~openmm_closure.md.integrators.ExtensionalFlowBrownianIntegrator`).
 
 Time step: explicit Brownian dynamics is stable while ``dt * k / zeta < 2`` for the
 stiffest pair curvature k; WCA's exceeds 2,000 kJ/mol/nm² below r = 0.9, and close
@@ -34,7 +34,7 @@ import math
 import numpy as np
 import openmm
 
-from ..integrators import ExtensionalFlowBrownianIntegrator
+from ..md.integrators import ExtensionalFlowBrownianIntegrator
 from .spec import KT_REDUCED, SimulationSpec, check_count, check_positive
 
 __all__ = [
@@ -185,7 +185,7 @@ def _relaxed_pool(chain, n: int, seed: int, relax_args: tuple) -> list:
 
 
 def _relax(system, positions, integrator, steps, platform) -> np.ndarray:
-    from ..platforms import platform_properties, select_platform
+    from ..md.platforms import platform_properties, select_platform
 
     if steps <= 0:
         return positions
@@ -341,7 +341,7 @@ def measure_relaxation_time(spec: SimulationSpec, steps: int, sample_every: int 
     (linear interpolation). Chains are taken as consecutive blocks of
     ``params['n_particles']`` beads.
     """
-    from ..platforms import select_platform
+    from ..md.platforms import select_platform
 
     p = spec.params
     n, total = p["n_particles"], spec.n_particles

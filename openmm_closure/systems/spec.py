@@ -73,8 +73,8 @@ class SimulationSpec:
     def make_simulation(self, platform: str = "auto", deterministic: bool = False) -> app.Simulation:
         """An ``openmm.app.Simulation`` at the initial state, on ``platform``
         (``deterministic``: bitwise-reproducible forces where the platform can, see
-        :func:`openmm_closure.platforms.platform_properties`)."""
-        from ..platforms import platform_properties, select_platform
+        :func:`openmm_closure.md.platforms.platform_properties`)."""
+        from ..md.platforms import platform_properties, select_platform
 
         plat = select_platform(platform)
         sim = app.Simulation(self.topology, self.system, self.new_integrator(), plat,

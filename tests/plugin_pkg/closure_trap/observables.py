@@ -3,7 +3,7 @@ trap's centre, nm. numpy only: the OpenMM side loads it without torch."""
 
 import numpy as np
 
-from openmm_closure.observables import Observable
+from openmm_closure.md.observables import Observable
 
 
 def trap_radius(positions, box, types, centre_x=0.0, centre_y=0.0):

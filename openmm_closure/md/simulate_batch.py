@@ -7,7 +7,7 @@ when complete: the same files, metadata and atomic protocol as the unbatched run
 a killed run redoes at most the batch in flight.
 
 Example:
-    >>> from openmm_closure.simulate import simulate_ensemble
+    >>> from openmm_closure.md.simulate import simulate_ensemble
     >>> simulate_ensemble("particles2d", "data/p2d", replicas=64, batch=16,
     ...                   n_particles=50, steps=20, progress=False)   # doctest: +SKIP
 """
@@ -25,7 +25,7 @@ __all__ = ["run_batch", "estimate_batch_bytes"]
 
 
 def _specs(tasks: Sequence[dict]):
-    from .systems import build
+    from ..systems import build
 
     return [build(t["system"], n_particles=t["n_particles"], regime=t["regime"], seed=t["seed"], **t["params"])
             for t in tasks]
@@ -42,8 +42,8 @@ def estimate_batch_bytes(task: dict, batch: int, workers: int = 1) -> int:
     Raises:
         ValueError: the buffers would exceed half the available memory (names a --batch that fits).
     """
-    from .systems import build
-    from .systems.batch import check_batch_fits
+    from ..systems import build
+    from ..systems.batch import check_batch_fits
 
     params = dict(task["params"])
     if task["system"] == "lj-mixing":
@@ -69,13 +69,13 @@ def run_batch(tasks: Sequence[dict], write: Sequence[int] | None = None, method:
     """
     import tables
 
-    from .data import REPLICA_META_ATTR, ReplicaWriter, replica_meta
-    from .fileio import unique_temp_name
+    from ..data import REPLICA_META_ATTR, ReplicaWriter, replica_meta
+    from ..fileio import unique_temp_name
     from .observables import OBSERVABLE_PARAMS, compute
-    from .reporters.macro import _names_for_types
-    from .systems.batch import build_batch, run_batch_frames
+    from ..reporters.base import _names_for_types
+    from ..systems.batch import build_batch, run_batch_frames
 
-    from .catalog import SYSTEM_REGISTRY
+    from ..catalog import SYSTEM_REGISTRY
 
     specs = _specs(tasks)
     spec0 = specs[0]

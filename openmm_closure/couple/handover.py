@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .species import check_species
+from ..species import check_species
 
 __all__ = ["ClosureSimulation"]
 
@@ -36,7 +36,7 @@ class ClosureSimulation:
 
     Arguments:
         simulation: an ``openmm.app.Simulation`` of the system the model was trained on.
-        model: a :class:`~openmm_closure.model.ClosureModel` or a model directory
+        model: a :class:`~openmm_closure.learn.model.ClosureModel` or a model directory
             (loaded on CUDA when the simulation runs on the CUDA platform).
         file: timeline CSV path (or a writable text file object); None writes none
             (``timeline`` still holds the rows).
@@ -61,12 +61,12 @@ class ClosureSimulation:
         from openmm import unit
 
         from openmm_closure.reporters.closure import match_species
-        from openmm_closure.reporters.macro import check_atom_subset
+        from openmm_closure.reporters.base import check_atom_subset
 
         from .surrogate import SurrogateIntegrator
 
         if isinstance(model, (str, os.PathLike)):
-            from .model import load_model
+            from ..learn.model import load_model
 
             path = Path(model)
             if not (path / "config.json").is_file():
@@ -143,7 +143,7 @@ class ClosureSimulation:
         if self.atomSubset is not None:
             pos = pos[self.atomSubset]
         if self.model.periodic and self.simulation.system.usesPeriodicBoundaryConditions():
-            from .periodic import periodic_image_np  # the frame the model was trained in
+            from ..periodic import periodic_image_np  # the frame the model was trained in
 
             box = np.asarray(st.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
             pos = periodic_image_np(pos, box)
@@ -193,7 +193,7 @@ class ClosureSimulation:
                 :mod:`openmm_closure.budget` (default: refuse it with the estimate).
 
         Returns:
-            A :class:`~openmm_closure.surrogate.SurrogateResult` whose ``times`` start at
+            A :class:`~openmm_closure.couple.surrogate.SurrogateResult` whose ``times`` start at
             the hand-over (0 ps); the timeline rows carry the simulation's time.
         """
         if (time_ps is None) == (steps is None):
@@ -207,7 +207,7 @@ class ClosureSimulation:
             steps = max(1, int(round(time_ps / self.integrator.dt)))
         elif isinstance(steps, bool) or int(steps) != steps or steps < 1:
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        from .budget import check_rollout, check_seed
+        from ..budget import check_rollout, check_seed
 
         check_seed(seed)
         check_rollout(int(steps), int(samples), self.model.dim, allow_large)
@@ -230,13 +230,13 @@ class ClosureSimulation:
 
         Draws the simulation's count of every species from the decoder p(x | ẑ) of
         ``member``'s final state, relaxes it, checks its observables (see
-        :func:`openmm_closure.lift.lift_configuration`, whose keyword options
+        :func:`openmm_closure.couple.lift.lift_configuration`, whose keyword options
         ``attempts``, ``tolerance``, ``minimize_iterations``, ``equilibration_steps`` and
         ``on_mismatch`` pass through), sets it into the Context and moves the Context's
         time and the step counter to the end of the extrapolation.
 
         Returns:
-            A :class:`~openmm_closure.lift.LiftResult`.
+            A :class:`~openmm_closure.couple.lift.LiftResult`.
 
         Raises:
             ValueError: no extrapolation to lift from, or a member out of range.
@@ -262,17 +262,17 @@ class ClosureSimulation:
 
     def run(self, time_ps: float, *, burst_ps: float, **options: Any):
         """Advance by ``time_ps`` ps with coarse projective integration: MD bursts, surrogate
-        leaps and lifts, with adaptive leaps (see :mod:`openmm_closure.projective`).
+        leaps and lifts, with adaptive leaps (see :mod:`openmm_closure.couple.projective`).
 
         Arguments:
             time_ps: the horizon (ps, whole model frames).
             burst_ps: MD observed after each lift (ps).
-            **options: the other :class:`~openmm_closure.projective.ProjectiveIntegrator`
+            **options: the other :class:`~openmm_closure.couple.projective.ProjectiveIntegrator`
                 keyword arguments (``relax_ps``, ``tolerance``, ``leap_ps``, ``min_leap_ps``,
                 ``max_leap_ps``, ``growth``, ``shrink``, ``samples``, ``seed``, ``lift_options``).
 
         Returns:
-            A :class:`~openmm_closure.projective.ProjectiveResult`. The accepted segments
+            A :class:`~openmm_closure.couple.projective.ProjectiveResult`. The accepted segments
             become timeline rows with ``source`` ``md``, ``leap`` (the surrogate's sample
             path, std 0) and ``lift``.
         """

@@ -1,6 +1,6 @@
 """An openmm-torch ``TorchForce`` for an exported closure bias, with its global parameters.
 
-``collective_variable.pt`` (see :mod:`openmm_closure.export`) takes the force constant and
+``collective_variable.pt`` (see :mod:`openmm_closure.hosts.export`) takes the force constant and
 the target as openmm-torch global parameters:
 
 - ``closure_k``: force constant k in kJ/mol;
@@ -51,7 +51,7 @@ def closure_torch_force(path: str | os.PathLike, force_constant: Optional[float]
         ValueError: the file is not an exported collective variable.
     """
     openmmtorch = _openmmtorch("closure_torch_force")
-    from .export import read_metadata
+    from ..hosts.export import read_metadata
 
     meta = read_metadata(path)
     if meta.get("kind") != "collective_variable":
@@ -126,7 +126,7 @@ def closure_cv_force(path: str | os.PathLike, backend: str = "python", system: A
     """
     if backend not in CV_BACKENDS:
         raise ValueError(f"closure_cv_force: unknown backend {backend!r}; choose from {', '.join(CV_BACKENDS)}")
-    from .export import load_exported
+    from ..hosts.export import load_exported
 
     _, meta = load_exported(path)  # checked against its export directory's index, if any
     if meta.get("kind") not in ("closure_cv", "observable_cv"):

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from .fileio import DirectoryLock, file_mode
+from ..fileio import DirectoryLock, file_mode
 from .observables import OBSERVABLE_PARAMS
-from .data import (
+from ..data import (
     FORMAT_VERSION,
     MANIFEST,
     REPLICA_META_ATTR,
@@ -43,7 +43,7 @@ class _Regimes(Sequence):
     """Every registered system's regimes, in registration order (a live view of the registry)."""
 
     def _all(self) -> tuple[str, ...]:
-        from .catalog import SYSTEM_REGISTRY
+        from ..catalog import SYSTEM_REGISTRY
 
         seen: dict[str, None] = {}
         for name in SYSTEM_REGISTRY.names():
@@ -99,10 +99,10 @@ def _run_replica(task: dict) -> dict:
     """Run one replica into ``task['path']`` (via a temporary file). Runs in a worker."""
     import tables
 
-    from .reporters import DatasetReporter
-    from .systems import build
+    from ..reporters import DatasetReporter
+    from ..systems import build
 
-    from .fileio import unique_temp_name
+    from ..fileio import unique_temp_name
 
     final = Path(task["path"])
     tmp = unique_temp_name(final, ".part.h5")  # per process: never another run's file
@@ -241,7 +241,7 @@ def simulate_ensemble(
             CUDA), so a rerun with the same seed on the same platform and machine gives
             the same files.
         batch: replicas packed into one OpenMM Context (1: one Context each); see
-            :mod:`openmm_closure.simulate_batch`. Initial states never depend on it;
+            :mod:`openmm_closure.md.simulate_batch`. Initial states never depend on it;
             stochastic replicas of B > 1 share one noise stream per batch (equal to B = 1
             in distribution, bitwise reproducible for the same seed and B).
         scheduler: run the replicas (or batches) as Dask tasks instead of the process
@@ -258,7 +258,7 @@ def simulate_ensemble(
         The dataset directory (load it with :func:`openmm_closure.data.load`).
     """
     from .platforms import select_platform
-    from .systems import check_params
+    from ..systems import check_params
 
     check_params(system, {})
     if isinstance(replicas, bool) or int(replicas) != replicas or replicas < 1:
@@ -270,12 +270,12 @@ def simulate_ensemble(
     if isinstance(batch, bool) or int(batch) != batch or batch < 1:
         raise ValueError(f"batch must be a positive integer (--batch 1 runs one Context per replica), got {batch!r}")
     replicas, workers, batch = int(replicas), int(workers), int(batch)
-    from .catalog import SYSTEM_REGISTRY
+    from ..catalog import SYSTEM_REGISTRY
 
     if SYSTEM_REGISTRY[system].batched is None:
         batch = 1  # a system without a batched builder runs its replicas one by one
     if scheduler is not None:  # bad --scheduler/--jobs values and a missing extra fail here
-        from .cluster import require_dask, scheduler_config
+        from ..cluster import require_dask, scheduler_config
 
         scheduler = scheduler_config(scheduler, workers)
         require_dask(jobqueue=getattr(scheduler, "target", None) == "jobqueue")
@@ -304,7 +304,7 @@ def simulate_ensemble(
     with contextlib.ExitStack() as stack:
         client = None
         if scheduler is not None:  # connect (or start the cluster) before anything is written
-            from .cluster import open_client
+            from ..cluster import open_client
 
             client = stack.enter_context(open_client(scheduler))
         # one run per directory: held until this function returns (the kernel drops it on kill)
@@ -317,7 +317,7 @@ def simulate_ensemble(
 
 def _check_request(system: str, regime: str, n_particles: int | None, seed: int, params: dict) -> None:
     """Build replica 0's system once so values the builder rejects fail before any file is written."""
-    from .systems import build
+    from ..systems import build
 
     try:
         build(system, n_particles=n_particles, regime=regime, seed=replica_seed(seed, 0), **params)
@@ -391,7 +391,7 @@ def _simulate_started(out: Path, request: dict, system: str, regime: str, n_part
         bar.close()
 
     ordered = [metas[i] for i in range(replicas)]
-    from .data.replica import content_sha256, read_replica
+    from ..data.replica import content_sha256, read_replica
 
     final = _manifest(request, ordered, replicas)
     # the content of every replica, checked by fingerprint() (train, train --resume)
@@ -405,7 +405,7 @@ def _run_on_cluster(client: Any, todo: list[dict], batch: int, metas: dict[int, 
     """Run ``todo`` as Dask tasks: one per replica (``_run_replica``) or per batch
     (``run_batch``), the same functions and files as the process pool. Paths are made
     absolute: workers do not share this process's working directory."""
-    from .cluster import run_tasks
+    from ..cluster import run_tasks
 
     todo = [dict(t, path=str(Path(t["path"]).absolute())) for t in todo]
     if batch > 1:

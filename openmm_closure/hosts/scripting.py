@@ -1,6 +1,6 @@
 """Saving TorchScript modules with their metadata inside and beside them.
 
-One helper that :mod:`openmm_closure.export` and the host profiles of
+One helper that :mod:`openmm_closure.hosts.export` and the host profiles of
 :mod:`openmm_closure.hosts` share: the file is scripted, saved with its metadata in
 ``_extra_files`` (:data:`METADATA`), loaded back to check the round trip, and written
 atomically with a JSON copy of the metadata beside it. The metadata gets the versions,
@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 
 __all__ = ["METADATA", "save_script"]
 
@@ -35,7 +35,7 @@ def save_script(module: nn.Module, path: Path, metadata: dict) -> None:
         RuntimeError: TorchScript cannot compile the module, or the metadata did not
             survive the round trip.
     """
-    from .provenance import DIGEST_KEY, records_digest, stamp
+    from ..provenance import DIGEST_KEY, records_digest, stamp
 
     metadata = stamp(metadata)  # versions and the input contract of its kind
     module = module.eval()

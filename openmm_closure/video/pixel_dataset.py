@@ -1,6 +1,6 @@
 """A polymer trajectory dataset rendered as a dataset of pixel sets (SPEC §3C).
 
-Each frame of each replica is rendered (:mod:`openmm_closure.video`) and its ``K``
+Each frame of each replica is rendered (:mod:`openmm_closure.video.frames`) and its ``K``
 brightest pixels become the frame's set: the replica file stores them where a particle
 dataset stores positions, ``(F, K, 3)`` with the columns (x, y, intensity) in [-1, 1],
 one species (``"pixel"``). The observables (the extension) are copied from the source
@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from .data import (
+from ..data import (
     ReplicaWriter,
     build_manifest,
     load,
@@ -31,7 +31,7 @@ from .data import (
     replica_filename,
     write_manifest,
 )
-from .video import REFERENCE_SHAPE, RenderConfig, brightest_pixels, render_frames
+from .frames import REFERENCE_SHAPE, RenderConfig, brightest_pixels, render_frames
 
 __all__ = ["render_dataset", "default_render_config", "check_polymer_manifest", "pixel_dir_for", "PIXEL_SPECIES"]
 
@@ -113,7 +113,7 @@ def render_dataset(
         with ReplicaWriter(tmp, np.zeros(cfg.n_pixels, dtype=np.int64), [PIXEL_SPECIES], observables) as w:
             w.append(sets, r.times, {k: r.observables[k] for k in observables})
         os.replace(tmp, final)
-    from .data.replica import content_sha256, read_replica
+    from ..data.replica import content_sha256, read_replica
 
     m = {k: v for k, v in manifest.items()
          if k not in ("request", "complete", "versions", "format_version", "replica_sha256")}

@@ -1,6 +1,6 @@
 """The model configuration (``config.json`` of a model directory) as one typed object.
 
-Training builds a :class:`ModelConfig`; :func:`openmm_closure.model.load_model`, the
+Training builds a :class:`ModelConfig`; :func:`openmm_closure.learn.model.load_model`, the
 model itself and the exporters read it, so each key has one fallback, here, for the
 ``config.json`` files written before the key existed. Torch-free.
 
@@ -35,7 +35,7 @@ _REQUIRED = ("in_features", "n_species", "latent_dim")
 
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild a :class:`~openmm_closure.model.ClosureModel`.
+    """Everything needed to rebuild a :class:`~openmm_closure.learn.model.ClosureModel`.
 
     Required keys: ``in_features`` (coordinates per particle), ``n_species``,
     ``latent_dim`` (d = dim ẑ; 0 only with ``encoder.kind = "none"``). Every other field
@@ -196,7 +196,7 @@ def check_values(d: dict) -> None:
         _number(d, "epsilon", "a finite number > 0 (decoder bandwidth)", 0.0)
     if "ood_margin" in d and d["ood_margin"] is not None:
         _number(d, "ood_margin", "a finite number >= 0", 0.0, strict=False)
-    from .models.dynamics import DYNAMICS
+    from ..models.dynamics import DYNAMICS
 
     for key, kinds in (("encoder", None), ("dynamics", DYNAMICS.names())):
         sec = d[key]

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import metrics
-from .registry import Registry
+from ..registry import Registry
 
 __all__ = ["MetricKind", "METRIC_KINDS", "ensemble_calibration"]
 
@@ -54,10 +54,10 @@ class MetricKind:
 
 def ensemble_calibration(pred: np.ndarray, true: np.ndarray, ratio: np.ndarray) -> dict:
     """Calibration of the predicted ensemble (K, T, M) against the simulated one (R, T, M),
-    given their spread ratio (T, M) (:func:`~openmm_closure.metrics.spread_ratio_over_time`):
+    given their spread ratio (T, M) (:func:`~openmm_closure.evaluate.metrics.spread_ratio_over_time`):
     the spread ratio over time, the coverage of central intervals (50% and 90%, and a
     reliability curve over levels 0.1 .. 0.9), and which observables leave the band
-    :data:`~openmm_closure.metrics.CALIBRATION_BAND` at the last frame."""
+    :data:`~openmm_closure.evaluate.metrics.CALIBRATION_BAND` at the last frame."""
     levels = [round(0.1 * i, 1) for i in range(1, 10)]
     cover = metrics.interval_coverage(pred, true, levels)
     lo, hi = metrics.CALIBRATION_BAND

@@ -13,7 +13,7 @@ objects here pickle as a path or a small encoder module and load the rest lazily
   PythonForce: energy = ẑ_c, for ``CustomCVForce`` / ``BiasVariable``. openmm-torch 1.10
   with torch 2.12 crashes when a ``TorchForce`` is cloned through ``XmlSerializer``, which
   ``CustomCVForce`` does to every collective variable, so this is the CV route that works
-  on the pinned stack (see :func:`openmm_closure.torchforce.closure_cv_force`).
+  on the pinned stack (see :func:`openmm_closure.couple.torchforce.closure_cv_force`).
 
 Example:
     >>> force = closure_python_force("models/p2d", component=0, force_constant=100.0)  # doctest: +SKIP
@@ -118,7 +118,7 @@ def closure_python_force(model, component: int = 0, force_constant: float = 1.0,
     .. math:: E = \\tfrac12\\,\\mathrm{closure\\_k}\\,(\\hat z_c(X) - \\mathrm{closure\\_target})^2
 
     Arguments:
-        model: a model directory or a loaded :class:`~openmm_closure.model.ClosureModel`.
+        model: a model directory or a loaded :class:`~openmm_closure.learn.model.ClosureModel`.
         component: closure component c.
         force_constant: default of the global parameter ``closure_k``, kJ/mol.
         target: default of ``closure_target`` (raw ẑ units).
@@ -137,7 +137,7 @@ def closure_python_force(model, component: int = 0, force_constant: float = 1.0,
     if not hasattr(openmm, "PythonForce"):
         raise ImportError(f"closure_python_force needs openmm.PythonForce (OpenMM >= 8.6), found {openmm.__version__}")
     if isinstance(model, (str, os.PathLike)):
-        from .model import load_model
+        from ..learn.model import load_model
 
         model = load_model(model, device="cpu")
     d = int(model.latent_dim)

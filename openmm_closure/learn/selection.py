@@ -42,7 +42,7 @@ def rollout_score(model: Any, states: Tensor, step: int, kind: str, samples: int
     """Roll the model out from each trajectory's first state and score the whole horizon.
 
     Arguments:
-        model: a :class:`~openmm_closure.model.ClosureModel` (its dynamics at the current
+        model: a :class:`~openmm_closure.learn.model.ClosureModel` (its dynamics at the current
             weights; ``model.dt`` the step in ps).
         states: (R, F, D) scaled states of R validation trajectories, one per frame.
         step: frames per dynamics step (the rollout is compared at frames 0, step, ...).
@@ -55,7 +55,7 @@ def rollout_score(model: Any, states: Tensor, step: int, kind: str, samples: int
         the system's metric, "spread": last-frame predicted/simulated std per observable
         (ensembles), "out": share of rollouts outside the guard's range}``.
     """
-    from .guard import bound, members_out
+    from ..couple.guard import bound, members_out
 
     states = torch.as_tensor(states)
     r, f, d = states.shape
@@ -76,9 +76,9 @@ def rollout_score(model: Any, states: Tensor, step: int, kind: str, samples: int
     m = model.macro_dim
     pred = model.unscale(traj).numpy()[..., :m]
     true = model.unscale(states[:, frames].double().cpu()).numpy()[..., :m]
-    from .metric_kinds import METRIC_KINDS
+    from ..evaluate.metric_kinds import METRIC_KINDS
 
-    from .evaluation import metric_range
+    from ..evaluate.evaluation import metric_range
 
     entry = METRIC_KINDS[kind]
     lo, hi, _ = metric_range(model)

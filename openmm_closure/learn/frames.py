@@ -3,7 +3,7 @@
 :class:`TrainingFrames` wraps a dataset with its checks and the replica split;
 :class:`SetBatch` is a batch of sets as one flat concatenation, the input of every
 stage-1 objective's ``loss``. Neither imports the trainer, so the objectives
-(:mod:`openmm_closure.objectives`) use them without an import cycle.
+(:mod:`openmm_closure.learn.objectives`) use them without an import cycle.
 """
 
 from dataclasses import dataclass
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .catalog import IN_FEATURES
+from ..catalog import IN_FEATURES
 
 __all__ = ["SetBatch", "TrainingFrames", "to_device", "seed_for"]
 
@@ -28,7 +28,7 @@ class SetBatch:
         index: (N,) int64 set index of each element, in [0, n_sets).
         n_sets: number of sets B.
         first_set, total_sets: when the batch is one process's share of a step's batch
-            (data-parallel training, :mod:`openmm_closure.distributed`), its sets are sets
+            (data-parallel training, :mod:`openmm_closure.learn.distributed`), its sets are sets
             ``[first_set, first_set + n_sets)`` of that step's ``total_sets``; an
             objective makes its random draws for all ``total_sets`` and keeps its share's
             (see :meth:`draws`), so the share's draws do not depend on the process count.
@@ -71,7 +71,7 @@ class TrainingFrames:
         ds: a dataset (``openmm_closure.data.load`` or ``ArrayDataset``): ``positions``
             (R, F, n, 3) nm, ``types`` (R, n), ``observables`` name -> (R, F), ``manifest``.
         config: anything with ``data`` (its name in messages), ``seed`` and
-            ``val_fraction`` (e.g. a :class:`~openmm_closure.training.TrainConfig`).
+            ``val_fraction`` (e.g. a :class:`~openmm_closure.learn.training.TrainConfig`).
 
     Attributes:
         train, val: sorted replica indices of the training and validation split.

@@ -6,7 +6,7 @@ with the optional ``video`` extra, imageio + imageio-ffmpeg). With ``--model`` t
 model's predicted extension (mean ± std over ``--samples`` rollouts from frame 0) is
 drawn beside the frames, with the simulated extension and a cursor at the current frame.
 ``--pixels DIR`` (or ``--pixels`` alone: ``DATASET-pixels``) writes the pixel-set dataset
-the trainer reads (:func:`openmm_closure.pixel_dataset.render_dataset`).
+the trainer reads (:func:`openmm_closure.video.pixel_dataset.render_dataset`).
 
 Example:
     $ openmm-closure render runs/polymer-test-fast --replica 0 --out chain.gif
@@ -98,7 +98,7 @@ def predicted_extension(model_dir: str | os.PathLike, positions0: np.ndarray, st
     Returns:
         (S, steps + 1) predicted extension in nm.
     """
-    from .model import load_model
+    from ..learn.model import load_model
 
     model = load_model(model_dir)
     manifest = model.config.get("manifest", {})
@@ -108,7 +108,7 @@ def predicted_extension(model_dir: str | os.PathLike, positions0: np.ndarray, st
 
     pos = np.asarray(positions0, dtype=np.float64)
     if manifest.get("representation") == "pixels":
-        from .video import RenderConfig, brightest_pixels, render_frame
+        from .frames import RenderConfig, brightest_pixels, render_frame
 
         # z̄ from the beads (the extension), ẑ from the rendered frame's pixel set
         cfg = RenderConfig.from_dict(manifest["render"])
@@ -134,9 +134,9 @@ def particle_render_config(positions: np.ndarray, scale: float = 1.0, margin: fl
         margin: field of view / largest extent.
 
     Returns:
-        A :class:`~openmm_closure.video.RenderConfig`.
+        A :class:`~openmm_closure.video.frames.RenderConfig`.
     """
-    from .video import REFERENCE_SHAPE, RenderConfig
+    from .frames import REFERENCE_SHAPE, RenderConfig
 
     p = np.asarray(positions, dtype=np.float64)
     d = np.abs(p - p.mean(axis=-2, keepdims=True))
@@ -165,9 +165,9 @@ def render_video(dataset: str | os.PathLike, replica: int, out: str | os.PathLik
     Returns:
         The video path.
     """
-    from .data import load, read_manifest
+    from ..data import load, read_manifest
     from .pixel_dataset import check_polymer_manifest, default_render_config
-    from .video import render_frames
+    from .frames import render_frames
 
     video_encoder(out)  # fail before any work on an unsupported path
     if os.path.lexists(out) and not overwrite:

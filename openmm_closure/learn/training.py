@@ -1,10 +1,10 @@
 """Two-stage training of the closure model (the library side of ``openmm-closure train``).
 
 Stage 1 trains the encoder φ̂ and the flow decoder p(x | ẑ) with a swappable objective
-(:mod:`openmm_closure.objectives`; "ours" is the Gaussian-mixture density objective of
+(:mod:`openmm_closure.learn.objectives`; "ours" is the Gaussian-mixture density objective of
 SPEC §2). Both stages run through one epoch loop (``_run_stage``) and a run is opened or
 resumed in one place (``_open_run``); the model's configuration is a
-:class:`~openmm_closure.model_config.ModelConfig` built from the dataset's facts
+:class:`~openmm_closure.learn.model_config.ModelConfig` built from the dataset's facts
 (:mod:`openmm_closure.catalog`) and the options.
 Stage 2 freezes the encoder, encodes every frame once, fits the state scaler on
 z = [z̄, ẑ] of the training replicas, and trains the ODE/SDE dynamics on windows of the
@@ -15,7 +15,7 @@ diffusion is scaled by the training data's own increment variance (no fixed floo
 scaled units), and the dynamics is confined outside the training range
 (:mod:`openmm_closure.models.dynamics`). Every few epochs the dynamics is rolled out
 from the validation trajectories' first states over their whole length and scored with
-the system's metric (:mod:`openmm_closure.selection`); the best snapshot is kept, over
+the system's metric (:mod:`openmm_closure.learn.selection`); the best snapshot is kept, over
 ``stage2_seeds`` independent stage-2 trainings.
 
 Reproducibility: the data order and the Monte Carlo draws of every epoch come from
@@ -24,13 +24,13 @@ RNG states) is written atomically after every epoch, so ``--resume`` after a kil
 the same weights as an uninterrupted run. The validation split is by replica.
 
 Under ``torchrun`` (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK`` set) the same loop runs in
-every process with DistributedDataParallel (:mod:`openmm_closure.distributed`): the batch
+every process with DistributedDataParallel (:mod:`openmm_closure.learn.distributed`): the batch
 sizes are global, each process trains on its share of every step's batch, the
 gradients are averaged, and rank 0 alone writes the checkpoint and the model files.
 
 Example:
     $ openmm-closure train --data runs/mixing --out models/mixing --epochs 20
-    >>> from openmm_closure.training import TrainConfig, train
+    >>> from openmm_closure.learn.training import TrainConfig, train
     >>> model = train(TrainConfig(data="runs/mixing", out="models/mixing"))  # doctest: +SKIP
 """
 
@@ -49,9 +49,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .catalog import default_center, default_dynamics, default_latent_dim
+from ..catalog import default_center, default_dynamics, default_latent_dim
 from .distributed import SINGLE, Distributed, from_environment
-from .fileio import LOCK_FILE, DirectoryLock
+from ..fileio import LOCK_FILE, DirectoryLock
 from .frames import SetBatch, TrainingFrames, seed_for, to_device
 from .model import ClosureModel, save_model, save_torch_atomic
 from .model_config import FORMAT_VERSION, UNITS, ModelConfig
@@ -142,7 +142,7 @@ class TrainConfig:
             raise ValueError(f"--epsilon must be > 0, got {self.epsilon}")
         if int(self.samples) <= 0:
             raise ValueError(f"--samples must be >= 1, got {self.samples}")
-        from .models.dynamics import DRIFTS, DYNAMICS
+        from ..models.dynamics import DRIFTS, DYNAMICS
 
         if self.dynamics is not None and self.dynamics not in DYNAMICS:
             raise ValueError(f"--dynamics must be one of {', '.join(DYNAMICS.names())}, got {self.dynamics!r}")
@@ -150,7 +150,7 @@ class TrainConfig:
             raise ValueError(f"--drift must be one of {', '.join(DRIFTS.names())}, got {self.drift!r}")
         if self.method not in STAGE1_OBJECTIVES:
             raise ValueError(f"--method {self.method!r} unknown; choose from {sorted(STAGE1_OBJECTIVES)}")
-        from .models.registry import ENCODERS
+        from ..models.registry import ENCODERS
 
         if self.encoder not in ENCODERS:
             raise ValueError(f"--encoder must be one of {', '.join(ENCODERS.names())}, got {self.encoder!r}")
@@ -211,7 +211,7 @@ class TrainConfig:
 
 
 #: ``--select``: keep the stage-2 snapshot with the best rollout score on the validation
-#: trajectories (:mod:`openmm_closure.selection`), or the lowest one-step validation loss
+#: trajectories (:mod:`openmm_closure.learn.selection`), or the lowest one-step validation loss
 SELECT_MODES = ("rollout", "one-step")
 
 #: options that steer one invocation, not the run: left out of ``train_config.toml``
@@ -243,7 +243,7 @@ def write_train_config(config: TrainConfig, directory) -> Path:
                              "(repeat it with: openmm-closure train --config FILE)")
 
 
-#: ``--method`` name -> stage-1 objective class (:data:`openmm_closure.objectives.OBJECTIVES`)
+#: ``--method`` name -> stage-1 objective class (:data:`openmm_closure.learn.objectives.OBJECTIVES`)
 STAGE1_OBJECTIVES = OBJECTIVES
 
 # the options that may differ between a killed run and its resumption
@@ -321,7 +321,7 @@ def _frame_dt(manifest: dict) -> float:
 
 
 def _build_model(config: TrainConfig, frames: TrainingFrames) -> ClosureModel:
-    from .guard import DEFAULT_MARGIN as OOD_MARGIN
+    from ..couple.guard import DEFAULT_MARGIN as OOD_MARGIN
 
     latent = config.latent_dim or default_latent_dim(frames.system, frames.n_species)
     if config.method == "no-closure":
@@ -343,7 +343,7 @@ def _build_model(config: TrainConfig, frames: TrainingFrames) -> ClosureModel:
     if config.confine:
         # the box is the guard's range; the excess relaxes in restore_steps dynamics steps
         dynamics.update({"bound": 1.0 + OOD_MARGIN, "restore_rate": 1.0 / (float(config.restore_steps) * dt)})
-    from . import __version__
+    from .. import __version__
 
     # a baseline may bring its own encoder (the objective's ``encoder_config`` hook)
     encoder = STAGE1_OBJECTIVES[config.method].encoder_config(config, frames)
@@ -557,7 +557,7 @@ def train(config: TrainConfig) -> Optional[ClosureModel]:
     Returns:
         The trained :class:`ClosureModel`, or None when ``stop_after`` ended the run early.
     """
-    from . import data as data_mod
+    from .. import data as data_mod
 
     config.check()
     # one run at a time in an output directory (rank 0 holds it under torchrun): two runs
@@ -658,7 +658,7 @@ def train_on(ds, config: TrainConfig, checkpoint: Optional[dict] = None) -> Opti
     """Like :func:`train` for an in-memory dataset (e.g. ``openmm_closure.data.ArrayDataset``).
 
     Under ``torchrun`` every process calls it with the same arguments; the batch sizes are
-    global (see :mod:`openmm_closure.distributed`) and rank 0 writes the files.
+    global (see :mod:`openmm_closure.learn.distributed`) and rank 0 writes the files.
     """
     config.check()
     if len(ds) == 0:
@@ -699,7 +699,7 @@ def _train_on(ds, config: TrainConfig, checkpoint: Optional[dict], dist: Distrib
     out.mkdir(parents=True, exist_ok=True)
     if checkpoint is None:
         checkpoint = _open_run(config, missing_ok=True)
-    from .data import fingerprint as data_fingerprint
+    from ..data import fingerprint as data_fingerprint
 
     fp = data_fingerprint(ds)
     if checkpoint is not None:
@@ -912,7 +912,7 @@ def _train_on(ds, config: TrainConfig, checkpoint: Optional[dict], dist: Distrib
 
 
 def _metric_kind(model: ClosureModel) -> str:
-    from .evaluation import metric_kind
+    from ..evaluate.evaluation import metric_kind
 
     return metric_kind(model.spec.system or "custom", list(model.observables))
 
@@ -945,7 +945,7 @@ def _increment_variance(z: Tensor, step: int, dt: float) -> Tensor:
 def _fresh_dynamics(model: ClosureModel, config: TrainConfig, seed_index: int) -> None:
     """Re-initialise the dynamics' weights for stage-2 seed ``seed_index`` (the data scale
     buffer is kept)."""
-    from .models.dynamics import build_dynamics
+    from ..models.dynamics import build_dynamics
 
     torch.manual_seed(seed_for(config.seed, 2, seed_index, 9))
     spec = model.spec

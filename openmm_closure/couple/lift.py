@@ -276,7 +276,7 @@ def lift_configuration(
     context, integrator = simulation.context, simulation.integrator
     state = context.getState(getPositions=True)
     everything = np.asarray(state.getPositions(asNumpy=True).value_in_unit(unit.nanometer), dtype=np.float64)
-    from openmm_closure.reporters.macro import check_atom_subset
+    from openmm_closure.reporters.base import check_atom_subset
 
     sub = check_atom_subset(atomSubset, len(everything))
     sub = np.arange(len(everything)) if sub is None else sub

@@ -8,7 +8,7 @@ All functions are vectorised over leading "frame" axes: ``positions`` has shape
 - ``R_AB``, ``R_BA``: pooled neighbour ratios of the binary mixture (SPEC 3B).
 - ``extension``, ``end_to_end_{x,y,z}``: polymer chain span and end-to-end vector (SPEC 3C).
 - anything registered with :func:`register` (or through the entry-point group
-  ``openmm_closure.observables``): a function of one frame, used everywhere by name.
+  ``openmm_closure.md.observables``): a function of one frame, used everywhere by name.
 
 Example:
     >>> import numpy as np
@@ -26,8 +26,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .catalog import _View
-from .registry import Registry
+from ..catalog import _View
+from ..registry import Registry
 
 __all__ = [
     "OBSERVABLE_PARAMS",
@@ -245,7 +245,7 @@ class Observable:
 def _check_record(name: str, record: Any) -> None:
     if not isinstance(record, Observable):
         raise ValueError(f"observable {name!r}: register a function with "
-                         "openmm_closure.observables.register(name, fn, units=...), "
+                         "openmm_closure.md.observables.register(name, fn, units=...), "
                          f"not {type(record).__name__}")
     if record.fn is None and record.batched is None:
         raise ValueError(f"observable {name!r} has no function")
@@ -348,7 +348,7 @@ def check_names(names: Sequence[str]) -> tuple[str, ...]:
     for name in names:
         if name not in OBSERVABLES:
             raise ValueError(f"unknown observable {name!r}; valid names: {', '.join(OBSERVABLES)} "
-                             "(register your own with openmm_closure.observables.register)")
+                             "(register your own with openmm_closure.md.observables.register)")
     return names
 
 

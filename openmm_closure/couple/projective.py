@@ -10,7 +10,7 @@ macroscopic model. Here the macroscopic model is the learned SDE/ODE on z = [z̄
    ``model.dt``);
 2. **encode** the last configuration of the burst into z;
 3. **leap**: the surrogate extrapolates one sample path of z over ``leap`` ps;
-4. **lift** the end of the leap back to particles (:func:`openmm_closure.lift.lift_configuration`),
+4. **lift** the end of the leap back to particles (:func:`openmm_closure.couple.lift.lift_configuration`),
    and the Context's clock moves to the end of the leap; then the next burst.
 
 Error control, as in an adaptive ODE solver: from the lifted state the surrogate also
@@ -27,11 +27,11 @@ least one frame longer when the factor exceeds 1), always within ``[min_leap_ps,
 max_leap_ps]``. When even a leap of ``min_leap_ps`` fails, MD carries on from the restored
 state (``md-fallback``) for ``min_leap_ps``, twice as long after each such failure in a row
 (at most ``max_leap_ps``), and leaps are tried again. A guard exit (a leap leaving the
-training range of z, see :mod:`openmm_closure.guard`) cuts the leap at the last state
+training range of z, see :mod:`openmm_closure.couple.guard`) cuts the leap at the last state
 inside the range; when not one surrogate step stays inside, MD runs on instead
 (``min_leap_ps`` of it), at once.
 Every decision is an :class:`Event` of the result and a ``logging`` record of the
-``openmm_closure.projective`` logger.
+``openmm_closure.couple.projective`` logger.
 
 Ensembles: :func:`run_ensemble` runs K independent projective members (each its own
 simulation, MD noise, leaps and lifts) serially, on a process pool or as Dask tasks
@@ -58,7 +58,7 @@ import numpy as np
 __all__ = ["Segment", "Event", "ProjectiveResult", "ProjectiveIntegrator", "SystemFactory", "run_ensemble",
            "check_options"]
 
-log = logging.getLogger("openmm_closure.projective")
+log = logging.getLogger("openmm_closure.couple.projective")
 
 
 @dataclass
@@ -197,7 +197,7 @@ class ProjectiveIntegrator:
     """MD bursts, surrogate leaps and lifts with adaptive leap control.
 
     Arguments:
-        closure_simulation: a :class:`~openmm_closure.handover.ClosureSimulation` (its
+        closure_simulation: a :class:`~openmm_closure.couple.handover.ClosureSimulation` (its
             Simulation, model and species are used); :meth:`for_simulation` takes a bare
             ``openmm.app.Simulation``.
         burst_ps: MD observed after each lift (and at the start), ps (> 0, at least one
@@ -215,7 +215,7 @@ class ProjectiveIntegrator:
         samples: members of the surrogate's prediction of a burst (its mean is compared).
         seed: seeds the leaps, predictions and lifts (None: 0); the MD noise is the
             integrator's own (set it with ``setRandomNumberSeed`` for a reproducible run).
-        lift_options: keyword options of :func:`~openmm_closure.lift.lift_configuration`
+        lift_options: keyword options of :func:`~openmm_closure.couple.lift.lift_configuration`
             (``attempts``, ``tolerance``, ``minimize_iterations``, ...).
 
     Raises:
@@ -462,7 +462,7 @@ class SystemFactory:
     platform: str = "CPU"
 
     def __call__(self, member: int) -> Any:
-        from . import systems
+        from .. import systems
 
         spec = systems.build(self.name, seed=self.seed, **self.params)
         sim = spec.make_simulation(self.platform)
@@ -472,14 +472,14 @@ class SystemFactory:
 
 
 class _Coupling:
-    """What a projective run needs of a :class:`~openmm_closure.handover.ClosureSimulation`
+    """What a projective run needs of a :class:`~openmm_closure.couple.handover.ClosureSimulation`
     (``simulation``, ``model``, ``types``, ``integrator``, ``names``, ``current_state()``),
     for a bare ``openmm.app.Simulation`` (species from the atom names)."""
 
     def __init__(self, simulation: Any, model: Any) -> None:
         from openmm_closure.reporters.closure import match_species
 
-        from .species import check_species
+        from ..species import check_species
         from .surrogate import SurrogateIntegrator
 
         self.simulation, self.model = simulation, model
@@ -503,7 +503,7 @@ def _member(make_simulation: Callable, model: Any, member: int, time_ps: float, 
     """One ensemble member: build its simulation, run it projectively (a Dask or pool task)."""
     import torch
 
-    from .model import load_model
+    from ..learn.model import load_model
 
     torch.set_num_threads(1)
     if isinstance(model, (str, os.PathLike)):
@@ -544,7 +544,7 @@ def run_ensemble(make_simulation: Callable, model: Any, time_ps: float, members:
     calls = [(k, (make_simulation, os.fspath(model) if is_path else model, k, float(time_ps),
                   int(seed), dict(options))) for k in range(int(members))]
     if scheduler is not None:
-        from .cluster import open_client, run_tasks
+        from ..cluster import open_client, run_tasks
 
         with open_client(scheduler) as client:
             out = dict(run_tasks(client, _member, calls, name="projective-member"))

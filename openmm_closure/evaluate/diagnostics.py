@@ -147,7 +147,7 @@ def diagnose(model, ds, replicas, max_frames: int = 50) -> Optional[dict]:
     """Encode frames of the given trajectories and :func:`explain` ẑ.
 
     Arguments:
-        model: a :class:`~openmm_closure.model.ClosureModel`.
+        model: a :class:`~openmm_closure.learn.model.ClosureModel`.
         ds: a dataset (``openmm_closure.data.load``) of the model's system.
         replicas: trajectory indices to use.
         max_frames: at most this many evenly spaced frames per trajectory.

@@ -21,7 +21,7 @@ In data-parallel training the batch is one process's share of the step's batch
 draws them for the whole step and keeps its share's (``batch.draws``), and returns the
 mean over its share's sets, so the processes together compute the single-process loss.
 :class:`Objective` gives the optional hooks their defaults. This module imports the
-data interface (:mod:`openmm_closure.frames`) and the networks, never the trainer.
+data interface (:mod:`openmm_closure.learn.frames`) and the networks, never the trainer.
 
 Example:
     >>> sorted(OBJECTIVES)
@@ -39,10 +39,10 @@ import torch
 from torch import Tensor
 
 from .frames import SetBatch, TrainingFrames
-from .models.baselines import chamfer_distance, ordered_gather
-from .models.decoder import density_nll
-from .models.normalization import MinMaxScaler
-from .registry import Registry
+from ..models.baselines import chamfer_distance, ordered_gather
+from ..models.decoder import density_nll
+from ..models.normalization import MinMaxScaler
+from ..registry import Registry
 
 __all__ = [
     "Stage1Objective",
@@ -61,8 +61,8 @@ __all__ = [
 @runtime_checkable
 class Stage1Objective(Protocol):
     """What the trainer requires of a stage-1 objective (an instance, built as
-    ``cls(model, config)`` from a :class:`~openmm_closure.model.ClosureModel` and a
-    :class:`~openmm_closure.training.TrainConfig`).
+    ``cls(model, config)`` from a :class:`~openmm_closure.learn.model.ClosureModel` and a
+    :class:`~openmm_closure.learn.training.TrainConfig`).
 
     Attributes:
         skips_stage1: True when there is nothing to train before the dynamics (no-closure).

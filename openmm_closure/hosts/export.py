@@ -60,7 +60,7 @@ Module entry points:
   -> ()`` energy in kJ/mol, the harmonic bias ``0.5 k (ẑ_c - target)²`` on closure
   component c. ``closure_k`` (kJ/mol) and ``closure_target`` are openmm-torch global
   parameters (() tensors; omitted, the export's ``force_constant`` and ``target`` are
-  used): :func:`openmm_closure.torchforce.closure_torch_force` adds them to a
+  used): :func:`openmm_closure.couple.torchforce.closure_torch_force` adds them to a
   ``TorchForce`` with those defaults, and ``context.setParameter("closure_target", v)``
   moves an umbrella window or a steered target without re-exporting. With the species
   of every particle baked in (TorchForce passes only positions). A one-species model
@@ -69,7 +69,7 @@ Module entry points:
   method ``collective_variable(positions)`` returns ẑ_c itself.
 
 Example:
-    >>> from openmm_closure.export import export_model
+    >>> from openmm_closure.hosts.export import export_model
     >>> export_model("models/p2d", "exported/p2d")                      # doctest: +SKIP
     >>> enc = torch.jit.load("exported/p2d/encoder.pt")                  # doctest: +SKIP
     >>> enc(torch.rand(300, 3), torch.zeros(300, dtype=torch.long))      # doctest: +SKIP
@@ -87,10 +87,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .fast_rollout import ExportedDynamics  # the compiled engine lives beside the model; re-exported here
-from .models.periodic import periodic_image
+from ..couple.fast_rollout import ExportedDynamics  # the compiled engine lives beside the model; re-exported here
+from ..models.periodic import periodic_image
 from .scripting import METADATA, save_script
-from .species import check_species, state_names
+from ..species import check_species, state_names
 
 __all__ = [
     "EXPORT_FORMAT_VERSION",
@@ -184,7 +184,7 @@ class ClosureBias(nn.Module):
         atom_subset: Optional[Any] = None,
     ):
         super().__init__()
-        from .hosts.cv import check_atom_subset
+        from .cv import check_atom_subset
 
         subset = check_atom_subset(atom_subset)
         self.use_subset = subset is not None
@@ -265,8 +265,8 @@ class ClosureBias(nn.Module):
 
 # ---------------------------------------------------------------------------- writing
 def _common_metadata(model, model_dir: Path) -> dict:
-    from . import __version__
-    from .model_config import FORMAT_VERSION, UNITS
+    from .. import __version__
+    from ..learn.model_config import FORMAT_VERSION, UNITS
 
     c = model.spec  # the typed config.json: one fallback per key
     enc_lo = model.encoder.coords.lo.detach().cpu().double().tolist()
@@ -307,7 +307,7 @@ def _common_metadata(model, model_dir: Path) -> dict:
 
 
 def _load_model_checked(model_dir: Path):
-    from .model import load_model
+    from ..learn.model import load_model
 
     if not model_dir.exists():
         raise ValueError(f"model directory {model_dir} does not exist")
@@ -395,11 +395,11 @@ def export_model(
                            species=model.spec.species_names, system=model.spec.system, atom_subset=atom_subset)
     elif model.latent_dim > 0 and not 0 <= int(component) < model.latent_dim:
         raise ValueError(f"component must be in [0, {model.latent_dim}), got {component}")
-    from .hosts.profiles import check_host_options, write_hosts
+    from .profiles import check_host_options, write_hosts
 
     check_host_options(model, hosts, formats, types)
     if cv:
-        from .hosts.cv import ClosureCV
+        from .cv import ClosureCV
 
         if model.latent_dim == 0:
             raise ValueError("--cv: the model has no closure variables (method no-closure)")
@@ -446,7 +446,7 @@ def _umask() -> int:
 def _write_export(model, model_dir: Path, out: Path, *, bias, cv_skip, component, force_constant, target,
                   types, hosts, formats, rollout_steps, cv=False, atom_subset=None, periodic=False) -> dict:
     """Write every file of one export into the (empty, staging) directory ``out`` and its index."""
-    from .hosts.profiles import write_hosts
+    from .profiles import write_hosts
 
     meta = _common_metadata(model, model_dir)
     paths: dict = {"collective_variable": None, "skipped": cv_skip}
@@ -473,7 +473,7 @@ def _write_export(model, model_dir: Path, out: Path, *, bias, cv_skip, component
                                  rollout_steps=rollout_steps)
     paths["cv"] = []
     if cv:
-        from .hosts.cv import write_cvs
+        from .cv import write_cvs
 
         paths["cv"] = write_cvs(model, out, meta, types=types, atom_subset=atom_subset, periodic=periodic)
     _finish_export_dir(out, [paths[k] for k in FILES if paths.get(k) is not None] + paths["hosts"] + paths["cv"])
@@ -489,8 +489,8 @@ def _swap_in(stage: Path, out: Path) -> None:
     """
     import shutil
 
-    from .fileio import LOCK_FILE, unique_temp_name
-    from .hosts.profiles import host_files
+    from ..fileio import LOCK_FILE, unique_temp_name
+    from .profiles import host_files
 
     if not out.exists():
         os.rename(stage, out)
@@ -547,10 +547,10 @@ def check_export_types(model, types) -> np.ndarray:
 def _finish_export_dir(out: Path, written: list) -> None:
     """Remove the export files this export did not write (a stale bias from another model
     must not sit beside this encoder), then write the index with every file's sha256."""
-    from .fileio import atomic_write_bytes, sha256_file
+    from ..fileio import atomic_write_bytes, sha256_file
 
-    from .hosts.profiles import host_files
-    from .hosts.cv import stale_cv_files
+    from .profiles import host_files
+    from .cv import stale_cv_files
 
     names = {Path(p).name for p in written} | {Path(p).with_suffix(".json").name for p in written
                                                  if Path(p).suffix in (".pt", ".pt2")}
@@ -582,7 +582,7 @@ def check_export_dir(directory) -> dict:
             a listed file is missing.
         ValueError: a file was edited, truncated or left from another export.
     """
-    from .fileio import check_hashes
+    from ..fileio import check_hashes
 
     d = Path(directory)
     if not (d / INDEX).is_file():
@@ -612,7 +612,7 @@ def read_metadata(path) -> dict:
 
 def _check_exported_file(path: Path) -> None:
     """Check one exported file against the index of its directory (required)."""
-    from .fileio import check_hashes
+    from ..fileio import check_hashes
 
     d = path.parent
     if not (d / INDEX).is_file():
@@ -639,7 +639,7 @@ def load_exported(path, map_location: str = "cpu") -> tuple:
         FileNotFoundError: no such file, or no export index beside it.
         ValueError: the file fails a check (the message names the file and the check).
     """
-    from .hosts.allowlist import check_script_file
+    from .allowlist import check_script_file
 
     path = Path(path)
     if not path.is_file():

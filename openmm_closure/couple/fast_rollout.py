@@ -23,7 +23,7 @@ from typing import Any, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from .species import state_names
+from ..species import state_names
 
 __all__ = ["draw_noise", "ExportedDynamics", "scripted_dynamics", "rollout_noise", "compiled_rollout"]
 
@@ -203,7 +203,7 @@ def compiled_rollout(model: Any, z0: Any, steps: int, samples: int = 1, dt: Opti
     """Extrapolate scaled states with the compiled dynamics.
 
     Arguments:
-        model: a :class:`~openmm_closure.model.ClosureModel`.
+        model: a :class:`~openmm_closure.learn.model.ClosureModel`.
         z0: (D,) scaled initial state, copied to ``samples`` members, or (K, D).
         steps: number of steps (>= 0), each ``dt`` ps (default ``model.dt``).
         samples: ensemble size K when z0 is (D,).
@@ -217,7 +217,7 @@ def compiled_rollout(model: Any, z0: Any, steps: int, samples: int = 1, dt: Opti
     Raises:
         ValueError: bad arguments, or a memory estimate over the bound (named).
     """
-    from .budget import check_rollout, check_seed
+    from ..budget import check_rollout, check_seed
 
     steps = int(steps)
     if steps < 0:

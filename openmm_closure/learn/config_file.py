@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from .fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 
 __all__ = ["parse_toml", "read_toml", "toml_text", "write_toml"]
 

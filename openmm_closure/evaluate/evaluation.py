@@ -30,7 +30,7 @@ For the MMD the two model-free predictors are deterministic ensembles (one membe
 test trajectory).
 
 Diagnostic (``metrics.json`` ``closure_diagnostic``, a paragraph in ``metrics.md``):
-what ẑ explains (:mod:`openmm_closure.diagnostics`): R² against simple set statistics
+what ẑ explains (:mod:`openmm_closure.evaluate.diagnostics`): R² against simple set statistics
 and the fraction of its variance that varies in time, with a one-line reading.
 
 A model that cannot encode the test data (AE-Aug on another particle number) is
@@ -81,10 +81,10 @@ METRIC_NAMES = _MetricNames()
 
 
 def metric_kind(system: str, observables: list) -> str:
-    """The metric kind of a system, a name of :data:`~openmm_closure.metric_kinds.METRIC_KINDS`
+    """The metric kind of a system, a name of :data:`~openmm_closure.evaluate.metric_kinds.METRIC_KINDS`
     (the registered system's ``facts.metric``; for a system nobody registered, from the
     observables: mixing ratios -> MMD, the polymer extension -> extension, else MRE)."""
-    from .catalog import SYSTEM_REGISTRY
+    from ..catalog import SYSTEM_REGISTRY
 
     listed = SYSTEM_REGISTRY[system].facts.metric if system in SYSTEM_REGISTRY else "mre"
     if listed not in ("mre", "mmd", "extension"):
@@ -192,7 +192,7 @@ def rollout_rows(model_dir: str, device: str, z0, start: int, total: int, steps:
     """
     import torch
 
-    from .model import load_model
+    from ..learn.model import load_model
 
     model = load_model(model_dir, device=device)
     with torch.no_grad():
@@ -210,7 +210,7 @@ def _predict(model, model_dir, z0: np.ndarray, k: int, steps: int, dt: float, se
 
         traj = model.rollout(torch.as_tensor(z0k), steps, dt=dt, seed=seed)
         return model.unscale(traj).cpu().numpy()
-    from .cluster import run_tasks, worker_count
+    from ..cluster import run_tasks, worker_count
 
     r = len(z0)
     per = max(1, -(-r // (4 * max(1, worker_count(client)))))  # about 4 tasks a worker
@@ -226,7 +226,7 @@ def _calibration(model, ds, replicas, kind, true, lo, hi, k, steps, dt, seed, no
     """{row name: {"value", "note"?}} of the calibration rows (see the module docstring)."""
     rows: dict[str, dict] = {}
     if no_closure is not None:
-        from .model import load_model
+        from ..learn.model import load_model
 
         nc = load_model(no_closure, device=device)
         if list(nc.observables) != list(model.observables) or nc.spec.system != model.spec.system:
@@ -268,7 +268,7 @@ def _scored_frames(model, times: np.ndarray, result: dict) -> tuple[np.ndarray, 
 
 
 def _ensemble_calibration(pred: np.ndarray, true: np.ndarray, ratio: np.ndarray) -> dict:
-    """See :func:`openmm_closure.metric_kinds.ensemble_calibration`."""
+    """See :func:`openmm_closure.evaluate.metric_kinds.ensemble_calibration`."""
     from .metric_kinds import ensemble_calibration
 
     return ensemble_calibration(pred, true, ratio)
@@ -309,9 +309,9 @@ DIVERGED = 10.0
 
 
 def _out_of_range(model, raw: np.ndarray, k: int) -> dict:
-    """How many rollouts leave the range of z seen in training (:mod:`openmm_closure.guard`):
+    """How many rollouts leave the range of z seen in training (:mod:`openmm_closure.couple.guard`):
     their values are extrapolations, and one that diverges can dominate a mean metric."""
-    from .guard import bound, members_out
+    from ..couple.guard import bound, members_out
 
     limit = bound(model)
     scaled = model.scale(raw)
@@ -372,7 +372,7 @@ def report_markdown(res: dict) -> str:
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    from .fileio import atomic_write_bytes
+    from ..fileio import atomic_write_bytes
 
     atomic_write_bytes(path, text.encode())
 
@@ -551,11 +551,11 @@ def evaluate(
         over the particle orders), ``plots`` (paths), ``calibration`` ({row:
         {"value"}}: ``no-closure``, ``mean-curve``, ``constant``), ``metric_scale``
         ("whole training set" or the fallback), ``closure_diagnostic`` (see
-        :mod:`openmm_closure.diagnostics`; None without closure variables).
+        :mod:`openmm_closure.evaluate.diagnostics`; None without closure variables).
     """
     from . import metrics
-    from .data import load
-    from .model import load_model
+    from ..data import load
+    from ..learn.model import load_model
 
     model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(out_dir)
     if samples is not None and (isinstance(samples, bool) or int(samples) != samples or samples < 1):
@@ -571,7 +571,7 @@ def evaluate(
     if not data_dir.exists():
         raise FileNotFoundError(f"test dataset {data_dir} does not exist")
     if scheduler is not None:
-        from .cluster import is_client, open_client, scheduler_config
+        from ..cluster import is_client, open_client, scheduler_config
 
         if not is_client(scheduler_config(scheduler)):  # connect first, then evaluate on the client
             with open_client(scheduler) as client:
@@ -596,7 +596,7 @@ def evaluate(
                          "positions); render the test data with `openmm-closure render DATA --pixels`")
     _check_test_data(model, model_dir, ds, data_dir, max_trajectories)
     if no_closure is not None:
-        from .model import check_model_dir
+        from ..learn.model import check_model_dir
 
         nc_method = check_model_dir(no_closure).get("method", "ours")
         if nc_method != "no-closure":

@@ -18,9 +18,9 @@ Model directory (written by ``openmm-closure train`` / :func:`save_model`)::
 objective, "ours"), ``system``, ``in_features`` (coordinates per particle used: 2 for 2D
 systems), ``n_species``, ``species`` (names), ``latent_dim`` (d = dim ẑ), ``epsilon``
 (decoder bandwidth, normalised units), ``samples`` (M), ``observables`` (names of z̄,
-in order), ``observable_params`` (kwargs of :func:`openmm_closure.observables.compute`),
+in order), ``observable_params`` (kwargs of :func:`openmm_closure.md.observables.compute`),
 ``dt`` (ps, the dynamics' time step: ``stage2_step`` frame spacings), ``ood_margin`` (the surrogate's
-out-of-range guard, scaled units; see :mod:`openmm_closure.guard`), ``encoder`` / ``decoder`` /
+out-of-range guard, scaled units; see :mod:`openmm_closure.couple.guard`), ``encoder`` / ``decoder`` /
 ``dynamics`` (module hyperparameters; ``dynamics.kind`` is "ode" or "sde"), ``units``,
 ``manifest`` (the training dataset's manifest), ``training`` (the training options) and
 ``sha256`` (``{"model.pt": hex digest}``, checked by :func:`load_model`: an edited or
@@ -48,13 +48,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .fileio import atomic_write_bytes, check_hashes, sha256_file
+from ..fileio import atomic_write_bytes, check_hashes, sha256_file
 from .model_config import FORMAT_VERSION, UNITS, ModelConfig
-from .models.decoder import FlowDecoder
-from .models.dynamics import build_dynamics
-from .models.normalization import MinMaxScaler
-from .models.registry import build_encoder
-from .species import check_species
+from ..models.decoder import FlowDecoder
+from ..models.dynamics import build_dynamics
+from ..models.normalization import MinMaxScaler
+from ..models.registry import build_encoder
+from ..species import check_species
 
 __all__ = ["FORMAT_VERSION", "UNITS", "ModelConfig", "ClosureModel", "save_model", "load_model",
            "check_model_dir", "save_torch_atomic", "resolve_device"]
@@ -81,12 +81,12 @@ class ClosureModel(nn.Module):
     """Encoder, flow decoder, dynamics and state scaler of one trained model.
 
     Arguments:
-        config: the model configuration: a :class:`~openmm_closure.model_config.ModelConfig`
+        config: the model configuration: a :class:`~openmm_closure.learn.model_config.ModelConfig`
             or the ``config.json`` dict (see module docstring).
 
     Attributes:
         config: the configuration as a dict (what ``save_model`` writes to ``config.json``).
-        spec: the same as a typed :class:`~openmm_closure.model_config.ModelConfig`.
+        spec: the same as a typed :class:`~openmm_closure.learn.model_config.ModelConfig`.
 
     Example:
         >>> model = openmm_closure.load_model("runs/particles2d")     # doctest: +SKIP
@@ -178,7 +178,7 @@ class ClosureModel(nn.Module):
         if not bool(torch.isfinite(pos).all()):
             raise ValueError("positions contain NaN or inf")
         if box is not None:
-            from .models.periodic import periodic_image
+            from ..models.periodic import periodic_image
 
             bx = torch.as_tensor(np.asarray(box.detach().cpu() if isinstance(box, Tensor) else box, dtype=np.float64))
             if bx.shape[-2:] != (3, 3) or bx.dim() > pos.dim() or not bool(torch.isfinite(bx).all()) \
@@ -224,7 +224,7 @@ class ClosureModel(nn.Module):
             (..., len(observables)) float64 numpy array, in the order of
             ``config["observables"]``.
         """
-        from . import observables as obs
+        from ..md import observables as obs
 
         pos = positions.detach().cpu().numpy() if isinstance(positions, Tensor) else np.asarray(positions)
         typ = types.detach().cpu().numpy() if isinstance(types, Tensor) else np.asarray(types)
@@ -287,7 +287,7 @@ class ClosureModel(nn.Module):
         Returns:
             (K, steps + 1, dim) scaled states; ``model.unscale`` maps them to raw units.
         """
-        from .budget import check_rollout, check_seed
+        from ..budget import check_rollout, check_seed
         if isinstance(steps, bool) or int(steps) != steps or steps < 0:
             raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
         steps = int(steps)
@@ -304,7 +304,7 @@ class ClosureModel(nn.Module):
         if z0.shape[-1] != self.dim:
             raise ValueError(f"z0 has {z0.shape[-1]} components, this model's state has {self.dim}")
         dt = self.dt if dt is None else float(dt)
-        from .fast_rollout import rollout_noise
+        from ..couple.fast_rollout import rollout_noise
 
         noise = rollout_noise(self, steps, z0.shape[0], seed, rows)  # None for an ODE
         return self.dynamics.rollout(z0, steps, dt, noise)
@@ -332,7 +332,7 @@ class ClosureModel(nn.Module):
 
 def save_model(model: ClosureModel, directory, history: Optional[dict] = None) -> Path:
     """Write ``config.json``, ``model.pt`` (and ``history.json``) atomically into ``directory``."""
-    from .integrity import RECORD
+    from ..integrity import RECORD
 
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
@@ -344,7 +344,7 @@ def save_model(model: ClosureModel, directory, history: Optional[dict] = None) -
     if history is not None:
         _atomic_json(d / HISTORY, history)
     _atomic_json(d / CONFIG, cfg)
-    from .integrity import RECORD, seal
+    from ..integrity import RECORD, seal
 
     # written last: every file load_model reads, config.json included
     seal(d, [CONFIG, WEIGHTS], kind="model")
@@ -362,14 +362,14 @@ def check_model_dir(path) -> dict:
     Checks the integrity record (``integrity.json``: the sha256 of ``config.json`` and
     ``model.pt``, the files :func:`load_model` reads; see :mod:`openmm_closure.integrity`), then that
     ``config.json`` parses and passes the schema check of its values
-    (:func:`openmm_closure.model_config.check_values`).
+    (:func:`openmm_closure.learn.model_config.check_values`).
 
     Raises:
         FileNotFoundError: not a model directory, ``model.pt`` or the integrity record missing.
         ValueError: a file was edited, truncated or swapped (``config.json`` included), or
             ``config.json`` is malformed or holds a value out of range (the key is named).
     """
-    from .integrity import RECORD, check_record
+    from ..integrity import RECORD, check_record
     from .model_config import check_values
 
     d = Path(path)

@@ -25,7 +25,7 @@ Output files: CSV with columns ``time_ps``, then ``<name>_mean``, ``<name>_std``
 state component (observables first, then ``zhat_0``, ``zhat_1``, ...); or NPZ with
 ``time_ps`` (T,), ``names`` (D,), ``mean`` / ``std`` (T, D), ``samples`` (K, T, D) and
 ``initial`` (D,), all raw units, and ``ood_step`` (the first step out of the training
-range of z, -1 if none; see :mod:`openmm_closure.guard`). T = steps + 1 (the initial state included); the
+range of z, -1 if none; see :mod:`openmm_closure.couple.guard`). T = steps + 1 (the initial state included); the
 standard deviation is over the K members (ddof 0).
 
 This module imports openmm only inside :func:`from_simulation`.
@@ -40,7 +40,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from .species import check_species, state_names
+from ..species import check_species, state_names
 
 __all__ = [
     "SurrogateResult",
@@ -63,7 +63,7 @@ class SurrogateResult:
         macro_dim: number of observables (the first components).
         stochastic: whether the dynamics is an SDE.
         ood_step: first step index at which a member left the training range of z (with
-            the model's margin, see :mod:`openmm_closure.guard`), or None.
+            the model's margin, see :mod:`openmm_closure.couple.guard`), or None.
         ood_time: the same in ps (``times[ood_step]``), or None.
         ood_component: name of the component that left first, or None.
     """
@@ -102,7 +102,7 @@ class SurrogateResult:
 
         An existing ``path`` is replaced only with ``overwrite=True`` (else FileExistsError).
         """
-        from .fileio import atomic_write_bytes
+        from ..fileio import atomic_write_bytes
 
         path = Path(path)
         kind = output_kind(path)
@@ -162,7 +162,7 @@ class SurrogateIntegrator:
     """Extrapolate the macroscopic state of a configuration with a trained model.
 
     Arguments:
-        model: a :class:`openmm_closure.model.ClosureModel` or a model directory.
+        model: a :class:`openmm_closure.learn.model.ClosureModel` or a model directory.
         dt: time step in ps (default: the model's training frame spacing).
         device: torch device when ``model`` is a directory.
 
@@ -175,7 +175,7 @@ class SurrogateIntegrator:
 
     def __init__(self, model: Any, dt: Optional[float] = None, device: str = "cpu"):
         if isinstance(model, (str, Path)):
-            from .model import load_model
+            from ..learn.model import load_model
 
             if not Path(model).is_dir():
                 raise FileNotFoundError(f"model directory {model} does not exist")
@@ -230,7 +230,7 @@ class SurrogateIntegrator:
                 know, steps or samples < 1, a seed that is not an integer, or a rollout
                 whose memory estimate passes the bound (the estimate is named).
         """
-        from .budget import check_rollout, check_seed
+        from ..budget import check_rollout, check_seed
 
         steps, samples = int(steps), int(samples)
         if steps < 1:
@@ -246,9 +246,9 @@ class SurrogateIntegrator:
                   allow_large: bool = False) -> SurrogateResult:
         """Extrapolate a scaled state z0 (D,) (or members (K, D)) with the compiled rollout.
 
-        Checks the out-of-distribution guard (:mod:`openmm_closure.guard`): the first
+        Checks the out-of-distribution guard (:mod:`openmm_closure.couple.guard`): the first
         step a member leaves the training range (with margin) is recorded in the result
-        and reported once with an :class:`~openmm_closure.guard.OutOfRangeWarning`.
+        and reported once with an :class:`~openmm_closure.couple.guard.OutOfRangeWarning`.
 
         Returns:
             A :class:`SurrogateResult` with T = steps + 1 times.
