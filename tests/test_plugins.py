@@ -183,9 +183,13 @@ def test_a_batch_of_a_system_without_batched_builder_runs_one_by_one(tmp_path, m
     from openmm_closure.md.simulate_batch import run_batch
 
     monkeypatch.syspath_prepend(str(PLUGIN))
+    from closure_trap.observables import TRAP_RADIUS
     from closure_trap.system import TRAP
 
+    from openmm_closure.md.observables import OBSERVABLES
+
     SYSTEM_REGISTRY.register("trap2d", TRAP, replace=True)
+    OBSERVABLES.register("trap_radius", TRAP_RADIUS, replace=True)  # in this process: no entry point
     try:
         params = {"steps": 8, "report_interval": 4}
         one = simulate_ensemble("trap2d", tmp_path / "one", 2, platform="Reference", progress=False, batch=4,
@@ -197,6 +201,7 @@ def test_a_batch_of_a_system_without_batched_builder_runs_one_by_one(tmp_path, m
         assert len(run_batch(tasks)) == 2
     finally:
         SYSTEM_REGISTRY.unregister("trap2d")
+        OBSERVABLES.unregister("trap_radius")
     for i in range(2):
         with tables.open_file(str(one / replica_filename(i))) as a, \
                 tables.open_file(str(tmp_path / "batch" / replica_filename(i))) as b:
