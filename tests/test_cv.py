@@ -214,7 +214,7 @@ def test_bad_cv_options_one_line(models, tmp_path, capsys):
     model_dir, _ = models["particles2d"]
     lj_dir, _ = models["lj-mixing"]
     cases = [
-        (["--model", str(model_dir), "--periodic"], "add --cv"),
+        (["--model", str(lj_dir), "--periodic"], "--periodic applies to collective_variable.pt"),
         (["--model", str(model_dir), "--cv", "--atom-subset", "0,x"], "--atom-subset '0,x'"),
         (["--model", str(model_dir), "--cv", "--atom-subset", "1,1"], "distinct"),
         (["--model", str(lj_dir), "--cv"], "--types"),

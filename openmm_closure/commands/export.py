@@ -39,8 +39,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
       help="the particles the bias (collective_variable.pt) and the CVs see, as System indices: a .npy "
            "file or a list such as 0,1,5-9; --types then gives their species (default: every particle)")
     a("--periodic", action="store_true",
-      help="with --cv: the CVs take the periodic box and make the set whole before encoding "
-           "(centring models only; default: off)")
+      help="collective_variable.pt (and the CVs, with --cv) take the periodic box and put each particle "
+           "at its image nearest the set's periodic centre before encoding; closure_torch_force then "
+           "turns on the TorchForce's periodic boundary conditions (centring models only; default: off)")
 
 
 def run(args: argparse.Namespace) -> int:

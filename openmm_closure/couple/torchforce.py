@@ -6,6 +6,10 @@ the target as openmm-torch global parameters:
 - ``closure_k``: force constant k in kJ/mol;
 - ``closure_target``: target ẑ* of the biased closure component (raw encoder units).
 
+A bias exported with ``periodic`` (``export --periodic``) also takes the box: openmm-torch
+passes it after the positions and before the global parameters when the force uses periodic
+boundary conditions, which :func:`closure_torch_force` turns on from the file's metadata.
+
 Their defaults are the values given at export. Umbrella windows and steered runs change
 them with ``context.setParameter`` instead of re-exporting.
 
@@ -44,7 +48,9 @@ def closure_torch_force(path: str | os.PathLike, force_constant: Optional[float]
 
     Returns:
         An ``openmmtorch.TorchForce`` with the global parameters ``closure_k`` and
-        ``closure_target`` added.
+        ``closure_target`` added, and periodic boundary conditions on when the file was
+        exported with ``periodic`` (its metadata's ``uses_periodic_boundary_conditions``:
+        it then takes the box after the positions).
 
     Raises:
         ImportError: openmm-torch is not installed (install acellera-openmmtorch).
@@ -61,6 +67,8 @@ def closure_torch_force(path: str | os.PathLike, force_constant: Optional[float]
     k = float(meta["force_constant"] if force_constant is None else force_constant)
     t = float(meta["target"] if target is None else target)
     force = openmmtorch.TorchForce(os.fspath(path))
+    # a periodic export takes the box: openmm-torch then calls forward(positions, box, closure_k, closure_target)
+    force.setUsesPeriodicBoundaryConditions(bool(meta.get("uses_periodic_boundary_conditions", False)))
     force.addGlobalParameter(GLOBAL_K, k)
     force.addGlobalParameter(GLOBAL_TARGET, t)
     return force

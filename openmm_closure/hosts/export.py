@@ -40,8 +40,9 @@ the exported module, so ẑ is translation invariant), ``state_range`` (``lo``/`
 call the file expects: name, shape, dtype, units of each argument), ``records_sha256``
 (digest of the file's TorchScript records; see :mod:`openmm_closure.provenance` and
 ``openmm-closure info``), and for the collective variable ``component``,
-``force_constant``, ``target``, ``n_particles`` and ``global_parameters`` (the defaults
-of ``closure_k`` and ``closure_target``).
+``force_constant``, ``target``, ``n_particles``, ``atom_subset``, ``global_parameters``
+(the defaults of ``closure_k`` and ``closure_target``) and
+``uses_periodic_boundary_conditions`` (the file takes the box).
 
 Module entry points:
 
@@ -67,6 +68,14 @@ Module entry points:
   accepts any n; a multi-species model needs ``types`` at export and then accepts that
   n only. Attributes ``component``, ``force_constant`` (kJ/mol), ``target``; the
   method ``collective_variable(positions)`` returns ẑ_c itself.
+  Exported with ``periodic=True`` (``export --periodic``; models that centre each set):
+  ``forward(positions, box (3, 3) nm, closure_k, closure_target)``, the order in which
+  openmm-torch calls a ``TorchForce`` with ``setUsesPeriodicBoundaryConditions(True)``
+  (``closure_torch_force`` turns it on from the metadata key
+  ``uses_periodic_boundary_conditions``); the particles seen are put at their images
+  nearest the set's periodic centre before encoding, as ``encoder.pt`` does with a box, so
+  the energy does not change when a particle moves by a box vector
+  (:class:`PeriodicClosureBias`; ``collective_variable(positions, box)``).
 
 Example:
     >>> from openmm_closure.hosts.export import export_model
@@ -97,6 +106,7 @@ __all__ = [
     "ExportedEncoder",
     "ExportedDynamics",
     "ClosureBias",
+    "PeriodicClosureBias",
     "export_model",
     "load_exported",
     "read_metadata",
@@ -228,16 +238,34 @@ class ClosureBias(nn.Module):
             )
         return self.types.to(positions.device)
 
-    @torch.jit.export
-    def collective_variable(self, positions: Tensor) -> Tensor:
-        """ẑ_c of positions (n, 3) in nm (of every particle of the System when an atom
-        subset is baked in): a () tensor (dimensionless)."""
+    def _seen(self, positions: Tensor) -> Tensor:
+        """The particles the bias sees: the baked-in atom subset of ``positions``, or all."""
         if self.use_subset:
             if int(self.subset.max()) >= positions.shape[0]:
                 raise ValueError("this collective variable's atom subset needs at least "
                                  + str(int(self.subset.max()) + 1) + " particles, got " + str(positions.shape[0]))
             positions = positions.index_select(0, self.subset.to(positions.device))
+        return positions
+
+    def _component(self, positions: Tensor) -> Tensor:
         return self.encoder(positions, self._types(positions))[self.component]
+
+    def _energy(self, cv: Tensor, positions: Tensor, closure_k: Optional[Tensor],
+                closure_target: Optional[Tensor]) -> Tensor:
+        cv = cv.to(positions.dtype)
+        k = torch.tensor(self.force_constant, dtype=positions.dtype, device=positions.device)
+        t = torch.tensor(self.target, dtype=positions.dtype, device=positions.device)
+        if closure_k is not None:
+            k = closure_k.to(dtype=positions.dtype, device=positions.device).reshape(())
+        if closure_target is not None:
+            t = closure_target.to(dtype=positions.dtype, device=positions.device).reshape(())
+        return 0.5 * k * (cv - t) ** 2
+
+    @torch.jit.export
+    def collective_variable(self, positions: Tensor) -> Tensor:
+        """ẑ_c of positions (n, 3) in nm (of every particle of the System when an atom
+        subset is baked in): a () tensor (dimensionless)."""
+        return self._component(self._seen(positions))
 
     def forward(self, positions: Tensor, closure_k: Optional[Tensor] = None,
                 closure_target: Optional[Tensor] = None) -> Tensor:
@@ -253,14 +281,57 @@ class ClosureBias(nn.Module):
         Returns:
             () energy in kJ/mol, dtype of ``positions``.
         """
-        cv = self.collective_variable(positions).to(positions.dtype)
-        k = torch.tensor(self.force_constant, dtype=positions.dtype, device=positions.device)
-        t = torch.tensor(self.target, dtype=positions.dtype, device=positions.device)
-        if closure_k is not None:
-            k = closure_k.to(dtype=positions.dtype, device=positions.device).reshape(())
-        if closure_target is not None:
-            t = closure_target.to(dtype=positions.dtype, device=positions.device).reshape(())
-        return 0.5 * k * (cv - t) ** 2
+        return self._energy(self.collective_variable(positions), positions, closure_k, closure_target)
+
+
+class PeriodicClosureBias(ClosureBias):
+    r""":class:`ClosureBias` of a periodic system: it takes the box, as openmm-torch passes
+    it to a ``TorchForce`` with ``setUsesPeriodicBoundaryConditions(True)``
+    (``forward(positions, box, closure_k, closure_target)``).
+
+    The particles it sees are first put at their images nearest the set's periodic centre
+    (:func:`openmm_closure.models.periodic.periodic_image`, as ``model.encode(..., box=)``
+    and ``encoder.pt`` do), so the energy does not change when OpenMM moves a particle by
+    a box vector. Only for models that centre each set (translation invariant ẑ).
+
+    Arguments: as :class:`ClosureBias`.
+
+    Raises:
+        ValueError: the model reads absolute positions (it does not centre each set).
+    """
+
+    def __init__(self, encoder: nn.Module, *args: Any, **kwargs: Any):
+        if not bool(getattr(encoder, "center", False)):
+            raise ValueError("--periodic: this model reads absolute positions (it does not centre each set), "
+                             "so its closure variables are not defined under periodic wrapping")
+        super().__init__(encoder, *args, **kwargs)
+
+    def _image(self, positions: Tensor, box: Optional[Tensor]) -> Tensor:
+        if box is None or box.dim() != 2 or box.shape[0] != 3 or box.shape[1] != 3:
+            raise ValueError("this collective variable was exported with periodic=True and takes the (3, 3) box "
+                             "after the positions: call TorchForce.setUsesPeriodicBoundaryConditions(True)")
+        return periodic_image(self._seen(positions), box.to(positions.device))
+
+    @torch.jit.export
+    def collective_variable(self, positions: Tensor, box: Optional[Tensor] = None) -> Tensor:
+        """ẑ_c of positions (n, 3) in nm (of every particle of the System when an atom
+        subset is baked in) in the periodic box (3, 3) nm: a () tensor (dimensionless)."""
+        return self._component(self._image(positions, box))
+
+    def forward(self, positions: Tensor, box: Optional[Tensor] = None, closure_k: Optional[Tensor] = None,
+                closure_target: Optional[Tensor] = None) -> Tensor:
+        """Bias energy.
+
+        Arguments:
+            positions: (n, 3) positions in nm, float32 or float64 (as OpenMM passes them).
+            box: (3, 3) periodic box vectors in nm (rows a, b, c), as TorchForce passes
+                them with periodic boundary conditions on (required).
+            closure_k, closure_target: as :meth:`ClosureBias.forward`.
+
+        Returns:
+            () energy in kJ/mol, dtype of ``positions``.
+        """
+        return self._energy(self._component(self._image(positions, box)), positions, closure_k, closure_target)
 
 
 # ---------------------------------------------------------------------------- writing
@@ -357,7 +428,9 @@ def export_model(
             :mod:`openmm_closure.hosts.cv`).
         atom_subset: (m,) indices of the particles the bias and the CVs see (None: all),
             baked in; ``types`` are then the subset's.
-        periodic: the CVs take the box and make the set whole first; with ``cv``.
+        periodic: ``collective_variable.pt`` (and the CVs, with ``cv``) take the periodic
+            box and put each seen particle at its image nearest the set's periodic centre
+            before encoding (:class:`PeriodicClosureBias`; centring models only).
 
     Returns:
         ``{"encoder": path, "dynamics": path, "collective_variable": path or None,
@@ -391,8 +464,9 @@ def export_model(
     # validate the bias options before writing anything
     bias = None
     if cv_skip is None:
-        bias = ClosureBias(model.encoder, component, force_constant, target, types,
-                           species=model.spec.species_names, system=model.spec.system, atom_subset=atom_subset)
+        bias = (PeriodicClosureBias if periodic else ClosureBias)(
+            model.encoder, component, force_constant, target, types,
+            species=model.spec.species_names, system=model.spec.system, atom_subset=atom_subset)
     elif model.latent_dim > 0 and not 0 <= int(component) < model.latent_dim:
         raise ValueError(f"component must be in [0, {model.latent_dim}), got {component}")
     from .profiles import check_host_options, write_hosts
@@ -405,8 +479,9 @@ def export_model(
             raise ValueError("--cv: the model has no closure variables (method no-closure)")
         ClosureCV(model.encoder, 0, None if types is None else torch.as_tensor(np.asarray(types)).reshape(-1),
                   atom_subset, periodic)  # validates subset and types before anything is written
-    elif periodic:
-        raise ValueError("--periodic applies to the closure CVs: add --cv")
+    elif periodic and bias is None:
+        raise ValueError(f"--periodic applies to collective_variable.pt and the closure CVs (--cv), and "
+                         f"neither is written: {cv_skip}")
 
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a directory; choose another --out")
@@ -465,7 +540,15 @@ def _write_export(model, model_dir: Path, out: Path, *, bias, cv_skip, component
             "atom_subset": None if not bias.use_subset else bias.subset.tolist(),
             "energy": "0.5 * closure_k * (zhat[component] - closure_target)**2, kJ/mol",
             "global_parameters": {"closure_k": bias.force_constant, "closure_target": bias.target},
+            # forward(positions, box, closure_k, closure_target): TorchForce.setUsesPeriodicBoundaryConditions(True)
+            "uses_periodic_boundary_conditions": bool(periodic),
         }
+        if periodic:
+            from ..provenance import CONTRACTS
+
+            pos, *params = CONTRACTS["collective_variable"]["inputs"]
+            box = {"name": "box", "shape": [3, 3], "dtype": "float32|float64", "units": "nm (rows a, b, c)"}
+            cv_meta["inputs"] = [pos, box, *params]
         save_script(bias, out / FILES["collective_variable"], cv_meta)
         paths["collective_variable"] = out / FILES["collective_variable"]
     paths["hosts"] = write_hosts(model, out, meta, hosts=hosts, formats=formats, component=component,

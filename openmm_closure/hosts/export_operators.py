@@ -20,14 +20,14 @@ def collect_operators() -> set[str]:
     Returns:
         The set of node kinds over every registered encoder kind (centred or not, one or
         two species, 2D and 3D), ODE and SDE dynamics with each drift and diffusion form,
-        confined or not, the collective variable, the closure and observable CVs (with and
+        confined or not, the collective variable (periodic or not), the closure and observable CVs (with and
         without an atom subset and the periodic box) and the PLUMED / Colvars host module.
     """
     import warnings
 
     import torch
 
-    from .export import ClosureBias, ExportedDynamics, ExportedEncoder
+    from .export import ClosureBias, ExportedDynamics, ExportedEncoder, PeriodicClosureBias
     from ..models.dynamics import build_dynamics
     from ..models.normalization import MinMaxScaler
     from ..models.registry import ENCODERS, build_encoder
@@ -60,6 +60,8 @@ def collect_operators() -> set[str]:
                     add(ExportedEncoder(enc))
                     add(ClosureBias(enc, 0, 1.0, 0.0, None if n_species == 1 else types.numpy()))
                     add(ClosureBias(enc, 0, 1.0, 0.0, types.numpy(), atom_subset=[0, 1, 2, 3]))
+                    if center:  # export --periodic: the bias takes the box
+                        add(PeriodicClosureBias(enc, 0, 1.0, 0.0, types.numpy(), atom_subset=[0, 1, 2, 3]))
                     add(plumed.PlumedClosure(enc, None if n_species == 1 else types))  # PLUMED, Colvars
                     for subset, periodic in ((None, False), ([0, 1, 2, 3], True)):
                         add(ClosureCV(enc, 0, None if n_species == 1 else types, subset,
