@@ -317,6 +317,15 @@ class ProjectiveIntegrator:
         cost["lift"] += time.perf_counter() - t0
         return out
 
+    def _md_instead(self, res: ProjectiveResult, t: float, action: str, leap: int, err: float, frames: int,
+                    cost: dict) -> np.ndarray:
+        """Log ``action`` (a guard exit or a failed shortest leap), run ``frames`` frames of MD
+        instead of a leap, and return the state it ends in."""
+        self._event(res, t, action, leap, err, self.min_leap)
+        seg = self._md(frames, cost)
+        res.segments.append(seg)
+        return seg.states[-1]
+
     def _event(self, res: ProjectiveResult, t: float, action: str, leap: int, err: float, nxt: int) -> None:
         e = Event(float(t), action, leap * self.dt, float(err), nxt * self.dt)
         res.events.append(e)
@@ -376,11 +385,8 @@ class ProjectiveIntegrator:
                 inside = path.ood_step - 1  # last step inside the range
                 if inside < 1:
                     md = min(self.min_leap, left)
-                    self._event(res, t_start, "guard-md", 0, float("nan"), self.min_leap)
-                    seg = self._md(md, cost)
-                    res.segments.append(seg)
+                    z_now = self._md_instead(res, t_start, "guard-md", 0, float("nan"), md, cost)
                     done += md
-                    z_now = seg.states[-1]
                     leap = self.min_leap
                     continue
                 self._event(res, t_start, "guard", take, float("nan"), inside)
@@ -422,11 +428,8 @@ class ProjectiveIntegrator:
                 # even the shortest leap fails: MD carries on, longer after each failure in a row
                 failures += 1
                 md = min(left, min(self.max_leap, self.min_leap * 2 ** (failures - 1)))
-                self._event(res, t_start, "md-fallback", take, err, self.min_leap)
-                seg = self._md(md, cost)
-                res.segments.append(seg)
+                z_now = self._md_instead(res, t_start, "md-fallback", take, err, md, cost)
                 done += md
-                z_now = seg.states[-1]
                 leap = self.min_leap
                 continue
             failures = 0
