@@ -70,17 +70,20 @@ def _metadynamics_closure(tmp: Path, models) -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
 
 
-def _your_own_system(tmp: Path, models) -> None:
-    out = _run(ROOT / "examples" / "your_own_system.py", ["--out", str(tmp / "o"), "--size", "small",
-                                                          "--platform", "Reference"], tmp)
-    assert "ingested: Dataset(system='custom', replicas=4, frames=9, n=[6])" in out
-    assert "no-closure" in out and "surrogate: 8 members" in out and "live ẑ: 8 rows" in out
+def _your_own_system(tmp: Path, models, size: str = "default") -> None:
+    """The walk-through at ``size``: small in the default suite, the documented size under slow."""
+    out = _run(ROOT / "examples" / "your_own_system.py", ["--out", str(tmp / "o"), "--size", size,
+                                                          "--platform", "Reference" if size == "small" else "CPU"],
+               tmp)
+    replicas, frames, solute = (4, 9, 6) if size == "small" else (12, 41, 10)
+    assert f"ingested: Dataset(system='custom', replicas={replicas}, frames={frames}, n=[{solute}])" in out
+    assert "no-closure" in out and "surrogate: 8 members" in out and f"live ẑ: {frames - 1} rows" in out
     from openmm_closure.data import load
 
     ds = load(tmp / "o" / "train")  # the example's own observable, each frame's box, the subset only
     assert ds.manifest["observables"] == ["solute_rg"] and ds.manifest["periodic"] is True
     r = ds.replica(0)
-    assert r.box.shape == (9, 3, 3) and np.ptp(r.box[:, 0, 0]) > 0  # the barostat moved the box
+    assert r.box.shape == (frames, 3, 3) and np.ptp(r.box[:, 0, 0]) > 0  # the barostat moved the box
     metrics = json.loads((tmp / "o" / "metrics.json").read_text())
     assert np.isfinite(metrics["closure"]) and np.isfinite(metrics["no_closure"])
 
@@ -102,8 +105,9 @@ def test_example_runs(name, tmp_path, simulated_models):
 
 
 def test_your_own_system_example_at_small_size(tmp_path):
-    """The user's-own-system walk-through end to end at its small size (seconds)."""
-    _your_own_system(tmp_path, None)
+    """The user's-own-system walk-through end to end at its small size (seconds); the slow
+    run (test_example_runs) takes the documented default size."""
+    _your_own_system(tmp_path, None, size="small")
 
 
 def test_metadynamics_example_at_small_size(tmp_path):
