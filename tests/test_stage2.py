@@ -188,6 +188,66 @@ def test_rollout_selection_over_stage2_seeds(tmp_path):
     assert hist["stage2"][0]["train"] != hist["stage2"][3]["train"]
 
 
+def test_selection_data_of_another_particle_number_joins_the_score(tmp_path):
+    """--select-data: trajectories of another N also score every snapshot (never trained on);
+    the kept snapshot has the lowest mean score, and that set's score is what rolling the
+    kept model out from its own encoding of that set gives."""
+    from openmm_closure import load_model
+    from openmm_closure.data import load
+    from openmm_closure.learn.selection import rollout_score
+
+    _dataset(tmp_path / "ds")
+    _dataset(tmp_path / "other_n", r=3, n=10)
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(tmp_path / "ds"), "--out", str(out), "--epochs-stage1", "1",
+                 "--epochs-stage2", "3", "--select-every", "1", "--seed", "2", "--lr-stage2", "0.05",
+                 "--select-data", str(tmp_path / "other_n"), *SMALL]) == 0
+    hist = json.loads((out / "history.json").read_text())
+    entries = [h["rollout"] for h in hist["stage2"]]
+    assert all(len(e["sets"]) == 2 for e in entries)
+    for e in entries:
+        assert e["score"] == pytest.approx(np.mean([s["score"] for s in e["sets"]]))
+    i = int(np.argmin([e["score"] for e in entries]))
+    assert hist["stage2_best_epoch"] == i + 1
+
+    model = load_model(out)
+    ds = load(tmp_path / "other_n")
+    states = []
+    for r in range(len(ds)):
+        rep = ds.replica(r)
+        zhat = model.encode(rep.positions, rep.types)  # (F, d), unscaled
+        zbar = np.stack([rep.observables[k] for k in ("R_AB", "R_BA")], -1)
+        states.append(np.concatenate([zbar, zhat], -1))
+    z = model.state_scaler(torch.as_tensor(np.stack(states), dtype=torch.float64)).to(model.dtype)
+    again = rollout_score(model, z, 1, "mmd", 4)
+    assert again["score"] == pytest.approx(entries[i]["sets"][1]["score"], rel=1e-4)
+
+
+@pytest.mark.parametrize("flags, make, message", [
+    (["--select-data", "OTHER"], dict(obs=("R_AB",)), "observables ['R_AB'] and species"),
+    (["--select-data", "OTHER", "--stage2-step", "2"], dict(f=2), "fewer than one stage-2 step"),
+    (["--select-data", "OTHER", "--select", "one-step"], {}, "--select-data scores rollouts"),
+    (["--select-data", "MISSING"], {}, "--select-data: dataset directory"),
+])
+def test_bad_selection_data_gets_one_line(tmp_path, capsys, flags, make, message):
+    from openmm_closure.data import ArrayDataset
+
+    _dataset(tmp_path / "ds")
+    f, obs = make.get("f", 6), make.get("obs", ("R_AB", "R_BA"))
+    rng = np.random.default_rng(1)
+    pos = rng.random((2, f, 10, 3)).astype(np.float32) * 5
+    pos[..., 2] = 0
+    ArrayDataset(pos, (np.arange(10) % 2).astype(np.int64), np.arange(f) * 0.4,
+                 {k: rng.random((2, f)) for k in obs},
+                 {"system": "lj-mixing", "observables": list(obs), "params": {"cutoff": 1.0}}).save(tmp_path / "other")
+    flags = [str(tmp_path / "other") if v == "OTHER" else str(tmp_path / "missing") if v == "MISSING" else v
+             for v in flags]
+    rc = main(["train", "--data", str(tmp_path / "ds"), "--out", str(tmp_path / "m"), "--epochs", "1",
+               *flags, *SMALL])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and message in err[-1] and len(err) == 1, err
+
+
 def test_resume_in_the_second_stage2_seed_and_after_stage1(tmp_path):
     """A run killed in stage-2 seed 1 resumes bitwise; a finished stage 1 resumes with
     other stage-2 options and equals an uninterrupted run with those options."""

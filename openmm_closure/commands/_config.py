@@ -42,8 +42,8 @@ def _convert(action: argparse.Action, key: str, value: Any, where: str) -> Any:
         if not isinstance(value, bool):
             raise bad("expected true or false")
         return value  # the key names the destination, so the value is stored as written
-    if isinstance(action, argparse._AppendAction):
-        items = value if isinstance(value, list) else [value]
+    if isinstance(action, argparse._AppendAction) or action.nargs in ("+", "*"):
+        items = value if isinstance(value, list) else [value]  # a flag of several values (--select-data A B)
         return [_convert_one(action, key, v, bad) for v in items]
     if isinstance(value, list):
         if action.type is None or action.type in (int, float, str):

@@ -94,6 +94,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     a("--select", choices=["rollout", "one-step"], default=d.select,
       help="keep the stage-2 snapshot with the best rollout score on the validation trajectories, or the lowest "
            "one-step validation loss")
+    a("--select-data", nargs="+", default=list(d.select_data), metavar="DATASET",
+      help="datasets whose trajectories also score the stage-2 snapshots (never trained on), e.g. another "
+           "particle number; the score is the mean over the validation trajectories and these sets")
     a("--select-every", type=int, default=None, metavar="EPOCHS",
       help="score the rollouts every this many stage-2 epochs (default: 1/25 of --epochs-stage2, at least 1)")
     a("--select-samples", type=int, default=d.select_samples,

@@ -16,7 +16,9 @@ scaled units), and the dynamics is confined outside the training range
 (:mod:`openmm_closure.models.dynamics`). Every few epochs the dynamics is rolled out
 from the validation trajectories' first states over their whole length and scored with
 the system's metric (:mod:`openmm_closure.learn.selection`); the best snapshot is kept, over
-``stage2_seeds`` independent stage-2 trainings.
+``stage2_seeds`` independent stage-2 trainings. ``select_data`` adds datasets that only
+score (e.g. trajectories of another particle number, which the validation split of one
+N cannot show); the score is then the mean over the validation set and those sets.
 
 Reproducibility: the data order and the Monte Carlo draws of every epoch come from
 generators seeded by (seed, stage, epoch), and a checkpoint (model, optimizer, history,
@@ -121,6 +123,7 @@ class TrainConfig:
     stage2_horizon_weight: float = 1.0
     stage2_seeds: int = 1
     select: str = "rollout"
+    select_data: tuple = ()
     select_every: Optional[int] = None
     select_samples: int = 4
     loader_workers: int = 0
@@ -189,6 +192,11 @@ class TrainConfig:
             raise ValueError(f"--select-every must be an integer >= 1, got {self.select_every!r}")
         if self.select not in SELECT_MODES:
             raise ValueError(f"--select must be one of {', '.join(SELECT_MODES)}, got {self.select!r}")
+        if isinstance(self.select_data, (str, os.PathLike)) or not all(
+                isinstance(d, (str, os.PathLike)) and str(d) for d in self.select_data):
+            raise ValueError(f"--select-data takes dataset directories, got {self.select_data!r}")
+        if self.select_data and self.select != "rollout":
+            raise ValueError("--select-data scores rollouts; it needs --select rollout")
         if self.sigma0_sq is not None and not (math.isfinite(float(self.sigma0_sq)) and self.sigma0_sq > 0):
             raise ValueError(f"--sigma0-sq must be a finite floor > 0 (or unset: the diffusion is scaled by "
                              f"the data), got {self.sigma0_sq!r}")
@@ -251,6 +259,7 @@ _RESUME_FREE = {"resume", "stop_after", "progress", "device", "threads", "data",
 # options that only stage 2 reads: they may differ while the checkpoint has not begun
 # stage 2 (one stage 1, several stage-2 settings: copy the run directory, resume each)
 _STAGE2_ONLY = {"sigma0_sq", "diffusion_floor", "confine", "restore_steps", "stage2_step", "stage2_horizon",
+                "select_data",
                 "stage2_horizon_weight", "stage2_seeds", "select", "select_every", "select_samples",
                 "epochs_stage2", "lr_stage2", "batch_size_stage2", "frames_per_trajectory_stage2"}
 
@@ -475,6 +484,47 @@ def _states(model: ClosureModel, frames: TrainingFrames, zhat: dict, replicas) -
         zbar = np.stack([frames.obs[k][r] for k in frames.observables], axis=-1) if frames.observables \
             else np.zeros((frames.n_frames, 0))
         out[r] = np.concatenate([zbar, zhat[r]], axis=-1)
+    return out
+
+
+def _selection_frames(frames: TrainingFrames, config: TrainConfig) -> list:
+    """The ``--select-data`` datasets, checked before any training: trajectories that only
+    judge stage-2 snapshots (e.g. another particle number), never train them.
+
+    Raises:
+        FileNotFoundError: a set that does not exist.
+        ValueError: a set that cannot be read, or whose species or observables differ from
+            the training data's, or whose trajectories are shorter than one stage-2 step.
+    """
+    from .. import data as data_mod
+
+    out = []
+    step = int(config.stage2_step)
+    for path in config.select_data:
+        if not Path(path).exists():
+            raise FileNotFoundError(f"--select-data: dataset directory {path} does not exist")
+        try:
+            ds = data_mod.load(path)
+        except Exception as exc:
+            raise ValueError(f"--select-data: cannot read dataset {path}: {exc}") from exc
+        sel = TrainingFrames(ds, dataclasses.replace(config, data=str(path), val_fraction=0.0))
+        if sel.observables != frames.observables or sel.species != frames.species:
+            raise ValueError(f"--select-data {path}: observables {sel.observables} and species {sel.species} "
+                             f"must be the training data's ({frames.observables}, {frames.species})")
+        if sel.n_frames <= step:
+            raise ValueError(f"--select-data {path}: {sel.n_frames} frames per trajectory, fewer than one "
+                             f"stage-2 step ({step} frames) needs")
+        out.append(sel)
+    return out
+
+
+def _selection_states(model: ClosureModel, selection: list, device) -> list:
+    """(R, F, D) scaled float64 states of each ``--select-data`` set, encoded with the
+    trained encoder."""
+    out = []
+    for sel in selection:
+        reps = list(range(len(sel.ds)))
+        out.append(_scaled(model, _states(model, sel, _encode_all(model, sel, reps, device), reps), reps))
     return out
 
 
@@ -709,6 +759,7 @@ def _train_on(ds, config: TrainConfig, checkpoint: Optional[dict], dist: Distrib
     frames = TrainingFrames(ds, config)
     if not frames.train:
         raise ValueError("no training replicas after the validation split")
+    selection = _selection_frames(frames, config)  # checked now, encoded in stage 2
     model = _build_model(config, frames).to(device)
     history = {"stage1": [], "stage2": []}
     stage, epoch = 1, 0
@@ -818,7 +869,11 @@ def _train_on(ds, config: TrainConfig, checkpoint: Optional[dict], dist: Distrib
     if int(config.epochs_stage2) > epoch:
         _check_count(dist, n_items, "stage-2 training windows")
     kind = _metric_kind(model)
-    rollout_select = config.select == "rollout" and val_z is not None
+    # the validation trajectories, then each --select-data set (e.g. another particle
+    # number): snapshots are compared by the mean of their rollout scores
+    select_sets = ([] if val_z is None else [val_z]) + [
+        s.to(model.dtype).to(device) for s in _selection_states(model, selection, device)]
+    rollout_select = config.select == "rollout" and bool(select_sets)
     every = int(config.select_every or max(1, int(config.epochs_stage2) // 25))
     seed_index = int(checkpoint.get("stage2_seed", 0)) if checkpoint is not None and stage == 2 else 0
     history.setdefault("stage2_select", "rollout" if rollout_select else "one-step")
@@ -864,7 +919,12 @@ def _train_on(ds, config: TrainConfig, checkpoint: Optional[dict], dist: Distrib
         if rollout_select:
             if (e + 1) % every and e + 1 != int(config.epochs_stage2):
                 return
-            res = rollout_score(model, val_z, step, kind, int(config.select_samples))
+            scored = [rollout_score(model, z, step, kind, int(config.select_samples)) for z in select_sets]
+            res = scored[0] if len(scored) == 1 else {
+                "score": float(np.mean([r["score"] for r in scored])),
+                "metric": float(np.mean([r["metric"] for r in scored])),
+                "spread": scored[0].get("spread"), "out": float(np.mean([r["out"] for r in scored])),
+                "sets": scored}
             score = dist.same(float(res["score"]))
             entry["rollout"] = {**res, "score": score}
             _report(config, f"stage 2 epoch {e + 1}: rollout score {score:.4g} ({kind} {res['metric']:.4g}"
