@@ -34,6 +34,13 @@ per test set (a perfect model's MMD floor at 64 test trajectories is ~6e-3; the
 simulation, ~30 s per replica on one core, is what limits the mixing sets).
 ``--scale full`` uses the reference sizes and wants a GPU.
 
+``--select-other-n`` adds, per system, a selection set of in-dst trajectories at a particle
+number between in-dst's and diff-N's (particles2d N = 350; lj-mixing a box between the two
+heights), half a test set's size, and trains every method with ``select_data`` on it: the
+stage-2 snapshot is kept by its rollout score on the validation trajectories *and* on that
+set (never on a test set). Models, reports and the table go to ``models-select/``,
+``reports-select/``, ``results-select.json`` and ``table-select.md`` beside the plain ones.
+
 ``--simulate-only`` stops after the datasets (e.g. to simulate on one machine and train on
 another: everything is cached under ``--out``).
 
@@ -171,19 +178,36 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def simulate_all(scale: dict, out: Path, systems, workers: int, progress: bool) -> dict:
-    """Simulate (or resume) every dataset; returns {(system, split): directory}."""
+def select_set(system: str, s: dict) -> tuple:
+    """(replicas, N or None, builder parameters) of the ``--select-other-n`` set of a system:
+    in-dst trajectories at a size between in-dst's and diff-N's, half a test set."""
+    reps = max(2, s["test"] // 2)
+    if system == "particles2d":
+        return reps, (s["n"]["in-dst"] + s["n"]["diff-N"]) // 2, {}
+    from openmm_closure.systems.lj_mixing import REGIMES as BOXES
+
+    walls = {r: s["params"].get(r, {}).get("walls", BOXES[r][0]) for r in ("in-dst", "diff-N")}
+    return reps, None, {"walls": [walls["in-dst"][0], (walls["in-dst"][1] + walls["diff-N"][1]) / 2]}
+
+
+def simulate_all(scale: dict, out: Path, systems, workers: int, progress: bool, select: bool = False) -> dict:
+    """Simulate (or resume) every dataset (and the ``--select-other-n`` sets when ``select``);
+    returns {(system, split): directory}."""
     from openmm_closure.md.simulate import simulate_ensemble
 
     dirs = {}
     for system in systems:
         s = scale[system]
-        for split, regime, reps, seed in [("train", "in-dst", s["train"], 0)] + \
-                [(f"test-{r}", r, s["test"], 1000 + i) for i, r in enumerate(REGIMES)]:
-            params = dict(s["sim"], **s["params"].get(regime, {}))
+        splits = [("train", "in-dst", s["train"], 0, s["n"].get("in-dst"), {})] + \
+            [(f"test-{r}", r, s["test"], 1000 + i, s["n"].get(r), {}) for i, r in enumerate(REGIMES)]
+        if select:
+            reps, n, extra = select_set(system, s)
+            splits.append(("select", "in-dst", reps, 5000, n, extra))
+        for split, regime, reps, seed, n, extra in splits:
+            params = {**s["sim"], **s["params"].get(regime, {}), **extra}
             t = time.time()
             d = simulate_ensemble(system, out / "data" / system / split, reps, regime=regime,
-                                  n_particles=s["n"].get(regime), seed=seed, platform=scale["platform"],
+                                  n_particles=n, seed=seed, platform=scale["platform"],
                                   workers=workers, progress=progress, **params)
             log(f"data {system}/{split}: {reps} replicas ({time.time() - t:.0f} s)")
             dirs[(system, split)] = d
@@ -234,10 +258,12 @@ def _train_one(cfg_kwargs: dict) -> float:
 
 
 def train_all(scale: dict, out: Path, dirs: dict, systems, methods, seeds, device: str, progress: bool,
-              jobs: int = 1) -> dict:
+              jobs: int = 1, select: bool = False) -> dict:
     """Train (or resume) every (system, method, seed); returns {(system, method, seed): dir or error}.
 
     ``jobs`` > 1 trains that many models at once in spawned processes (one torch thread each).
+    ``select``: every model also scores its stage-2 snapshots on the system's selection set
+    (``models-select/``).
     """
     from openmm_closure.learn.training import CHECKPOINT
 
@@ -245,7 +271,7 @@ def train_all(scale: dict, out: Path, dirs: dict, systems, methods, seeds, devic
     for seed in seeds:
         for system in systems:
             for method in methods:
-                mdir = out / "models" / system / _tag(method, seed)
+                mdir = out / ("models-select" if select else "models") / system / _tag(method, seed)
                 if (mdir / "model.pt").exists() and (mdir / "config.json").exists():
                     if "observable_range" in json.loads((mdir / "config.json").read_text()):
                         models[(system, method, seed)] = mdir
@@ -256,6 +282,7 @@ def train_all(scale: dict, out: Path, dirs: dict, systems, methods, seeds, devic
                 todo.append(((system, method, seed), dict(
                     data=str(dirs[(system, "train")]), out=str(mdir), method=method, seed=seed, device=device,
                     resume=(mdir / CHECKPOINT).exists(), progress=None if progress and jobs <= 1 else False,
+                    **({"select_data": [str(dirs[(system, "select")])]} if select else {}),
                     **scale[system]["train_cfg"])))
 
     def done(i, seconds, exc):
@@ -282,7 +309,7 @@ def _evaluate_one(kwargs: dict) -> dict:
 
 
 def evaluate_all(scale: dict, out: Path, dirs: dict, models: dict, systems, methods, seeds, device: str,
-                 jobs: int = 1) -> list:
+                 jobs: int = 1, reports: str = "reports") -> list:
     """Evaluate every model on every test set; one row per (system, method, seed, regime).
 
     ``jobs`` > 1 runs that many evaluations at once in spawned processes.
@@ -292,7 +319,7 @@ def evaluate_all(scale: dict, out: Path, dirs: dict, models: dict, systems, meth
     slots, todo = [], []  # slots: (base, a finished row or the index of a task in todo)
     for (system, method, seed), m in models.items():
         for regime in REGIMES:
-            rdir = out / "reports" / system / _tag(method, seed) / regime
+            rdir = out / reports / system / _tag(method, seed) / regime
             base = {"system": system, "method": method, "regime": regime, "seed": seed}
             if isinstance(m, Exception):
                 slots.append((base, {**base, "status": "failed", "value": None, "reason": str(m)}))
@@ -554,6 +581,9 @@ def main(argv=None) -> int:
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--workers", type=int, default=2, help="simulation worker processes")
     p.add_argument("--simulate-only", action="store_true", help="stop after simulating the datasets")
+    p.add_argument("--select-other-n", action="store_true",
+                   help="select every model's stage-2 snapshot on the validation trajectories and on a set at "
+                        "another particle number too (models-select/, results-select.json)")
     p.add_argument("--jobs", type=int, default=1,
                    help="models trained (then evaluated) at once, each in its own process with one torch "
                         "thread (default 1; on a machine with C free cores, C)")
@@ -591,7 +621,8 @@ def main(argv=None) -> int:
     sizes = sizes_text(args.scale, scale, systems)
     print(sizes + f"\n  training seeds per method: {args.seeds or (3 if args.scale in ('small', 'medium') else 1)}", flush=True)
     t0 = time.time()
-    dirs = simulate_all(scale, out, systems, args.workers, progress)
+    select = args.select_other_n
+    dirs = simulate_all(scale, out, systems, args.workers, progress, select)
     if args.simulate_only:
         log(f"datasets complete ({time.time() - t0:.0f} s); --simulate-only: stopping before training")
         return 0
@@ -600,9 +631,10 @@ def main(argv=None) -> int:
     if n_seeds < 1:
         p.error("--seeds must be >= 1")
     seeds = list(range(n_seeds))
-    models = train_all(scale, out, dirs, systems, methods, seeds, device, progress, args.jobs)
+    models = train_all(scale, out, dirs, systems, methods, seeds, device, progress, args.jobs, select)
     t2 = time.time()
-    rows = evaluate_all(scale, out, dirs, models, systems, methods, seeds, device, args.jobs)
+    rows = evaluate_all(scale, out, dirs, models, systems, methods, seeds, device, args.jobs,
+                        "reports-select" if select else "reports")
     t3 = time.time()
     floors = {s: mmd_floor(dirs, s, scale[s]["eval_samples"]) for s in systems if CATALOG[s].metric == "mmd"}
     text = tables(rows, systems, floors)
@@ -613,11 +645,16 @@ def main(argv=None) -> int:
              **({"spread_ratio": r["extra"]["spread_ratio"]} if "spread_ratio" in (r.get("extra") or {}) else {})}
             for r in rows]
     summary = {"/".join(k): v for k, v in aggregate(rows).items()}
-    (out / "results.json").write_text(json.dumps({"scale": args.scale, "sizes": sizes, "timing": timing,
+    suffix = "-select" if select else ""
+    if select:
+        sizes += "\n  stage-2 selection also on: " + "; ".join(
+            f"{s}: {r} in-dst replicas, N {n or 'lattice'}, {extra or 'reference box'}"
+            for s in systems for r, n, extra in [select_set(s, scale[s])])
+    (out / f"results{suffix}.json").write_text(json.dumps({"scale": args.scale, "sizes": sizes, "timing": timing,
                                                   "rows": slim, "summary": summary, "seeds": seeds, "mmd_floor": floors, "paper": {f"{k[0]}/{k[1]}": v for k, v in PAPER.items()}},
                                                  indent=2, sort_keys=True) + "\n")
-    (out / "table.md").write_text(f"```\n{sizes}\n```\n\n{text}")
-    print(f"written: {out / 'results.json'}, {out / 'table.md'}")
+    (out / f"table{suffix}.md").write_text(f"```\n{sizes}\n```\n\n{text}")
+    print(f"written: {out / f'results{suffix}.json'}, {out / f'table{suffix}.md'}")
     if with_polymer:
         polymer_block(args.scale, out, methods, n_seeds, progress)
     return 0

@@ -126,6 +126,14 @@ def test_paper_table_smoke(tmp_path):
     ours = {(r["system"], r["regime"]): r for r in res["rows"] if r["method"] == "ours"}
     assert set(ours) == {(s, g) for s in ("particles2d", "lj-mixing") for g in ("in-dst", "diff-init", "diff-N")}
     assert all(r["status"] == "ok" and np.isfinite(r["value"]) for r in ours.values())
+    # the same table selecting stage 2 on a set at another particle number too
+    _run(ROOT / "benchmarks" / "paper_table.py",
+         ["--scale", "smoke", "--out", str(tmp_path / "pt"), "--workers", "1", "--no-progress",
+          "--systems", "lj-mixing", "--methods", "ours", "--seeds", "1", "--select-other-n"], tmp_path)
+    sel = json.loads((tmp_path / "pt" / "results-select.json").read_text())
+    assert "walls': [26.0, 5.5]" in sel["sizes"] and all(r["status"] == "ok" for r in sel["rows"] if r["method"] == "ours")
+    cfg = (tmp_path / "pt" / "models-select" / "lj-mixing" / "ours" / "train_config.toml").read_text()
+    assert str(tmp_path / "pt" / "data" / "lj-mixing" / "select") in cfg
 
 
 def test_paper_table_parallel_training_equals_serial(tmp_path):
