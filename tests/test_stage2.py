@@ -190,7 +190,7 @@ def test_rollout_selection_over_stage2_seeds(tmp_path):
 
 def test_selection_data_of_another_particle_number_joins_the_score(tmp_path):
     """--select-data: trajectories of another N also score every snapshot (never trained on);
-    the kept snapshot has the lowest mean score, and that set's score is what rolling the
+    the kept snapshot has the lowest score pooled over the trajectories of both sets, and that set's score is what rolling the
     kept model out from its own encoding of that set gives."""
     from openmm_closure import load_model
     from openmm_closure.data import load
@@ -205,8 +205,13 @@ def test_selection_data_of_another_particle_number_joins_the_score(tmp_path):
     hist = json.loads((out / "history.json").read_text())
     entries = [h["rollout"] for h in hist["stage2"]]
     assert all(len(e["sets"]) == 2 for e in entries)
+    # pooled over trajectories: each set weighs its trajectory count (validation: 10 % of
+    # the training replicas; the other-N set: all 3 of its replicas)
+    sizes = [s["trajectories"] for s in entries[0]["sets"]]
+    assert sizes[1] == 3 and 1 <= sizes[0] < 3
     for e in entries:
-        assert e["score"] == pytest.approx(np.mean([s["score"] for s in e["sets"]]))
+        scores = np.array([s["score"] for s in e["sets"]])
+        assert e["score"] == pytest.approx(float((scores * sizes).sum() / sum(sizes)))
     i = int(np.argmin([e["score"] for e in entries]))
     assert hist["stage2_best_epoch"] == i + 1
 

@@ -96,7 +96,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
            "one-step validation loss")
     a("--select-data", nargs="+", default=list(d.select_data), metavar="DATASET",
       help="datasets whose trajectories also score the stage-2 snapshots (never trained on), e.g. another "
-           "particle number; the score is the mean over the validation trajectories and these sets")
+           "particle number; the score is pooled over the validation trajectories and these sets, each set "
+           "weighted by its number of trajectories")
     a("--select-every", type=int, default=None, metavar="EPOCHS",
       help="score the rollouts every this many stage-2 epochs (default: 1/25 of --epochs-stage2, at least 1)")
     a("--select-samples", type=int, default=d.select_samples,

@@ -18,7 +18,8 @@ from the validation trajectories' first states over their whole length and score
 the system's metric (:mod:`openmm_closure.learn.selection`); the best snapshot is kept, over
 ``stage2_seeds`` independent stage-2 trainings. ``select_data`` adds datasets that only
 score (e.g. trajectories of another particle number, which the validation split of one
-N cannot show); the score is then the mean over the validation set and those sets.
+N cannot show); the score is then the mean over the validation set and those sets,
+each weighted by its number of trajectories.
 
 Reproducibility: the data order and the Monte Carlo draws of every epoch come from
 generators seeded by (seed, stage, epoch), and a checkpoint (model, optimizer, history,
@@ -528,6 +529,15 @@ def _selection_states(model: ClosureModel, selection: list, device) -> list:
     return out
 
 
+def _pooled(values: list, sizes: list) -> float:
+    """Mean of per-set rollout scores weighted by each set's trajectory count (inf stays inf)."""
+    v = np.asarray(values, dtype=float)
+    w = np.asarray(sizes, dtype=float)
+    if not np.isfinite(v).all():
+        return float("inf")
+    return float((v * w).sum() / w.sum())
+
+
 # ---------------------------------------------------------------------------- training
 def _save_checkpoint(out: Path, stage: int, epoch: int, model, optimizer, history, config, done=False, best=None,
                      fingerprint=None, extra: Optional[dict] = None, stage2_seed: int = 0):
@@ -870,10 +880,13 @@ def _train_on(ds, config: TrainConfig, checkpoint: Optional[dict], dist: Distrib
         _check_count(dist, n_items, "stage-2 training windows")
     kind = _metric_kind(model)
     # the validation trajectories, then each --select-data set (e.g. another particle
-    # number): snapshots are compared by the mean of their rollout scores
+    # number): snapshots are compared by their rollout scores pooled over the trajectories
+    # (each set weighted by its trajectory count, so a handful of validation trajectories,
+    # whose finite-ensemble score is large and noisy, does not outweigh a larger set)
     select_sets = ([] if val_z is None else [val_z]) + [
         s.to(model.dtype).to(device) for s in _selection_states(model, selection, device)]
     rollout_select = config.select == "rollout" and bool(select_sets)
+    set_sizes = [int(z.shape[0]) for z in select_sets]
     every = int(config.select_every or max(1, int(config.epochs_stage2) // 25))
     seed_index = int(checkpoint.get("stage2_seed", 0)) if checkpoint is not None and stage == 2 else 0
     history.setdefault("stage2_select", "rollout" if rollout_select else "one-step")
@@ -919,12 +932,11 @@ def _train_on(ds, config: TrainConfig, checkpoint: Optional[dict], dist: Distrib
         if rollout_select:
             if (e + 1) % every and e + 1 != int(config.epochs_stage2):
                 return
-            scored = [rollout_score(model, z, step, kind, int(config.select_samples)) for z in select_sets]
+            scored = [{**rollout_score(model, z, step, kind, int(config.select_samples)), "trajectories": n}
+                      for z, n in zip(select_sets, set_sizes)]
             res = scored[0] if len(scored) == 1 else {
-                "score": float(np.mean([r["score"] for r in scored])),
-                "metric": float(np.mean([r["metric"] for r in scored])),
-                "spread": scored[0].get("spread"), "out": float(np.mean([r["out"] for r in scored])),
-                "sets": scored}
+                **{key: _pooled([r[key] for r in scored], set_sizes) for key in ("score", "metric", "out")},
+                "spread": scored[0].get("spread"), "sets": scored}
             score = dist.same(float(res["score"]))
             entry["rollout"] = {**res, "score": score}
             _report(config, f"stage 2 epoch {e + 1}: rollout score {score:.4g} ({kind} {res['metric']:.4g}"
