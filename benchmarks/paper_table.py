@@ -38,7 +38,8 @@ simulation, ~30 s per replica on one core, is what limits the mixing sets).
 number between in-dst's and diff-N's (particles2d N = 350; lj-mixing a box between the two
 heights), half a test set's size, and trains every method with ``select_data`` on it: the
 stage-2 snapshot is kept by its rollout score on the validation trajectories *and* on that
-set (never on a test set). Models, reports and the table go to ``models-select/``,
+set (never on a test set; AE-Aug, whose encoder is tied to the training N, keeps the
+validation set alone). Models, reports and the table go to ``models-select/``,
 ``reports-select/``, ``results-select.json`` and ``table-select.md`` beside the plain ones.
 
 ``--simulate-only`` stops after the datasets (e.g. to simulate on one machine and train on
@@ -70,6 +71,9 @@ LABELS = {"ae-aug": "AE-Aug", "ae-inve": "AE-InvE", "ae-inve-cd": "AE-InvE-CD", 
           "constant": "constant"}
 REGIMES = ("in-dst", "diff-init", "diff-N")
 
+#: methods whose encoder is the ordered vector of the training N (N/A on diff-N): they cannot
+#: encode the ``--select-other-n`` set, so there they keep selecting on the validation set alone
+FIXED_N_METHODS = ("ae-aug",)
 #: SPEC §4 (the paper's table); None = N/A; diff-init is not in the paper's table
 PAPER = {
     ("particles2d", "in-dst"): {"ae-aug": 1.25e-3, "ae-inve": 2.41e-4, "ae-inve-cd": 6.14e-5, "inve": 6.01e-5, "ours": 5.19e-5},
@@ -282,7 +286,8 @@ def train_all(scale: dict, out: Path, dirs: dict, systems, methods, seeds, devic
                 todo.append(((system, method, seed), dict(
                     data=str(dirs[(system, "train")]), out=str(mdir), method=method, seed=seed, device=device,
                     resume=(mdir / CHECKPOINT).exists(), progress=None if progress and jobs <= 1 else False,
-                    **({"select_data": [str(dirs[(system, "select")])]} if select else {}),
+                    **({"select_data": [str(dirs[(system, "select")])]}
+                       if select and method not in FIXED_N_METHODS else {}),
                     **scale[system]["train_cfg"])))
 
     def done(i, seconds, exc):

@@ -233,6 +233,8 @@ def test_selection_data_of_another_particle_number_joins_the_score(tmp_path):
     (["--select-data", "OTHER", "--stage2-step", "2"], dict(f=2), "fewer than one stage-2 step"),
     (["--select-data", "OTHER", "--select", "one-step"], {}, "--select-data scores rollouts"),
     (["--select-data", "MISSING"], {}, "--select-data: dataset directory"),
+    # AE-Aug's encoder is an ordered vector of the training N (12): refused before stage 1
+    (["--select-data", "OTHER", "--method", "ae-aug"], {}, "AE-Aug cannot encode a different particle number"),
 ])
 def test_bad_selection_data_gets_one_line(tmp_path, capsys, flags, make, message):
     from openmm_closure.data import ArrayDataset
@@ -251,6 +253,8 @@ def test_bad_selection_data_gets_one_line(tmp_path, capsys, flags, make, message
                *flags, *SMALL])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and message in err[-1] and len(err) == 1, err
+    assert "--select-data" in err[-1] or "--select" in err[-1]
+    assert not (tmp_path / "m" / "checkpoint.pt").exists()  # nothing trained first
 
 
 def test_resume_in_the_second_stage2_seed_and_after_stage1(tmp_path):

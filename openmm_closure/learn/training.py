@@ -519,6 +519,19 @@ def _selection_frames(frames: TrainingFrames, config: TrainConfig) -> list:
     return out
 
 
+def _check_selection_encodable(model: ClosureModel, selection: list, paths, device) -> None:
+    """Encode one frame of each ``--select-data`` set before stage 1, so an encoder that
+    cannot take that set (AE-Aug's ordered vector of a fixed N) fails in one line now,
+    not after the whole stage 1."""
+    for sel, path in zip(selection, paths):
+        try:
+            with torch.no_grad():
+                b = sel.batch(model, np.array([[0, 0]]), device)
+                model.encoder.forward_flat(b.x, b.types, b.index, b.n_sets)
+        except ValueError as exc:
+            raise ValueError(f"--select-data {path}: {str(exc).splitlines()[0]}") from exc
+
+
 def _selection_states(model: ClosureModel, selection: list, device) -> list:
     """(R, F, D) scaled float64 states of each ``--select-data`` set, encoded with the
     trained encoder."""
@@ -771,6 +784,7 @@ def _train_on(ds, config: TrainConfig, checkpoint: Optional[dict], dist: Distrib
         raise ValueError("no training replicas after the validation split")
     selection = _selection_frames(frames, config)  # checked now, encoded in stage 2
     model = _build_model(config, frames).to(device)
+    _check_selection_encodable(model, selection, config.select_data, device)
     history = {"stage1": [], "stage2": []}
     stage, epoch = 1, 0
     opt_state = None
