@@ -190,8 +190,9 @@ def test_rollout_selection_over_stage2_seeds(tmp_path):
 
 def test_selection_data_of_another_particle_number_joins_the_score(tmp_path):
     """--select-data: trajectories of another N also score every snapshot (never trained on);
-    the kept snapshot has the lowest score pooled over the trajectories of both sets, and that set's score is what rolling the
-    kept model out from its own encoding of that set gives."""
+    the kept snapshot has the lowest score pooled over the trajectories of both sets, and
+    that set's score is what rolling the kept model out from its own encoding of that set
+    gives."""
     from openmm_closure import load_model
     from openmm_closure.data import load
     from openmm_closure.learn.selection import rollout_score

@@ -542,15 +542,6 @@ def _selection_states(model: ClosureModel, selection: list, device) -> list:
     return out
 
 
-def _pooled(values: list, sizes: list) -> float:
-    """Mean of per-set rollout scores weighted by each set's trajectory count (inf stays inf)."""
-    v = np.asarray(values, dtype=float)
-    w = np.asarray(sizes, dtype=float)
-    if not np.isfinite(v).all():
-        return float("inf")
-    return float((v * w).sum() / w.sum())
-
-
 # ---------------------------------------------------------------------------- training
 def _save_checkpoint(out: Path, stage: int, epoch: int, model, optimizer, history, config, done=False, best=None,
                      fingerprint=None, extra: Optional[dict] = None, stage2_seed: int = 0):
@@ -949,7 +940,9 @@ def _train_on(ds, config: TrainConfig, checkpoint: Optional[dict], dist: Distrib
             scored = [{**rollout_score(model, z, step, kind, int(config.select_samples)), "trajectories": n}
                       for z, n in zip(select_sets, set_sizes)]
             res = scored[0] if len(scored) == 1 else {
-                **{key: _pooled([r[key] for r in scored], set_sizes) for key in ("score", "metric", "out")},
+                # weights are trajectory counts (>= 1), so an inf score stays inf
+                **{key: float(np.average([r[key] for r in scored], weights=set_sizes))
+                   for key in ("score", "metric", "out")},
                 "spread": scored[0].get("spread"), "sets": scored}
             score = dist.same(float(res["score"]))
             entry["rollout"] = {**res, "score": score}
